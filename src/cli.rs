@@ -1,0 +1,199 @@
+//! Command-line interface: clap definitions and dispatch to the front ends.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Project;
+use crate::error::{exit, Result, SluiceError};
+use crate::session::{build_session, parse_memory_size, SessionOptions};
+use crate::shell::printer::{print_batches, PrintFormat, PrintOptions};
+use crate::shell::{run_interactive, Shell};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "SQL engine for marketing and analytics delivery pipelines")]
+pub struct Cli {
+    /// Project folder holding sluice.toml and models/ (default: the current directory)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub project: Option<PathBuf>,
+    /// Memory the engine may use before spilling to disk, e.g. 4G or 60% (default: 70% of RAM)
+    #[arg(long, global = true, value_name = "SIZE")]
+    pub memory_limit: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Interactive SQL shell (the default); scripted with -c, -f or standard input
+    Shell(ShellArgs),
+    /// List sluice's SQL functions with signature, description and example
+    Functions(FunctionsArgs),
+}
+
+#[derive(Debug, Default, Args)]
+pub struct ShellArgs {
+    /// Run SQL (repeatable); statements are separated by `;`
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    pub commands: Vec<String>,
+    /// Run the statements in a file (repeatable)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Output format
+    #[arg(long, value_enum)]
+    pub format: Option<PrintFormat>,
+    /// Write results to a file instead of standard output
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Keep going after a failing statement (the exit code still reports the failure)
+    #[arg(long)]
+    pub continue_on_error: bool,
+    /// Rows the table format shows before "N more rows" (default: 40 interactive, all scripted)
+    #[arg(long, value_name = "N")]
+    pub max_rows: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct FunctionsArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PrintFormat,
+}
+
+/// Parse, run, and return the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return exit::USAGE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn load_project(cli: &Cli) -> Result<Arc<Project>> {
+    let dir = cli.project.clone().unwrap_or_else(|| PathBuf::from("."));
+    Ok(Arc::new(Project::load(&dir)?))
+}
+
+fn session_options(cli: &Cli) -> Result<SessionOptions> {
+    let mut options = SessionOptions::new();
+    if let Some(m) = &cli.memory_limit {
+        options.memory_limit = Some(parse_memory_size(m)?);
+    }
+    Ok(options)
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match &cli.command {
+        None => shell(&cli, &ShellArgs::default()).await,
+        Some(Command::Shell(args)) => shell(&cli, args).await,
+        Some(Command::Functions(args)) => functions(args),
+    }
+}
+
+async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
+    let project = load_project(cli)?;
+    let session = build_session(project, &session_options(cli)?)?;
+    let scripted = !args.commands.is_empty() || !args.files.is_empty() || !std::io::stdin().is_terminal();
+    let format = args.format.unwrap_or(PrintFormat::Table);
+    let mut shell = Shell::new(session, format, !scripted);
+    shell.continue_on_error = args.continue_on_error;
+    if let Some(n) = args.max_rows {
+        shell.print.max_rows = Some(n);
+    }
+    if let Some(path) = &args.output {
+        shell.set_output(Some(path))?;
+    }
+    if !scripted {
+        let result = run_interactive(&mut shell).await;
+        shell.flush();
+        return result;
+    }
+    let mut first_error: Option<SluiceError> = None;
+    let mut record = |e: SluiceError, shell: &Shell| -> Result<()> {
+        if shell.continue_on_error {
+            first_error.get_or_insert(e);
+            Ok(())
+        } else {
+            Err(e)
+        }
+    };
+    for (i, sql) in args.commands.iter().enumerate() {
+        let origin = if args.commands.len() == 1 { "-c".to_string() } else { format!("-c #{}", i + 1) };
+        if let Err(e) = shell.run_script(sql, &origin).await {
+            shell.flush();
+            record(e, &shell)?;
+        }
+    }
+    for file in &args.files {
+        let text = std::fs::read_to_string(file).map_err(|e| SluiceError::io(file, e))?;
+        if let Err(e) = shell.run_script(&text, &file.display().to_string()).await {
+            shell.flush();
+            record(e, &shell)?;
+        }
+    }
+    if args.commands.is_empty() && args.files.is_empty() {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| SluiceError::io("<stdin>", e))?;
+        if let Err(e) = shell.run_script(&text, "stdin").await {
+            shell.flush();
+            record(e, &shell)?;
+        }
+    }
+    shell.flush();
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn functions(args: &FunctionsArgs) -> Result<()> {
+    use datafusion::arrow::array::{RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let docs = crate::functions::docs();
+    let col = |f: fn(&crate::functions::FunctionDoc) -> &'static str| {
+        Arc::new(StringArray::from(docs.iter().map(f).collect::<Vec<_>>())) as _
+    };
+    let schema = Arc::new(Schema::new(
+        ["name", "kind", "signature", "description", "example"]
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            col(|d| d.name),
+            col(|d| d.kind),
+            col(|d| d.signature),
+            col(|d| d.description),
+            col(|d| d.example),
+        ],
+    )
+    .map_err(|e| SluiceError::sql(e.to_string()))?;
+    let options = PrintOptions {
+        format: args.format,
+        max_rows: None,
+        max_width: None,
+    };
+    print_batches(&options, schema, &[batch], &mut std::io::stdout())
+}

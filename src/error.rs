@@ -1,0 +1,162 @@
+//! One error type for the whole binary. Each variant carries what the user needs to find
+//! the problem (file, line, key, source, model) and maps to one of the documented exit codes.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use datafusion::error::DataFusionError;
+
+pub type Result<T, E = SluiceError> = std::result::Result<T, E>;
+
+/// Exit codes shared by every command (SPEC section 1).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const SQL: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const CHECK: i32 = 3;
+}
+
+#[derive(Debug)]
+pub enum SluiceError {
+    /// A configuration file (sluice.toml, a model's @config block) is malformed.
+    Config {
+        file: PathBuf,
+        line: Option<usize>,
+        key: Option<String>,
+        message: String,
+    },
+    /// The command line was wrong.
+    Usage(String),
+    /// A SQL statement failed; `location` is "file:line" or a model name when known.
+    Sql {
+        location: Option<String>,
+        message: String,
+    },
+    /// A model's SQL failed or could not be planned.
+    Model { model: String, file: PathBuf, message: String },
+    /// One or more data quality checks failed.
+    Check(String),
+    /// Reading or writing a local file failed.
+    Io { path: PathBuf, error: std::io::Error },
+    /// The statement was cancelled by the user (Ctrl-C).
+    Cancelled,
+}
+
+impl SluiceError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SluiceError::Config { .. } | SluiceError::Usage(_) => exit::USAGE,
+            SluiceError::Check(_) => exit::CHECK,
+            SluiceError::Sql { .. }
+            | SluiceError::Model { .. }
+            | SluiceError::Io { .. }
+            | SluiceError::Cancelled => exit::SQL,
+        }
+    }
+
+    pub fn config(file: impl Into<PathBuf>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        SluiceError::Config {
+            file: file.into(),
+            line: None,
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    pub fn sql(message: impl Into<String>) -> Self {
+        SluiceError::Sql {
+            location: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        SluiceError::Io {
+            path: path.into(),
+            error,
+        }
+    }
+
+    /// Attach "file:line" (or any other location) to a SQL error that has none yet.
+    pub fn at(self, where_: impl Into<String>) -> Self {
+        match self {
+            SluiceError::Sql {
+                location: None,
+                message,
+            } => SluiceError::Sql {
+                location: Some(where_.into()),
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for SluiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SluiceError::Config {
+                file,
+                line,
+                key,
+                message,
+            } => {
+                write!(f, "{}", file.display())?;
+                if let Some(line) = line {
+                    write!(f, ":{line}")?;
+                }
+                if let Some(key) = key {
+                    write!(f, ": key `{key}`")?;
+                }
+                write!(f, ": {message}")
+            }
+            SluiceError::Usage(m) => write!(f, "{m}"),
+            SluiceError::Sql { location, message } => match location {
+                Some(loc) => write!(f, "{loc}: {message}"),
+                None => write!(f, "{message}"),
+            },
+            SluiceError::Model {
+                model,
+                file,
+                message,
+            } => write!(f, "model `{model}` ({}): {message}", file.display()),
+            SluiceError::Check(m) => write!(f, "{m}"),
+            SluiceError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            SluiceError::Cancelled => write!(f, "query cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for SluiceError {}
+
+impl From<DataFusionError> for SluiceError {
+    fn from(e: DataFusionError) -> Self {
+        SluiceError::sql(describe_datafusion_error(&e))
+    }
+}
+
+/// DataFusion wraps errors in context layers and prefixes; show the user the useful part.
+pub fn describe_datafusion_error(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::Context(ctx, inner) => {
+            format!("{ctx}: {}", describe_datafusion_error(inner))
+        }
+        DataFusionError::External(inner) => {
+            if let Some(s) = inner.downcast_ref::<SluiceError>() {
+                s.to_string()
+            } else if let Some(d) = inner.downcast_ref::<DataFusionError>() {
+                describe_datafusion_error(d)
+            } else {
+                inner.to_string()
+            }
+        }
+        DataFusionError::Shared(inner) => describe_datafusion_error(inner),
+        DataFusionError::Diagnostic(_, inner) => describe_datafusion_error(inner),
+        DataFusionError::Collection(errs) if !errs.is_empty() => describe_datafusion_error(&errs[0]),
+        other => {
+            let s = other.to_string();
+            // Drop DataFusion's trailing backtrace hint, keep the message.
+            s.split("\n\nBacktrace").next().unwrap_or(&s).trim_end().to_string()
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `sha256_hex` and `hmac_sha256`: lowercase hex digests of strings or binary values.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::StringBuilder;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{exec_err, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use super::args::{all_scalar, arg_array, finish, for_each_bytes, scalar_str};
+use super::FunctionDoc;
+use crate::config::Project;
+
+pub const SHA256_HEX_DOC: FunctionDoc = FunctionDoc {
+    name: "sha256_hex",
+    kind: "scalar",
+    signature: "sha256_hex(value VARCHAR | BYTEA) -> VARCHAR",
+    description: "Lowercase hex SHA-256 of a string's UTF-8 bytes or of a binary value. NULL in, NULL out.",
+    example: "SELECT sha256_hex('abc')",
+};
+
+pub const HMAC_SHA256_DOC: FunctionDoc = FunctionDoc {
+    name: "hmac_sha256",
+    kind: "scalar",
+    signature: "hmac_sha256(value VARCHAR | BYTEA, secret_name VARCHAR) -> VARCHAR",
+    description: "Lowercase hex HMAC-SHA256 (RFC 2104) keyed with a secret from [secrets]; the key never appears in SQL, plans or errors.",
+    example: "SELECT hmac_sha256('abc', 'pii_key')",
+};
+
+/// Write the lowercase hex of a digest into a stack buffer and return it as text.
+pub fn hex_digest<'a>(digest: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in digest.iter().enumerate() {
+        buf[2 * i] = HEX[(b >> 4) as usize];
+        buf[2 * i + 1] = HEX[(b & 0x0f) as usize];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(buf).unwrap_or_default()
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+fn binary_or_string_signature() -> Signature {
+    Signature::one_of(
+        [
+            DataType::Utf8,
+            DataType::LargeUtf8,
+            DataType::Utf8View,
+            DataType::Binary,
+            DataType::LargeBinary,
+            DataType::BinaryView,
+        ]
+        .into_iter()
+        .map(|t| TypeSignature::Exact(vec![t]))
+        .collect(),
+        Volatility::Immutable,
+    )
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Sha256Hex {
+    signature: Signature,
+}
+
+impl Sha256Hex {
+    pub fn new() -> Self {
+        Sha256Hex {
+            signature: binary_or_string_signature(),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Sha256Hex {
+    fn name(&self) -> &str {
+        "sha256_hex"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let all_const = all_scalar(&args.args);
+        let input = arg_array(&args.args[0], all_const, args.number_rows)?;
+        let mut out = StringBuilder::with_capacity(input.len(), input.len() * 64);
+        let mut buf = [0u8; 64];
+        for_each_bytes(&input, |v| match v {
+            Some(bytes) => out.append_value(hex_digest(&sha256(bytes), &mut buf)),
+            None => out.append_null(),
+        })?;
+        finish(Arc::new(out.finish()), all_const)
+    }
+}
+
+type HmacSha256Mac = Hmac<Sha256>;
+
+/// HMAC keyed by a named secret. The key is read from the project on first use and kept
+/// in memory only; it is not part of the function's identity, name or any message.
+#[derive(Debug)]
+pub struct HmacSha256 {
+    signature: Signature,
+    project: Arc<Project>,
+    keys: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+}
+
+impl PartialEq for HmacSha256 {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.project, &other.project)
+    }
+}
+impl Eq for HmacSha256 {}
+impl std::hash::Hash for HmacSha256 {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "hmac_sha256".hash(state);
+    }
+}
+
+impl HmacSha256 {
+    pub fn new(project: Arc<Project>) -> Self {
+        let strings = [DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View];
+        let values = [
+            DataType::Utf8,
+            DataType::LargeUtf8,
+            DataType::Utf8View,
+            DataType::Binary,
+            DataType::LargeBinary,
+            DataType::BinaryView,
+        ];
+        let sigs = values
+            .iter()
+            .flat_map(|v| strings.iter().map(move |s| TypeSignature::Exact(vec![v.clone(), s.clone()])))
+            .collect();
+        HmacSha256 {
+            signature: Signature::one_of(sigs, Volatility::Immutable),
+            project,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(&self, name: &str) -> Result<Arc<Vec<u8>>> {
+        if let Some(k) = self.keys.lock().ok().and_then(|k| k.get(name).cloned()) {
+            return Ok(k);
+        }
+        let key = match self.project.secret(name) {
+            Ok(k) => Arc::new(k),
+            Err(e) => return exec_err!("hmac_sha256: {e}"),
+        };
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.insert(name.to_string(), key.clone());
+        }
+        Ok(key)
+    }
+}
+
+impl ScalarUDFImpl for HmacSha256 {
+    fn name(&self) -> &str {
+        "hmac_sha256"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        // Check the secret at planning time so a typo fails before any data is read.
+        match args.scalar_arguments.get(1).copied().flatten().and_then(scalar_str) {
+            Some(name) => {
+                if !self.project.config.secrets.contains_key(name) {
+                    return plan_err!(
+                        "hmac_sha256: unknown secret `{name}`; declare it under [secrets] in sluice.toml"
+                    );
+                }
+            }
+            None => return plan_err!("hmac_sha256: the second argument must be a secret name given as a string literal"),
+        }
+        Ok(Arc::new(Field::new(self.name(), DataType::Utf8, true)))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let name = match &args.args[1] {
+            ColumnarValue::Scalar(s) => match scalar_str(s) {
+                Some(n) => n.to_string(),
+                None => return exec_err!("hmac_sha256: the secret name must not be NULL"),
+            },
+            ColumnarValue::Array(_) => return exec_err!("hmac_sha256: the secret name must be a constant"),
+        };
+        let key = self.key(&name)?;
+        let base = match HmacSha256Mac::new_from_slice(&key) {
+            Ok(m) => m,
+            Err(_) => return exec_err!("hmac_sha256: secret `{name}` cannot be used as a key"),
+        };
+        let all_const = all_scalar(&args.args);
+        let input = arg_array(&args.args[0], all_const, args.number_rows)?;
+        let mut out = StringBuilder::with_capacity(input.len(), input.len() * 64);
+        let mut buf = [0u8; 64];
+        for_each_bytes(&input, |v| match v {
+            Some(bytes) => {
+                let mut mac = base.clone();
+                mac.update(bytes);
+                let digest: [u8; 32] = mac.finalize().into_bytes().into();
+                out.append_value(hex_digest(&digest, &mut buf));
+            }
+            None => out.append_null(),
+        })?;
+        finish(Arc::new(out.finish()), all_const)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        let mut buf = [0u8; 64];
+        hex_digest(&sha256(bytes), &mut buf).to_string()
+    }
+
+    fn hmac_hex(key: &[u8], data: &[u8]) -> String {
+        let mut mac = HmacSha256Mac::new_from_slice(key).unwrap();
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// FIPS 180-2 Appendix B.1 and B.2 ("abc" and the two-block message); empty string
+    /// from NIST's SHA-256 example values.
+    #[test]
+    fn sha256_fips_vectors() {
+        assert_eq!(hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+        assert_eq!(hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    /// RFC 4231 test cases 1, 2 and 6 (HMAC-SHA-256 lines).
+    #[test]
+    fn hmac_rfc4231_vectors() {
+        assert_eq!(
+            hmac_hex(&[0x0b; 20], b"Hi There"),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+        );
+        assert_eq!(
+            hmac_hex(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hmac_hex(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First"),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+}

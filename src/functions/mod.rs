@@ -1,0 +1,89 @@
+//! sluice's SQL functions. One file per function family; this module registers them all
+//! in a session and describes them for `sluice functions` and `\df`.
+
+mod args;
+mod hashing;
+mod pii;
+mod shared_id;
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+use datafusion::prelude::SessionContext;
+
+use crate::config::Project;
+use crate::error::Result;
+
+/// What `sluice functions` and `\df` print for one function.
+#[derive(Debug, Clone)]
+pub struct FunctionDoc {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub signature: &'static str,
+    pub description: &'static str,
+    pub example: &'static str,
+}
+
+/// Every function sluice adds to DataFusion, in the order they are listed.
+pub fn docs() -> Vec<FunctionDoc> {
+    let mut docs = vec![
+        hashing::SHA256_HEX_DOC,
+        hashing::HMAC_SHA256_DOC,
+        pii::NORMALIZE_EMAIL_DOC,
+        pii::NORMALIZE_PHONE_DOC,
+        pii::HASH_PII_DOC,
+        shared_id::DOC,
+    ];
+    docs.extend(SPARK_DOCS.iter().cloned());
+    docs
+}
+
+const SPARK_DOCS: [FunctionDoc; 4] = [
+    FunctionDoc {
+        name: "sha2",
+        kind: "scalar",
+        signature: "sha2(value, bit_length) -> VARCHAR",
+        description: "Spark-compatible SHA-2 (224, 256, 384, 512; 0 means 256) as lowercase hex.",
+        example: "SELECT sha2('Spark', 256)",
+    },
+    FunctionDoc {
+        name: "sha1",
+        kind: "scalar",
+        signature: "sha1(value) -> VARCHAR",
+        description: "Spark-compatible SHA-1 as lowercase hex.",
+        example: "SELECT sha1('Spark')",
+    },
+    FunctionDoc {
+        name: "xxhash64",
+        kind: "scalar",
+        signature: "xxhash64(value, ...) -> BIGINT",
+        description: "Spark-compatible 64-bit xxHash of the arguments (seed 42).",
+        example: "SELECT xxhash64('Spark', 123)",
+    },
+    FunctionDoc {
+        name: "crc32",
+        kind: "scalar",
+        signature: "crc32(value) -> BIGINT",
+        description: "Spark-compatible CRC-32 checksum.",
+        example: "SELECT crc32('Spark')",
+    },
+];
+
+/// Register every sluice function in a session. Secrets are read through the project,
+/// never stored in the plan.
+pub fn register_all(ctx: &SessionContext, project: Arc<Project>) -> Result<()> {
+    ctx.register_udf(ScalarUDF::from(hashing::Sha256Hex::new()));
+    ctx.register_udf(ScalarUDF::from(hashing::HmacSha256::new(project)));
+    ctx.register_udf(ScalarUDF::from(pii::NormalizeEmail::new()));
+    ctx.register_udf(ScalarUDF::from(pii::NormalizePhone::new()));
+    ctx.register_udf(ScalarUDF::from(pii::HashPii::new()));
+    ctx.register_udf(ScalarUDF::from(shared_id::SharedId::new()));
+    for f in datafusion_spark::function::hash::functions() {
+        // Spark's names that DataFusion already defines keep DataFusion's meaning.
+        if ctx.state().scalar_functions().contains_key(f.name()) {
+            continue;
+        }
+        ctx.register_udf(f.as_ref().clone());
+    }
+    Ok(())
+}

@@ -1,0 +1,540 @@
+//! PII normalisation and hashing for ad-platform audiences: `normalize_email`,
+//! `normalize_phone` and `hash_pii`, with Meta's and Google's formatting rules
+//! (SPEC section 4).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{exec_err, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use unicode_normalization::UnicodeNormalization;
+
+use super::args::{all_scalar, arg_array, finish, for_each_str, is_string, scalar_str, TextArg};
+use super::hashing::{hex_digest, sha256};
+use super::FunctionDoc;
+
+pub const NORMALIZE_EMAIL_DOC: FunctionDoc = FunctionDoc {
+    name: "normalize_email",
+    kind: "scalar",
+    signature: "normalize_email(value VARCHAR [, profile VARCHAR]) -> VARCHAR",
+    description: "Trim, lowercase and NFC an email address; NULL unless it looks like local@domain.tld. \
+                  profile 'google' also removes whitespace and, for gmail.com/googlemail.com, dots and +tags.",
+    example: "SELECT normalize_email(' John.Smith+promo@GMail.com ', 'google')",
+};
+
+pub const NORMALIZE_PHONE_DOC: FunctionDoc = FunctionDoc {
+    name: "normalize_phone",
+    kind: "scalar",
+    signature: "normalize_phone(value VARCHAR [, profile VARCHAR [, calling_code VARCHAR]]) -> VARCHAR",
+    description: "Digits only, international prefix (+ or 00) dropped; with a calling code, one trunk 0 is \
+                  dropped and the code prefixed. meta gives digits, google gives E.164 (+digits). \
+                  NULL unless 7 to 15 digits.",
+    example: "SELECT normalize_phone('010-1234-5678', 'google', '82')",
+};
+
+pub const HASH_PII_DOC: FunctionDoc = FunctionDoc {
+    name: "hash_pii",
+    kind: "scalar",
+    signature: "hash_pii(value, kind VARCHAR [, profile VARCHAR [, calling_code VARCHAR]]) -> VARCHAR",
+    description: "Normalise by kind (email, phone, first_name, last_name, city, state, zip, country, gender, \
+                  dob, external_id) for profile 'meta' (default) or 'google', then lowercase hex SHA-256. \
+                  A value that already is a SHA-256 hex digest is returned lower-cased.",
+    example: "SELECT hash_pii(' John_Smith@Gmail.com ', 'email')",
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Meta,
+    Google,
+}
+
+impl Profile {
+    pub fn parse(text: &str) -> Option<Profile> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "meta" | "facebook" => Some(Profile::Meta),
+            "google" => Some(Profile::Google),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Email,
+    Phone,
+    FirstName,
+    LastName,
+    City,
+    State,
+    Zip,
+    Country,
+    Gender,
+    Dob,
+    ExternalId,
+}
+
+const KINDS: &str = "email, phone, first_name, last_name, city, state, zip, country, gender, dob, external_id";
+
+impl Kind {
+    pub fn parse(text: &str) -> Option<Kind> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "email" => Kind::Email,
+            "phone" => Kind::Phone,
+            "first_name" | "fn" => Kind::FirstName,
+            "last_name" | "ln" => Kind::LastName,
+            "city" | "ct" => Kind::City,
+            "state" | "st" => Kind::State,
+            "zip" | "postal_code" => Kind::Zip,
+            "country" => Kind::Country,
+            "gender" | "ge" => Kind::Gender,
+            "dob" | "date_of_birth" => Kind::Dob,
+            "external_id" => Kind::ExternalId,
+            _ => return None,
+        })
+    }
+}
+
+/// True for a 64-character hex string: an already hashed value.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Lowercase and NFC `input` into `out` (ASCII is already NFC, so it skips the work).
+fn lower_nfc(input: &str, out: &mut String) {
+    out.clear();
+    if input.is_ascii() {
+        out.extend(input.bytes().map(|b| b.to_ascii_lowercase() as char));
+    } else {
+        let lowered: String = input.chars().flat_map(char::to_lowercase).collect();
+        out.extend(lowered.nfc());
+    }
+}
+
+fn retain(out: &mut String, keep: impl Fn(char) -> bool) {
+    out.retain(keep);
+}
+
+/// Normalise one value of a kind into `out`; false means the result is NULL.
+pub fn normalize(kind: Kind, profile: Profile, calling_code: Option<&str>, input: &str, out: &mut String) -> bool {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return false;
+    }
+    match kind {
+        Kind::ExternalId => {
+            out.clear();
+            out.push_str(trimmed);
+            true
+        }
+        Kind::Email => normalize_email(trimmed, profile, out),
+        Kind::Phone => normalize_phone(trimmed, profile, calling_code, out),
+        Kind::FirstName | Kind::LastName => {
+            lower_nfc(trimmed, out);
+            if profile == Profile::Google {
+                retain(out, |c| c.is_alphabetic() || c.is_whitespace());
+                let t = out.trim().to_string();
+                out.clear();
+                out.push_str(&t);
+            }
+            !out.is_empty()
+        }
+        Kind::City | Kind::State => {
+            lower_nfc(trimmed, out);
+            retain(out, char::is_alphabetic);
+            !out.is_empty()
+        }
+        Kind::Zip => {
+            lower_nfc(trimmed, out);
+            if let Some(dash) = out.find('-') {
+                out.truncate(dash);
+            }
+            retain(out, |c| !c.is_whitespace());
+            !out.is_empty()
+        }
+        Kind::Country => {
+            lower_nfc(trimmed, out);
+            out.len() == 2 && out.bytes().all(|b| b.is_ascii_lowercase())
+        }
+        Kind::Gender => {
+            lower_nfc(trimmed, out);
+            let g = match out.as_str() {
+                "f" | "female" => "f",
+                "m" | "male" => "m",
+                _ => return false,
+            };
+            out.clear();
+            out.push_str(g);
+            true
+        }
+        Kind::Dob => normalize_dob(trimmed, out),
+    }
+}
+
+fn normalize_email(trimmed: &str, profile: Profile, out: &mut String) -> bool {
+    lower_nfc(trimmed, out);
+    if profile == Profile::Google {
+        retain(out, |c| !c.is_whitespace());
+        if let Some(at) = out.rfind('@') {
+            let domain = &out[at + 1..];
+            if domain == "gmail.com" || domain == "googlemail.com" {
+                let domain = domain.to_string();
+                let local = &out[..at];
+                let local = local.split('+').next().unwrap_or("");
+                let local: String = local.chars().filter(|c| *c != '.').collect();
+                out.clear();
+                out.push_str(&local);
+                out.push('@');
+                out.push_str(&domain);
+            }
+        }
+    }
+    looks_like_email(out)
+}
+
+/// `local@domain.tld`: one `@`, no whitespace, a dotted domain with a letter TLD of 2+.
+fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    if local.is_empty() || domain.contains('@') || s.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+        return false;
+    }
+    let tld = labels[labels.len() - 1];
+    tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic)
+}
+
+fn normalize_phone(trimmed: &str, profile: Profile, calling_code: Option<&str>, out: &mut String) -> bool {
+    out.clear();
+    let mut international = trimmed.starts_with('+');
+    out.extend(trimmed.chars().filter(char::is_ascii_digit));
+    if !international && out.starts_with("00") {
+        out.drain(..2);
+        international = true;
+    }
+    if !international {
+        if let Some(code) = calling_code.map(str::trim).filter(|c| !c.is_empty()) {
+            let code: String = code.chars().filter(char::is_ascii_digit).collect();
+            if out.starts_with('0') {
+                out.remove(0);
+            }
+            out.insert_str(0, &code);
+        }
+    }
+    if !(7..=15).contains(&out.len()) {
+        return false;
+    }
+    if profile == Profile::Google {
+        out.insert(0, '+');
+    }
+    true
+}
+
+fn normalize_dob(trimmed: &str, out: &mut String) -> bool {
+    let digits: String;
+    let date_part = trimmed.split(['T', ' ']).next().unwrap_or(trimmed);
+    let (y, m, d) = if date_part.len() == 8 && date_part.bytes().all(|b| b.is_ascii_digit()) {
+        (&date_part[0..4], &date_part[4..6], &date_part[6..8])
+    } else {
+        let parts: Vec<&str> = date_part.split(['-', '/', '.']).collect();
+        if parts.len() != 3 || parts[0].len() != 4 {
+            return false;
+        }
+        digits = format!("{:0>2}{:0>2}", parts[1], parts[2]);
+        if digits.len() != 4 {
+            return false;
+        }
+        (parts[0], &digits[0..2], &digits[2..4])
+    };
+    let (Ok(yy), Ok(mm), Ok(dd)) = (y.parse::<i32>(), m.parse::<u32>(), d.parse::<u32>()) else {
+        return false;
+    };
+    if chrono::NaiveDate::from_ymd_opt(yy, mm, dd).is_none() {
+        return false;
+    }
+    out.clear();
+    out.push_str(&format!("{yy:04}{mm:02}{dd:02}"));
+    true
+}
+
+/// Accept text, numbers (phones and ids often arrive as numbers) and dates for the value;
+/// text for the other arguments.
+fn coerce(name: &str, arg_types: &[DataType], min: usize, max: usize, usage: &str) -> Result<Vec<DataType>> {
+    if arg_types.len() < min || arg_types.len() > max {
+        return plan_err!("{name} takes {min} to {max} arguments: {usage}; got {}", arg_types.len());
+    }
+    let mut out = Vec::with_capacity(arg_types.len());
+    for (i, t) in arg_types.iter().enumerate() {
+        let ok = if i == 0 {
+            is_string(t) || t.is_integer() || matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _))
+        } else {
+            is_string(t)
+        };
+        if !ok {
+            return plan_err!("{name}: argument {} must be text, got {t}; usage: {usage}", i + 1);
+        }
+        out.push(if is_string(t) && !t.is_null() { t.clone() } else { DataType::Utf8 });
+    }
+    Ok(out)
+}
+
+/// The value argument as strings: dates become ISO text, numbers their digits.
+fn value_strings(array: ArrayRef) -> Result<ArrayRef> {
+    if is_string(array.data_type()) {
+        Ok(array)
+    } else {
+        Ok(cast(&array, &DataType::Utf8)?)
+    }
+}
+
+fn const_arg<'a>(args: &'a ReturnFieldArgs, i: usize) -> Option<&'a str> {
+    args.scalar_arguments.get(i).copied().flatten().and_then(scalar_str)
+}
+
+fn check_profile(name: &str, p: Option<&str>) -> Result<()> {
+    match p {
+        Some(p) if Profile::parse(p).is_none() => plan_err!("{name}: unknown profile `{p}`, expected 'meta' or 'google'"),
+        _ => Ok(()),
+    }
+}
+
+/// Shared body of the three functions: normalise each row, optionally hash it.
+fn run(
+    name: &str,
+    args: &ScalarFunctionArgs,
+    fixed_kind: Option<Kind>,
+    hash: bool,
+) -> Result<ColumnarValue> {
+    let all_const = all_scalar(&args.args);
+    let rows = if all_const { 1 } else { args.number_rows };
+    let values = value_strings(arg_array(&args.args[0], all_const, rows)?)?;
+    let (kind_arg, rest) = match fixed_kind {
+        Some(_) => (None, 1),
+        None => (Some(TextArg::from(&args.args[1], rows)?), 2),
+    };
+    let profile_arg = args.args.get(rest).map(|a| TextArg::from(a, rows)).transpose()?;
+    let code_arg = args.args.get(rest + 1).map(|a| TextArg::from(a, rows)).transpose()?;
+
+    let mut out = StringBuilder::with_capacity(values.len(), values.len() * if hash { 64 } else { 16 });
+    let mut buf = String::with_capacity(64);
+    let mut hex = [0u8; 64];
+    let mut row = 0usize;
+    let mut error = None;
+    for_each_str(&values, |v| {
+        let i = row;
+        row += 1;
+        let Some(v) = v else {
+            out.append_null();
+            return;
+        };
+        let kind = match (fixed_kind, &kind_arg) {
+            (Some(k), _) => k,
+            (None, Some(arg)) => match arg.get(i).map(|k| (k, Kind::parse(k))) {
+                Some((_, Some(k))) => k,
+                Some((k, None)) => {
+                    error.get_or_insert(format!("{name}: unknown kind `{k}`, expected one of {KINDS}"));
+                    out.append_null();
+                    return;
+                }
+                None => {
+                    out.append_null();
+                    return;
+                }
+            },
+            (None, None) => unreachable!("kind argument is required when not fixed"),
+        };
+        let profile = match profile_arg.as_ref().and_then(|p| p.get(i)) {
+            None => Profile::Meta,
+            Some(p) => match Profile::parse(p) {
+                Some(p) => p,
+                None => {
+                    error.get_or_insert(format!("{name}: unknown profile `{p}`, expected 'meta' or 'google'"));
+                    out.append_null();
+                    return;
+                }
+            },
+        };
+        let code = code_arg.as_ref().and_then(|c| c.get(i));
+        if hash {
+            let trimmed = v.trim();
+            if is_sha256_hex(trimmed) {
+                buf.clear();
+                buf.extend(trimmed.chars().map(|c| c.to_ascii_lowercase()));
+                out.append_value(&buf);
+            } else if normalize(kind, profile, code, v, &mut buf) {
+                out.append_value(hex_digest(&sha256(buf.as_bytes()), &mut hex));
+            } else {
+                out.append_null();
+            }
+        } else if normalize(kind, profile, code, v, &mut buf) {
+            out.append_value(&buf);
+        } else {
+            out.append_null();
+        }
+    })?;
+    if let Some(e) = error {
+        return exec_err!("{e}");
+    }
+    finish(Arc::new(out.finish()), all_const)
+}
+
+macro_rules! pii_udf {
+    ($ty:ident, $name:literal, $min:literal, $max:literal, $usage:literal, $kind:expr, $hash:literal, $profile_at:literal) => {
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        pub struct $ty {
+            signature: Signature,
+        }
+
+        impl $ty {
+            pub fn new() -> Self {
+                $ty {
+                    signature: Signature::user_defined(Volatility::Immutable),
+                }
+            }
+        }
+
+        impl ScalarUDFImpl for $ty {
+            fn name(&self) -> &str {
+                $name
+            }
+
+            fn signature(&self) -> &Signature {
+                &self.signature
+            }
+
+            fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+                coerce($name, arg_types, $min, $max, $usage)
+            }
+
+            fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+                Ok(DataType::Utf8)
+            }
+
+            fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+                let fixed: Option<Kind> = $kind;
+                if fixed.is_none() {
+                    match const_arg(&args, 1) {
+                        Some(k) if Kind::parse(k).is_none() => {
+                            return plan_err!("{}: unknown kind `{k}`, expected one of {KINDS}", $name)
+                        }
+                        _ => {}
+                    }
+                }
+                check_profile($name, const_arg(&args, $profile_at))?;
+                Ok(Arc::new(Field::new($name, DataType::Utf8, true)))
+            }
+
+            fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+                run($name, &args, $kind, $hash)
+            }
+        }
+    };
+}
+
+pii_udf!(NormalizeEmail, "normalize_email", 1, 2, "normalize_email(value [, profile])", Some(Kind::Email), false, 1);
+pii_udf!(
+    NormalizePhone,
+    "normalize_phone",
+    1,
+    3,
+    "normalize_phone(value [, profile [, calling_code]])",
+    Some(Kind::Phone),
+    false,
+    1
+);
+pii_udf!(HashPii, "hash_pii", 2, 4, "hash_pii(value, kind [, profile [, calling_code]])", None, true, 2);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(kind: Kind, profile: Profile, code: Option<&str>, v: &str) -> Option<String> {
+        let mut out = String::new();
+        normalize(kind, profile, code, v, &mut out).then_some(out)
+    }
+
+    fn meta(kind: Kind, v: &str) -> Option<String> {
+        norm(kind, Profile::Meta, None, v)
+    }
+
+    fn google(kind: Kind, v: &str) -> Option<String> {
+        norm(kind, Profile::Google, None, v)
+    }
+
+    /// Meta Conversions API, "Customer Information Parameters": email is trimmed and
+    /// lowercased; its example John_Smith@gmail.com hashes to 62a14e44...
+    #[test]
+    fn meta_email() {
+        assert_eq!(meta(Kind::Email, "  John_Smith@gmail.com ").as_deref(), Some("john_smith@gmail.com"));
+        let mut hex = [0u8; 64];
+        assert_eq!(
+            hex_digest(&sha256(b"john_smith@gmail.com"), &mut hex),
+            "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
+        );
+        assert_eq!(meta(Kind::Email, "not an email"), None);
+        assert_eq!(meta(Kind::Email, "a@b"), None);
+        assert_eq!(meta(Kind::Email, "a@b.c"), None);
+        assert_eq!(meta(Kind::Email, "a b@c.com"), None);
+        // Meta keeps dots and +tags in gmail addresses.
+        assert_eq!(meta(Kind::Email, "J.Doe+x@gmail.com").as_deref(), Some("j.doe+x@gmail.com"));
+    }
+
+    /// Google Data Manager / Customer Match formatting: remove whitespace; for gmail.com
+    /// and googlemail.com remove dots and +suffixes in the local part.
+    #[test]
+    fn google_email() {
+        assert_eq!(google(Kind::Email, " Jane.Doe+news@GoogleMail.com").as_deref(), Some("janedoe@googlemail.com"));
+        assert_eq!(google(Kind::Email, "jane.doe+x@example.com").as_deref(), Some("jane.doe+x@example.com"));
+        assert_eq!(google(Kind::Email, "jane doe@gmail.com").as_deref(), Some("janedoe@gmail.com"));
+    }
+
+    /// Phone rules of SPEC section 4: Meta takes digits with the country code, Google E.164.
+    #[test]
+    fn phones() {
+        assert_eq!(meta(Kind::Phone, "+1 (616) 954-1234").as_deref(), Some("16169541234"));
+        assert_eq!(google(Kind::Phone, "+1 (616) 954-1234").as_deref(), Some("+16169541234"));
+        assert_eq!(norm(Kind::Phone, Profile::Meta, Some("82"), "010-1234-5678").as_deref(), Some("821012345678"));
+        assert_eq!(norm(Kind::Phone, Profile::Google, Some("82"), "010-1234-5678").as_deref(), Some("+821012345678"));
+        assert_eq!(meta(Kind::Phone, "0082 10 1234 5678").as_deref(), Some("821012345678"));
+        assert_eq!(norm(Kind::Phone, Profile::Meta, Some("82"), "+82 10 1234 5678").as_deref(), Some("821012345678"));
+        assert_eq!(meta(Kind::Phone, "12345"), None);
+        assert_eq!(meta(Kind::Phone, "1234567890123456"), None);
+        assert_eq!(meta(Kind::Phone, "call me"), None);
+    }
+
+    #[test]
+    fn names_and_places() {
+        assert_eq!(meta(Kind::FirstName, "  Mary-Jane ").as_deref(), Some("mary-jane"));
+        assert_eq!(google(Kind::FirstName, " Mary-Jane2 ").as_deref(), Some("maryjane"));
+        assert_eq!(meta(Kind::City, "Washington D.C").as_deref(), Some("washingtondc"));
+        assert_eq!(meta(Kind::State, "C.A.").as_deref(), Some("ca"));
+        assert_eq!(meta(Kind::Zip, "98121-4892").as_deref(), Some("98121"));
+        assert_eq!(meta(Kind::Zip, "NR9 5AL").as_deref(), Some("nr95al"));
+        assert_eq!(meta(Kind::Country, " US ").as_deref(), Some("us"));
+        assert_eq!(meta(Kind::Country, "USA"), None);
+        assert_eq!(meta(Kind::Gender, "Female").as_deref(), Some("f"));
+        assert_eq!(meta(Kind::Gender, "M").as_deref(), Some("m"));
+        assert_eq!(meta(Kind::Gender, "x"), None);
+        assert_eq!(meta(Kind::Dob, "1990-01-31").as_deref(), Some("19900131"));
+        assert_eq!(meta(Kind::Dob, "1990/1/2").as_deref(), Some("19900102"));
+        assert_eq!(meta(Kind::Dob, "19900131").as_deref(), Some("19900131"));
+        assert_eq!(meta(Kind::Dob, "1990-02-30"), None);
+        assert_eq!(meta(Kind::ExternalId, "  AbC-1 ").as_deref(), Some("AbC-1"));
+        assert_eq!(meta(Kind::Email, "   "), None);
+    }
+
+    #[test]
+    fn unicode_is_nfc() {
+        // "É" as E + combining acute becomes the single code point é.
+        assert_eq!(meta(Kind::FirstName, "E\u{301}lodie").as_deref(), Some("\u{e9}lodie"));
+        assert_eq!(meta(Kind::FirstName, "\u{c9}lodie").as_deref(), Some("\u{e9}lodie"));
+    }
+}

@@ -1,0 +1,172 @@
+//! The one session builder: every front end (shell, server, run, cluster executors) gets
+//! its DataFusion session here, with the same memory limit, spilling, object stores,
+//! sources and functions.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use datafusion::catalog::SchemaProvider;
+use datafusion::execution::disk_manager::DiskManagerBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::config::Project;
+use crate::error::{Result, SluiceError};
+use crate::sources::{ProjectSchema, SourceDef};
+use crate::storage::StoreRegistry;
+
+/// Share of physical memory a session may use when no `--memory-limit` is given.
+const DEFAULT_MEMORY_FRACTION: f64 = 0.7;
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// Bytes the session may use before operators spill; None = the default fraction of RAM.
+    pub memory_limit: Option<usize>,
+    /// Parallelism; None = the number of cores.
+    pub target_partitions: Option<usize>,
+    /// Allow `SELECT * FROM 'path'` (the shell and run do; the read-only server does not).
+    pub query_files_by_path: bool,
+}
+
+impl SessionOptions {
+    pub fn new() -> Self {
+        SessionOptions {
+            query_files_by_path: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// A session with the project's sources and sluice's functions registered.
+pub struct Session {
+    pub ctx: SessionContext,
+    pub project: Arc<Project>,
+    pub schema: Arc<ProjectSchema>,
+    pub memory_limit: usize,
+}
+
+pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<Session> {
+    let memory_limit = options.memory_limit.unwrap_or_else(default_memory_limit);
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(memory_limit),
+        NonZeroUsize::new(5).expect("non-zero"),
+    );
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_disk_manager_builder(DiskManagerBuilder::default())
+        .with_object_store_registry(Arc::new(StoreRegistry::new(
+            project.config.storage.s3.clone(),
+        )))
+        .build_arc()
+        .map_err(|e| SluiceError::Usage(format!("cannot set up the runtime: {e}")))?;
+
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("datafusion", "public");
+    if let Some(n) = options.target_partitions {
+        config = config.with_target_partitions(n.max(1));
+    }
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+
+    let schema = Arc::new(ProjectSchema::new(SourceDef::from_project(&project)));
+    let catalog = ctx
+        .catalog("datafusion")
+        .ok_or_else(|| SluiceError::Usage("default catalog missing".into()))?;
+    catalog
+        .register_schema("public", schema.clone() as Arc<dyn SchemaProvider>)
+        .map_err(|e| SluiceError::Usage(format!("cannot register sources: {e}")))?;
+
+    crate::functions::register_all(&ctx, project.clone())?;
+
+    let ctx = if options.query_files_by_path {
+        ctx.enable_url_table()
+    } else {
+        ctx
+    };
+    schema.attach(ctx.state_weak_ref());
+    Ok(Session {
+        ctx,
+        project,
+        schema,
+        memory_limit,
+    })
+}
+
+/// The default memory limit: a fraction of physical memory, or of the cgroup limit when lower.
+pub fn default_memory_limit() -> usize {
+    let total = physical_memory().unwrap_or(4 << 30);
+    (total as f64 * DEFAULT_MEMORY_FRACTION) as usize
+}
+
+fn physical_memory() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let total = meminfo.and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<usize>().ok())
+            .map(|kb| kb * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    }
+}
+
+/// Parse a memory size: `4G`, `512MB`, `1.5GiB`, `123456` (bytes) or `60%` of RAM.
+pub fn parse_memory_size(text: &str) -> Result<usize> {
+    let t = text.trim();
+    let bad = || {
+        SluiceError::Usage(format!(
+            "invalid memory size `{text}`: expected a number with K, M, G or T (e.g. 4G), or a percentage (e.g. 60%)"
+        ))
+    };
+    if let Some(pct) = t.strip_suffix('%') {
+        let p: f64 = pct.trim().parse().map_err(|_| bad())?;
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(bad());
+        }
+        let total = physical_memory().unwrap_or(4 << 30);
+        return Ok((total as f64 * p / 100.0) as usize);
+    }
+    let upper = t.to_ascii_uppercase();
+    let digits_end = upper
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(upper.len());
+    let (num, unit) = upper.split_at(digits_end);
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "K" | "KB" | "KIB" => 1024.0,
+        "M" | "MB" | "MIB" => 1024.0 * 1024.0,
+        "G" | "GB" | "GIB" => 1024.0 * 1024.0 * 1024.0,
+        "T" | "TB" | "TIB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let bytes = value * mult;
+    if bytes < 1.0 {
+        return Err(bad());
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_size("4G").unwrap(), 4 << 30);
+        assert_eq!(parse_memory_size("512mb").unwrap(), 512 << 20);
+        assert_eq!(parse_memory_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_memory_size("1000").unwrap(), 1000);
+        assert!(parse_memory_size("50%").unwrap() > 0);
+        assert!(parse_memory_size("lots").is_err());
+        assert!(parse_memory_size("4X").is_err());
+        assert!(parse_memory_size("0").is_err());
+    }
+}

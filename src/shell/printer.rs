@@ -1,0 +1,361 @@
+//! The one printing path: query results and meta-command listings go through the same
+//! printer, so `\dt` obeys `\format` like any query.
+
+use std::io::Write;
+use std::str::FromStr;
+
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::csv::WriterBuilder as CsvWriterBuilder;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::json::{ArrayWriter, LineDelimitedWriter};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::error::{Result, SluiceError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrintFormat {
+    Table,
+    Csv,
+    Tsv,
+    Json,
+    Ndjson,
+    Markdown,
+}
+
+impl FromStr for PrintFormat {
+    type Err = SluiceError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "table" => PrintFormat::Table,
+            "csv" => PrintFormat::Csv,
+            "tsv" => PrintFormat::Tsv,
+            "json" => PrintFormat::Json,
+            "ndjson" | "jsonl" => PrintFormat::Ndjson,
+            "markdown" | "md" => PrintFormat::Markdown,
+            other => {
+                return Err(SluiceError::Usage(format!(
+                    "unknown format `{other}`: expected table, csv, tsv, json, ndjson or markdown"
+                )))
+            }
+        })
+    }
+}
+
+/// How results are shown: the format, and for tables a row limit and a width to fit.
+#[derive(Debug, Clone)]
+pub struct PrintOptions {
+    pub format: PrintFormat,
+    /// Rows shown by the table/markdown formats before "N more rows"; None = all.
+    pub max_rows: Option<usize>,
+    /// Terminal width that table output must fit; None = no limit.
+    pub max_width: Option<usize>,
+}
+
+fn io_err(e: std::io::Error) -> SluiceError {
+    SluiceError::sql(format!("cannot write output: {e}"))
+}
+
+fn arrow_err(e: datafusion::arrow::error::ArrowError) -> SluiceError {
+    SluiceError::sql(format!("cannot format output: {e}"))
+}
+
+/// Receives a result batch by batch: streaming formats write at once, tables buffer the
+/// rows they will show and count the rest.
+pub struct ResultPrinter<'a> {
+    options: PrintOptions,
+    out: &'a mut dyn Write,
+    schema: SchemaRef,
+    kept: Vec<RecordBatch>,
+    kept_rows: usize,
+    total_rows: usize,
+    json_started: bool,
+}
+
+impl<'a> ResultPrinter<'a> {
+    pub fn new(options: PrintOptions, schema: SchemaRef, out: &'a mut dyn Write) -> Result<Self> {
+        let p = ResultPrinter {
+            options,
+            out,
+            schema,
+            kept: Vec::new(),
+            kept_rows: 0,
+            total_rows: 0,
+            json_started: false,
+        };
+        if matches!(p.options.format, PrintFormat::Csv | PrintFormat::Tsv) && !p.schema.fields().is_empty() {
+            let sep = if p.options.format == PrintFormat::Csv { b',' } else { b'\t' };
+            let empty = RecordBatch::new_empty(p.schema.clone());
+            let mut w = CsvWriterBuilder::new().with_header(true).with_delimiter(sep).build(&mut *p.out);
+            w.write(&empty).map_err(arrow_err)?;
+        }
+        Ok(p)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.total_rows
+    }
+
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.total_rows += batch.num_rows();
+        match self.options.format {
+            PrintFormat::Csv | PrintFormat::Tsv => {
+                let sep = if self.options.format == PrintFormat::Csv { b',' } else { b'\t' };
+                let mut w = CsvWriterBuilder::new().with_header(false).with_delimiter(sep).build(&mut *self.out);
+                w.write(batch).map_err(arrow_err)?;
+            }
+            PrintFormat::Ndjson => {
+                let mut w = LineDelimitedWriter::new(&mut *self.out);
+                w.write(batch).map_err(arrow_err)?;
+                w.finish().map_err(arrow_err)?;
+            }
+            PrintFormat::Json => {
+                if batch.num_rows() == 0 {
+                    return Ok(());
+                }
+                let mut buf = Vec::new();
+                {
+                    let mut w = ArrayWriter::new(&mut buf);
+                    w.write(batch).map_err(arrow_err)?;
+                    w.finish().map_err(arrow_err)?;
+                }
+                // Join per-batch arrays into one: drop each array's brackets.
+                let body = &buf[1..buf.len().saturating_sub(1)];
+                let body = body.strip_suffix(b"\n").unwrap_or(body);
+                let body = body.strip_suffix(b"]").unwrap_or(body);
+                self.out.write_all(if self.json_started { b",\n" } else { b"[\n" }).map_err(io_err)?;
+                self.out.write_all(body).map_err(io_err)?;
+                self.json_started = true;
+            }
+            PrintFormat::Table | PrintFormat::Markdown => {
+                let room = self.options.max_rows.map(|m| m.saturating_sub(self.kept_rows)).unwrap_or(usize::MAX);
+                if room > 0 && batch.num_rows() > 0 {
+                    let take = room.min(batch.num_rows());
+                    self.kept.push(batch.slice(0, take));
+                    self.kept_rows += take;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<()> {
+        let more = self.total_rows - self.kept_rows;
+        match self.options.format {
+            PrintFormat::Json => {
+                let end: &[u8] = if self.json_started { b"\n]\n" } else { b"[]\n" };
+                self.out.write_all(end).map_err(io_err)?;
+            }
+            PrintFormat::Table => {
+                if self.schema.fields().is_empty() {
+                    return Ok(());
+                }
+                let text = render_table(&self.schema, &self.kept, self.options.max_width)?;
+                self.out.write_all(text.as_bytes()).map_err(io_err)?;
+                let rows = self.total_rows;
+                let note = match (rows, more) {
+                    (1, _) => "1 row".to_string(),
+                    (n, 0) => format!("{n} rows"),
+                    (n, m) => format!("{n} rows ({} shown, {m} more rows)", n - m),
+                };
+                writeln!(self.out, "{note}").map_err(io_err)?;
+            }
+            PrintFormat::Markdown => {
+                if self.schema.fields().is_empty() {
+                    return Ok(());
+                }
+                let text = render_markdown(&self.schema, &self.kept)?;
+                self.out.write_all(text.as_bytes()).map_err(io_err)?;
+                if more > 0 {
+                    writeln!(self.out, "\n{more} more rows").map_err(io_err)?;
+                }
+            }
+            PrintFormat::Csv | PrintFormat::Tsv | PrintFormat::Ndjson => {}
+        }
+        self.out.flush().map_err(io_err)
+    }
+}
+
+/// Cell texts of every kept row, column by column.
+fn cells(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut columns: Vec<Vec<String>> = vec![Vec::new(); schema.fields().len()];
+    for batch in batches {
+        for (c, column) in batch.columns().iter().enumerate() {
+            let f = ArrayFormatter::try_new(column.as_ref(), &options).map_err(arrow_err)?;
+            for r in 0..column.len() {
+                columns[c].push(f.value(r).to_string());
+            }
+        }
+    }
+    Ok(columns)
+}
+
+fn is_numeric(t: &DataType) -> bool {
+    t.is_numeric()
+}
+
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+fn truncate(s: &str, w: usize) -> String {
+    if width(s) <= w {
+        s.to_string()
+    } else if w <= 1 {
+        "…".chars().take(w).collect()
+    } else {
+        let mut t: String = s.chars().take(w - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// A boxed table with numbers right-aligned; columns are shrunk (widest first) until the
+/// table fits `max_width`.
+pub fn render_table(schema: &SchemaRef, batches: &[RecordBatch], max_width: Option<usize>) -> Result<String> {
+    let columns = cells(schema, batches)?;
+    let headers: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut widths: Vec<usize> = headers
+        .iter()
+        .zip(&columns)
+        .map(|(h, col)| col.iter().map(|v| width(v.lines().next().unwrap_or(""))).chain([width(h)]).max().unwrap_or(1))
+        .collect();
+    if let Some(max) = max_width {
+        // Each column costs its width plus 3 (" | "), plus 1 for the final border.
+        let total = |w: &[usize]| w.iter().map(|x| x + 3).sum::<usize>() + 1;
+        while total(&widths) > max {
+            let (i, &w) = widths.iter().enumerate().max_by_key(|(_, w)| **w).unwrap_or((0, &0));
+            if w <= 3 {
+                break;
+            }
+            widths[i] = w - 1;
+        }
+    }
+    let numeric: Vec<bool> = schema.fields().iter().map(|f| is_numeric(f.data_type())).collect();
+    let mut s = String::new();
+    let border = |s: &mut String| {
+        s.push('+');
+        for w in &widths {
+            s.push_str(&"-".repeat(w + 2));
+            s.push('+');
+        }
+        s.push('\n');
+    };
+    let row = |s: &mut String, values: &mut dyn Iterator<Item = (usize, &str)>| {
+        s.push('|');
+        for (i, v) in values {
+            let v = truncate(v.lines().next().unwrap_or(""), widths[i]);
+            let pad = widths[i] - width(&v);
+            if numeric[i] {
+                s.push_str(&format!(" {}{} |", " ".repeat(pad), v));
+            } else {
+                s.push_str(&format!(" {}{} |", v, " ".repeat(pad)));
+            }
+        }
+        s.push('\n');
+    };
+    border(&mut s);
+    row(&mut s, &mut headers.iter().map(|h| h.as_str()).enumerate().map(|(i, h)| (i, h)));
+    border(&mut s);
+    let n = columns.first().map(|c| c.len()).unwrap_or(0);
+    for r in 0..n {
+        row(&mut s, &mut columns.iter().enumerate().map(|(i, c)| (i, c[r].as_str())));
+    }
+    if n > 0 {
+        border(&mut s);
+    }
+    Ok(s)
+}
+
+pub fn render_markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
+    let columns = cells(schema, batches)?;
+    let esc = |v: &str| v.replace('|', "\\|").replace('\n', " ");
+    let mut s = String::from("|");
+    for f in schema.fields() {
+        s.push_str(&format!(" {} |", esc(f.name())));
+    }
+    s.push_str("\n|");
+    for f in schema.fields() {
+        s.push_str(if is_numeric(f.data_type()) { "---:|" } else { "---|" });
+    }
+    s.push('\n');
+    let n = columns.first().map(|c| c.len()).unwrap_or(0);
+    for r in 0..n {
+        s.push('|');
+        for c in &columns {
+            s.push_str(&format!(" {} |", esc(&c[r])));
+        }
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+/// Print a complete result (used for meta-command listings).
+pub fn print_batches(options: &PrintOptions, schema: SchemaRef, batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
+    let mut p = ResultPrinter::new(options.clone(), schema, out)?;
+    for b in batches {
+        p.push(b)?;
+    }
+    p.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use std::sync::Arc;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 22, 333])),
+                Arc::new(StringArray::from(vec![Some("ann"), None, Some("a very long name")])),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn print(format: PrintFormat, max_rows: Option<usize>, max_width: Option<usize>) -> String {
+        let b = batch();
+        let mut out = Vec::new();
+        let options = PrintOptions { format, max_rows, max_width };
+        print_batches(&options, b.schema(), &[b], &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn table_with_limit_and_width() {
+        assert_eq!(
+            print(PrintFormat::Table, Some(2), None),
+            "+-----+------+\n| id  | name |\n+-----+------+\n|   1 | ann  |\n|  22 | NULL |\n+-----+------+\n3 rows (2 shown, 1 more rows)\n"
+        );
+        let narrow = print(PrintFormat::Table, None, Some(20));
+        assert!(narrow.lines().all(|l| l.chars().count() <= 20), "{narrow}");
+        assert!(narrow.contains("a very …"), "{narrow}");
+    }
+
+    #[test]
+    fn csv_json_markdown() {
+        assert_eq!(print(PrintFormat::Csv, None, None), "id,name\n1,ann\n22,\n333,a very long name\n");
+        assert_eq!(print(PrintFormat::Tsv, None, None), "id\tname\n1\tann\n22\t\n333\ta very long name\n");
+        assert_eq!(
+            print(PrintFormat::Json, None, None),
+            "[\n{\"id\":1,\"name\":\"ann\"},{\"id\":22},{\"id\":333,\"name\":\"a very long name\"}\n]\n"
+        );
+        assert_eq!(
+            print(PrintFormat::Ndjson, None, None),
+            "{\"id\":1,\"name\":\"ann\"}\n{\"id\":22}\n{\"id\":333,\"name\":\"a very long name\"}\n"
+        );
+        assert_eq!(
+            print(PrintFormat::Markdown, None, None),
+            "| id | name |\n|---:|---|\n| 1 | ann |\n| 22 | NULL |\n| 333 | a very long name |\n"
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! Sources from `sluice.toml` registered as tables. Each source is built lazily, on the
+//! first statement that reads it, so a broken source fails that statement (naming the
+//! source and its location) instead of the whole start-up.
+
+mod format;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+
+type SessionStateLock = parking_lot::RwLock<SessionState>;
+
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::context::SessionState;
+use futures::TryStreamExt;
+use indexmap::IndexMap;
+
+use crate::config::{Project, SourceConfig, SourceFormat};
+pub use format::listing_options;
+
+/// A source as the session sees it: its name, resolved location and settings.
+#[derive(Debug, Clone)]
+pub struct SourceDef {
+    pub name: String,
+    pub location: String,
+    pub format: SourceFormat,
+    pub config: SourceConfig,
+}
+
+impl SourceDef {
+    pub fn from_project(project: &Project) -> IndexMap<String, SourceDef> {
+        project
+            .config
+            .sources
+            .iter()
+            .map(|(name, config)| {
+                let format = config
+                    .format
+                    .or_else(|| SourceFormat::from_location(&config.location))
+                    .unwrap_or(SourceFormat::Csv);
+                let def = SourceDef {
+                    name: name.clone(),
+                    location: project.resolve_location(&config.location),
+                    format,
+                    config: config.clone(),
+                };
+                (name.clone(), def)
+            })
+            .collect()
+    }
+
+    fn error(&self, message: impl std::fmt::Display) -> DataFusionError {
+        DataFusionError::Plan(format!(
+            "source `{}` ({}): {message}",
+            self.name, self.config.location
+        ))
+    }
+}
+
+/// The default schema of every session: project sources plus tables and views the user
+/// or the runner registers.
+#[derive(Debug)]
+pub struct ProjectSchema {
+    sources: IndexMap<String, SourceDef>,
+    built: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+    registered: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+    state: OnceLock<Weak<SessionStateLock>>,
+}
+
+impl ProjectSchema {
+    pub fn new(sources: IndexMap<String, SourceDef>) -> Self {
+        ProjectSchema {
+            sources,
+            built: Mutex::new(HashMap::new()),
+            registered: RwLock::new(HashMap::new()),
+            state: OnceLock::new(),
+        }
+    }
+
+    /// Give the schema a handle on the session so sources can be built on first use.
+    pub fn attach(&self, state: Weak<SessionStateLock>) {
+        let _ = self.state.set(state);
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceDef> {
+        self.sources.get(name)
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = &SourceDef> {
+        self.sources.values()
+    }
+
+    fn session_state(&self) -> DFResult<SessionState> {
+        let weak = self
+            .state
+            .get()
+            .ok_or_else(|| DataFusionError::Internal("source schema is not attached to a session".into()))?;
+        let state = weak
+            .upgrade()
+            .ok_or_else(|| DataFusionError::Internal("the session is gone".into()))?;
+        let guard = state.read();
+        Ok(guard.clone())
+    }
+
+    async fn build_source(&self, def: &SourceDef) -> DFResult<Arc<dyn TableProvider>> {
+        if let Some(table) = self.built.lock().ok().and_then(|b| b.get(&def.name).cloned()) {
+            return Ok(table);
+        }
+        let state = self.session_state()?;
+        let table = open_source(&state, def).await?;
+        if let Ok(mut built) = self.built.lock() {
+            built.insert(def.name.clone(), table.clone());
+        }
+        Ok(table)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for ProjectSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.sources.keys().cloned().collect();
+        if let Ok(reg) = self.registered.read() {
+            names.extend(reg.keys().filter(|k| !self.sources.contains_key(*k)).cloned());
+        }
+        names
+    }
+
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.registered.read().ok().and_then(|r| r.get(name).cloned()) {
+            return Ok(Some(t));
+        }
+        match self.sources.get(name) {
+            Some(def) => self.build_source(def).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        let mut reg = self
+            .registered
+            .write()
+            .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
+        if reg.contains_key(&name) || self.sources.contains_key(&name) {
+            return Err(DataFusionError::Plan(format!("table `{name}` already exists")));
+        }
+        Ok(reg.insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        let mut reg = self
+            .registered
+            .write()
+            .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
+        Ok(reg.remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.sources.contains_key(name)
+            || self.registered.read().map(|r| r.contains_key(name)).unwrap_or(false)
+    }
+}
+
+/// Build the listing table of one source: check the location, discover hive partitions,
+/// infer or apply the schema.
+pub async fn open_source(state: &SessionState, def: &SourceDef) -> DFResult<Arc<dyn TableProvider>> {
+    let location = normalise_location(&def.location);
+    let url = ListingTableUrl::parse(&location).map_err(|e| def.error(format!("bad location: {e}")))?;
+    let store = state
+        .runtime_env()
+        .object_store(&url)
+        .map_err(|e| def.error(format!("no object store for this location: {e}")))?;
+
+    let is_collection = url.is_collection() || url.get_glob().is_some();
+    let mut options = listing_options(def, is_collection);
+    let files: Vec<_> = url
+        .list_all_files(state, store.as_ref(), &options.file_extension)
+        .await
+        .map_err(|e| def.error(format!("cannot list files: {e}")))?
+        .try_collect()
+        .await
+        .map_err(|e| def.error(describe_missing(&e.to_string())))?;
+    if files.is_empty() {
+        let what = if is_collection {
+            format!("no {} files found", def.format.name())
+        } else {
+            "the file does not exist".to_string()
+        };
+        return Err(def.error(what));
+    }
+    if is_collection {
+        let partitions = options
+            .infer_partitions(state, &url)
+            .await
+            .map_err(|e| def.error(e))?;
+        if !partitions.is_empty() {
+            options = options.with_table_partition_cols(
+                partitions
+                    .into_iter()
+                    .map(|p| (p, datafusion::arrow::datatypes::DataType::Utf8))
+                    .collect(),
+            );
+        }
+    }
+    let schema = match &def.config.schema {
+        Some(columns) => Arc::new(format::explicit_schema(columns).map_err(|e| def.error(e))?),
+        None => options
+            .infer_schema(state, &url)
+            .await
+            .map_err(|e| def.error(format!("cannot read: {}", crate::error::describe_datafusion_error(&e))))?,
+    };
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let table = ListingTable::try_new(config).map_err(|e| def.error(e))?;
+    Ok(Arc::new(table))
+}
+
+/// Local folders need a trailing slash to be listed as collections.
+fn normalise_location(location: &str) -> String {
+    if !location.contains("://") && !location.ends_with('/') && std::path::Path::new(location).is_dir() {
+        format!("{location}/")
+    } else {
+        location.to_string()
+    }
+}
+
+fn describe_missing(message: &str) -> String {
+    if message.contains("No such file") || message.contains("not found") || message.contains("NotFound") {
+        "the location does not exist".to_string()
+    } else {
+        format!("cannot list files: {message}")
+    }
+}
+
+impl ProjectSchema {
+    /// Table names plus the columns of every table already opened, for completion.
+    pub async fn known_names(&self) -> Vec<String> {
+        let mut names = self.table_names();
+        let mut tables: Vec<Arc<dyn TableProvider>> = Vec::new();
+        if let Ok(b) = self.built.lock() {
+            tables.extend(b.values().cloned());
+        }
+        if let Ok(r) = self.registered.read() {
+            tables.extend(r.values().cloned());
+        }
+        for t in tables {
+            names.extend(t.schema().fields().iter().map(|f| f.name().clone()));
+        }
+        names
+    }
+}
