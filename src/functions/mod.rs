@@ -2,8 +2,11 @@
 //! in a session and describes them for `sluice functions` and `\df`.
 
 mod args;
+mod funnel;
 mod hashing;
+mod identity;
 mod pii;
+mod retention;
 mod shared_id;
 
 use std::sync::Arc;
@@ -33,6 +36,9 @@ pub fn docs() -> Vec<FunctionDoc> {
         pii::NORMALIZE_PHONE_DOC,
         pii::HASH_PII_DOC,
         shared_id::DOC,
+        identity::DOC,
+        funnel::DOC,
+        retention::DOC,
     ];
     docs.extend(SPARK_DOCS.iter().cloned());
     docs
@@ -78,6 +84,9 @@ pub fn register_all(ctx: &SessionContext, project: Arc<Project>) -> Result<()> {
     ctx.register_udf(ScalarUDF::from(pii::NormalizePhone::new()));
     ctx.register_udf(ScalarUDF::from(pii::HashPii::new()));
     ctx.register_udf(ScalarUDF::from(shared_id::SharedId::new()));
+    ctx.register_udaf(AggregateUDF::from(funnel::WindowFunnel::new()));
+    ctx.register_udaf(AggregateUDF::from(retention::Retention::new()));
+    ctx.register_udtf("resolve_identities", Arc::new(identity::ResolveIdentities::new()));
     for f in datafusion_spark::function::hash::functions() {
         // Spark's names that DataFusion already defines keep DataFusion's meaning.
         if ctx.state().scalar_functions().contains_key(f.name()) {
