@@ -13,7 +13,11 @@ use crate::shell::printer::{print_batches, PrintFormat, PrintOptions};
 use crate::shell::{run_interactive, Shell};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "SQL engine for marketing and analytics delivery pipelines")]
+#[command(
+    name = "sluice",
+    version,
+    about = "SQL engine for marketing and analytics delivery pipelines"
+)]
 pub struct Cli {
     /// Project folder holding sluice.toml and models/ (default: the current directory)
     #[arg(long, global = true, value_name = "DIR")]
@@ -68,10 +72,17 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -111,7 +122,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
 async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
     let project = load_project(cli)?;
     let session = build_session(project, &session_options(cli)?)?;
-    let scripted = !args.commands.is_empty() || !args.files.is_empty() || !std::io::stdin().is_terminal();
+    let scripted =
+        !args.commands.is_empty() || !args.files.is_empty() || !std::io::stdin().is_terminal();
     let format = args.format.unwrap_or(PrintFormat::Table);
     let mut shell = Shell::new(session, format, !scripted);
     shell.continue_on_error = args.continue_on_error;
@@ -136,7 +148,11 @@ async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
         }
     };
     for (i, sql) in args.commands.iter().enumerate() {
-        let origin = if args.commands.len() == 1 { "-c".to_string() } else { format!("-c #{}", i + 1) };
+        let origin = if args.commands.len() == 1 {
+            "-c".to_string()
+        } else {
+            format!("-c #{}", i + 1)
+        };
         if let Err(e) = shell.run_script(sql, &origin).await {
             shell.flush();
             record(e, &shell)?;

@@ -33,11 +33,18 @@ pub enum SluiceError {
         message: String,
     },
     /// A model's SQL failed or could not be planned.
-    Model { model: String, file: PathBuf, message: String },
+    Model {
+        model: String,
+        file: PathBuf,
+        message: String,
+    },
     /// One or more data quality checks failed.
     Check(String),
     /// Reading or writing a local file failed.
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The statement was cancelled by the user (Ctrl-C).
     Cancelled,
 }
@@ -54,7 +61,11 @@ impl SluiceError {
         }
     }
 
-    pub fn config(file: impl Into<PathBuf>, key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn config(
+        file: impl Into<PathBuf>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         SluiceError::Config {
             file: file.into(),
             line: None,
@@ -152,11 +163,17 @@ pub fn describe_datafusion_error(e: &DataFusionError) -> String {
         }
         DataFusionError::Shared(inner) => describe_datafusion_error(inner),
         DataFusionError::Diagnostic(_, inner) => describe_datafusion_error(inner),
-        DataFusionError::Collection(errs) if !errs.is_empty() => describe_datafusion_error(&errs[0]),
+        DataFusionError::Collection(errs) if !errs.is_empty() => {
+            describe_datafusion_error(&errs[0])
+        }
         other => {
             let s = other.to_string();
             // Drop DataFusion's trailing backtrace hint, keep the message.
-            s.split("\n\nBacktrace").next().unwrap_or(&s).trim_end().to_string()
+            s.split("\n\nBacktrace")
+                .next()
+                .unwrap_or(&s)
+                .trim_end()
+                .to_string()
         }
     }
 }

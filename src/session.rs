@@ -5,7 +5,7 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use datafusion::catalog::SchemaProvider;
+use datafusion::catalog::{DynamicFileCatalog, SchemaProvider, UrlTableFactory};
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -13,7 +13,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::Project;
 use crate::error::{Result, SluiceError};
-use crate::sources::{ProjectSchema, SourceDef};
+use crate::sources::{PathTableFactory, ProjectSchema, SourceDef};
 use crate::storage::StoreRegistry;
 
 /// Share of physical memory a session may use when no `--memory-limit` is given.
@@ -64,6 +64,11 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public");
+    // A folder source reads the files beneath it, and `dir/*/*.csv` globs match whole paths.
+    config
+        .options_mut()
+        .execution
+        .listing_table_ignore_subdirectory = false;
     if let Some(n) = options.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }
@@ -80,7 +85,18 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     crate::functions::register_all(&ctx, project.clone())?;
 
     let ctx = if options.query_files_by_path {
-        ctx.enable_url_table()
+        let factory = Arc::new(PathTableFactory::default());
+        let catalogs = Arc::new(DynamicFileCatalog::new(
+            ctx.state().catalog_list().clone(),
+            factory.clone() as Arc<dyn UrlTableFactory>,
+        ));
+        let ctx: SessionContext = ctx
+            .into_state_builder()
+            .with_catalog_list(catalogs)
+            .build()
+            .into();
+        factory.attach(ctx.state_weak_ref());
+        ctx
     } else {
         ctx
     };

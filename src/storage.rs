@@ -46,7 +46,12 @@ impl StoreRegistry {
         if let Some(region) = &self.s3.region {
             builder = builder.with_region(region);
         }
-        if let Some(endpoint) = self.s3.endpoint.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()) {
+        if let Some(endpoint) = self
+            .s3
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        {
             builder = builder.with_endpoint(endpoint);
         }
         if let Some(v) = self.s3.virtual_hosted_style {
@@ -63,11 +68,17 @@ impl StoreRegistry {
 }
 
 fn env_allows_http() -> bool {
-    std::env::var("AWS_ALLOW_HTTP").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("AWS_ALLOW_HTTP")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 impl ObjectStoreRegistry for StoreRegistry {
-    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
         if url.scheme() == "s3" {
             let bucket = url.host_str().unwrap_or_default().to_string();
             return self.buckets.write().ok()?.insert(bucket, store);
@@ -79,9 +90,16 @@ impl ObjectStoreRegistry for StoreRegistry {
         if matches!(url.scheme(), "s3" | "s3a") {
             let bucket = url.host_str().unwrap_or_default().to_string();
             if bucket.is_empty() {
-                return Err(DataFusionError::Configuration(format!("S3 URL {url} has no bucket")));
+                return Err(DataFusionError::Configuration(format!(
+                    "S3 URL {url} has no bucket"
+                )));
             }
-            if let Some(store) = self.buckets.read().ok().and_then(|b| b.get(&bucket).cloned()) {
+            if let Some(store) = self
+                .buckets
+                .read()
+                .ok()
+                .and_then(|b| b.get(&bucket).cloned())
+            {
                 return Ok(store);
             }
             let store = self.build_s3(&bucket)?;

@@ -86,7 +86,10 @@ impl SourceFormat {
             Some(SourceFormat::Csv)
         } else if trimmed.ends_with(".parquet") {
             Some(SourceFormat::Parquet)
-        } else if trimmed.ends_with(".json") || trimmed.ends_with(".ndjson") || trimmed.ends_with(".jsonl") {
+        } else if trimmed.ends_with(".json")
+            || trimmed.ends_with(".ndjson")
+            || trimmed.ends_with(".jsonl")
+        {
             Some(SourceFormat::Ndjson)
         } else {
             None
@@ -326,7 +329,10 @@ fn locate_key(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
     }
     let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
     if line.starts_with('[') {
-        let header = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+        let header = line
+            .trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_string();
         return (Some(line_no), Some(header));
     }
     let key = line.split('=').next().unwrap_or("").trim().to_string();
@@ -339,9 +345,7 @@ fn locate_key(text: &str, offset: usize) -> (Option<usize>, Option<String>) {
 }
 
 fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines()
-        .position(|l| l.contains(needle))
-        .map(|i| i + 1)
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
 }
 
 fn validate(path: &Path, text: &str, config: &ProjectConfig) -> Result<()> {
@@ -409,13 +413,17 @@ fn validate(path: &Path, text: &str, config: &ProjectConfig) -> Result<()> {
             if let Some((key, _)) = csv_only.iter().find(|(_, set)| *set) {
                 return Err(err(
                     format!("sources.{name}.options.{key}"),
-                    format!("`{key}` only applies to csv sources, this one is {}", format.name()),
+                    format!(
+                        "`{key}` only applies to csv sources, this one is {}",
+                        format.name()
+                    ),
                 ));
             }
         }
         if let Some(schema) = &source.schema {
             for (column, ty) in schema {
-                parse_sql_type(ty).map_err(|m| err(format!("sources.{name}.schema.{column}"), m))?;
+                parse_sql_type(ty)
+                    .map_err(|m| err(format!("sources.{name}.schema.{column}"), m))?;
             }
         }
     }
@@ -479,7 +487,13 @@ launch_date = "2026-05-01"
         )
         .unwrap();
         assert_eq!(c.sources.len(), 2);
-        let keys: Vec<_> = c.sources["events"].schema.as_ref().unwrap().keys().cloned().collect();
+        let keys: Vec<_> = c.sources["events"]
+            .schema
+            .as_ref()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
         assert_eq!(keys, ["event_id", "user_id", "ts"]);
     }
 
@@ -487,7 +501,10 @@ launch_date = "2026-05-01"
     fn unknown_key_names_key_and_line() {
         let e = parse("[sources.events]\nlocaton = \"x.csv\"\n").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("sluice.toml:2: key `sources.events.locaton`: unknown field `locaton`"), "{msg}");
+        assert!(
+            msg.starts_with("sluice.toml:2: key `sources.events.locaton`: unknown field `locaton`"),
+            "{msg}"
+        );
         assert_eq!(e.exit_code(), 2);
     }
 
@@ -495,19 +512,31 @@ launch_date = "2026-05-01"
     fn bad_value_names_key() {
         let e = parse("[sources.events]\nlocation = \"x.csv\"\nformat = \"xls\"\n").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.starts_with("sluice.toml:3: key `sources.events.format`: unknown variant `xls`"), "{msg}");
+        assert!(
+            msg.starts_with("sluice.toml:3: key `sources.events.format`: unknown variant `xls`"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn bad_schema_type_names_column() {
-        let e = parse("[sources.e]\nlocation = \"x.csv\"\nschema = { ts = \"TIMESTMP\" }\n").unwrap_err();
-        assert!(e.to_string().contains("key `sources.e.schema.ts`: unknown SQL type `TIMESTMP`"), "{e}");
+        let e = parse("[sources.e]\nlocation = \"x.csv\"\nschema = { ts = \"TIMESTMP\" }\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("key `sources.e.schema.ts`: unknown SQL type `TIMESTMP`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn format_guessed_or_required() {
         assert!(parse("[sources.e]\nlocation = \"x.csv.gz\"\n").is_ok());
         let e = parse("[sources.e]\nlocation = \"data/\"\n").unwrap_err();
-        assert!(e.to_string().contains("key `sources.e.format`: cannot tell the format"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("key `sources.e.format`: cannot tell the format"),
+            "{e}"
+        );
     }
 }

@@ -35,7 +35,10 @@ pub fn parse_sql_type(text: &str) -> Result<DataType, String> {
                     format!("bad decimal type `{text}`, expected DECIMAL(precision, scale)")
                 });
             }
-            if let Some(inner) = other.strip_prefix("VARCHAR(").or_else(|| other.strip_prefix("CHAR(")) {
+            if let Some(inner) = other
+                .strip_prefix("VARCHAR(")
+                .or_else(|| other.strip_prefix("CHAR("))
+            {
                 if inner.trim_end_matches(')').trim().parse::<u32>().is_ok() {
                     return Ok(DataType::Utf8);
                 }
@@ -60,7 +63,8 @@ fn parse_decimal(args: &str) -> Option<DataType> {
         Some(s) => s.parse().ok()?,
         None => 0,
     };
-    if parts.next().is_some() || precision == 0 || precision > 38 || scale as i16 > precision as i16 {
+    if parts.next().is_some() || precision == 0 || precision > 38 || scale as i16 > precision as i16
+    {
         return None;
     }
     Some(DataType::Decimal128(precision, scale))
@@ -73,7 +77,10 @@ mod tests {
     #[test]
     fn common_types() {
         assert_eq!(parse_sql_type("bigint").unwrap(), DataType::Int64);
-        assert_eq!(parse_sql_type("Decimal(10, 2)").unwrap(), DataType::Decimal128(10, 2));
+        assert_eq!(
+            parse_sql_type("Decimal(10, 2)").unwrap(),
+            DataType::Decimal128(10, 2)
+        );
         assert_eq!(parse_sql_type("varchar(20)").unwrap(), DataType::Utf8);
         assert!(parse_sql_type("decimal(40,2)").is_err());
         assert!(parse_sql_type("nope").is_err());

@@ -10,9 +10,18 @@ use datafusion::logical_expr::ColumnarValue;
 /// Call `f` with each row of a string or binary array as bytes (None for NULL).
 pub fn for_each_bytes<'a>(array: &'a ArrayRef, mut f: impl FnMut(Option<&'a [u8]>)) -> Result<()> {
     match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().iter().for_each(|v| f(v.map(str::as_bytes))),
-        DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(|v| f(v.map(str::as_bytes))),
-        DataType::Utf8View => array.as_string_view().iter().for_each(|v| f(v.map(str::as_bytes))),
+        DataType::Utf8 => array
+            .as_string::<i32>()
+            .iter()
+            .for_each(|v| f(v.map(str::as_bytes))),
+        DataType::LargeUtf8 => array
+            .as_string::<i64>()
+            .iter()
+            .for_each(|v| f(v.map(str::as_bytes))),
+        DataType::Utf8View => array
+            .as_string_view()
+            .iter()
+            .for_each(|v| f(v.map(str::as_bytes))),
         DataType::Binary => array.as_binary::<i32>().iter().for_each(&mut f),
         DataType::LargeBinary => array.as_binary::<i64>().iter().for_each(&mut f),
         DataType::BinaryView => array.as_binary_view().iter().for_each(&mut f),
@@ -52,7 +61,12 @@ impl TextArg {
     pub fn from(value: &ColumnarValue, rows: usize) -> Result<TextArg> {
         match value {
             ColumnarValue::Scalar(s) => {
-                if !s.data_type().is_null() && !matches!(s.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+                if !s.data_type().is_null()
+                    && !matches!(
+                        s.data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    )
+                {
                     return exec_err!("expected a string argument, got {}", s.data_type());
                 }
                 Ok(TextArg::Const(scalar_str(s).map(str::to_string)))
@@ -81,7 +95,9 @@ pub fn all_scalar(args: &[ColumnarValue]) -> bool {
 /// Turn a one-row result back into a scalar when the inputs were all constants.
 pub fn finish(array: ArrayRef, scalar: bool) -> Result<ColumnarValue> {
     if scalar && array.len() == 1 {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&array, 0)?))
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?))
     } else {
         Ok(ColumnarValue::Array(array))
     }
@@ -97,5 +113,8 @@ pub fn arg_array(value: &ColumnarValue, all_const: bool, rows: usize) -> Result<
 }
 
 pub fn is_string(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
+    matches!(
+        t,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+    )
 }

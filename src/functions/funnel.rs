@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt64Array, UInt8Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt64Array, UInt8Array,
+};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type, TimeUnit, UInt64Type, UInt8Type};
+use datafusion::arrow::datatypes::{
+    DataType, Field, FieldRef, Int64Type, TimeUnit, UInt64Type, UInt8Type,
+};
 use datafusion::common::{exec_err, plan_err, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -92,7 +96,9 @@ fn timestamps(array: &ArrayRef) -> Result<Int64Array> {
             let d = array.as_primitive::<datafusion::arrow::datatypes::Date64Type>();
             d.unary(|ms| ms.div_euclid(1000))
         }
-        _ => cast(array, &DataType::Int64)?.as_primitive::<Int64Type>().clone(),
+        _ => cast(array, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .clone(),
     })
 }
 
@@ -108,31 +114,50 @@ impl AggregateUDFImpl for WindowFunnel {
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         let usage = "window_funnel(window, ['modes',] timestamp, cond1, cond2, ...)";
         if arg_types.len() < 3 {
-            return plan_err!("window_funnel needs a window, a timestamp and at least one condition: {usage}");
+            return plan_err!(
+                "window_funnel needs a window, a timestamp and at least one condition: {usage}"
+            );
         }
         if !arg_types[0].is_integer() {
-            return plan_err!("window_funnel: the window must be an integer literal, got {}", arg_types[0]);
+            return plan_err!(
+                "window_funnel: the window must be an integer literal, got {}",
+                arg_types[0]
+            );
         }
         let has_modes = is_string(&arg_types[1]) && !arg_types[1].is_null();
         let ts_at = if has_modes { 2 } else { 1 };
         if arg_types.len() < ts_at + 2 {
-            return plan_err!("window_funnel needs at least one condition after the timestamp: {usage}");
+            return plan_err!(
+                "window_funnel needs at least one condition after the timestamp: {usage}"
+            );
         }
         if arg_types.len() - ts_at - 1 > MAX_EVENTS {
             return plan_err!("window_funnel takes at most {MAX_EVENTS} conditions");
         }
         let ts = &arg_types[ts_at];
-        if !(ts.is_integer() || matches!(ts, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64)) {
+        if !(ts.is_integer()
+            || matches!(
+                ts,
+                DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64
+            ))
+        {
             return plan_err!("window_funnel: the timestamp must be a TIMESTAMP, DATE or integer column, got {ts}");
         }
         let mut out = vec![DataType::Int64];
         if has_modes {
             out.push(DataType::Utf8);
         }
-        out.push(if ts.is_integer() { DataType::Int64 } else { ts.clone() });
+        out.push(if ts.is_integer() {
+            DataType::Int64
+        } else {
+            ts.clone()
+        });
         for (i, t) in arg_types[ts_at + 1..].iter().enumerate() {
             if !matches!(t, DataType::Boolean | DataType::Null) {
-                return plan_err!("window_funnel: condition {} must be BOOLEAN, got {t}", i + 1);
+                return plan_err!(
+                    "window_funnel: condition {} must be BOOLEAN, got {t}",
+                    i + 1
+                );
             }
             out.push(DataType::Boolean);
         }
@@ -176,7 +201,11 @@ impl AggregateUDFImpl for WindowFunnel {
             },
             _ => return plan_err!("window_funnel: the window must be an integer literal"),
         };
-        let has_modes = args.expr_fields.get(1).map(|f| is_string(f.data_type()) && !f.data_type().is_null()).unwrap_or(false);
+        let has_modes = args
+            .expr_fields
+            .get(1)
+            .map(|f| is_string(f.data_type()) && !f.data_type().is_null())
+            .unwrap_or(false);
         let modes = if has_modes {
             match literal(1) {
                 Some(v) => Modes::parse(super::args::scalar_str(&v).unwrap_or(""))?,
@@ -228,7 +257,11 @@ impl FunnelAccumulator {
     }
 
     fn max_reached(reached: &[bool]) -> u8 {
-        reached.iter().rposition(|r| *r).map(|i| i as u8 + 1).unwrap_or(0)
+        reached
+            .iter()
+            .rposition(|r| *r)
+            .map(|i| i as u8 + 1)
+            .unwrap_or(0)
     }
 
     fn level_default(&self) -> u8 {
@@ -292,10 +325,16 @@ impl FunnelAccumulator {
             if idx == 0 {
                 let mut path = [0u64; MAX_EVENTS];
                 path[0] = id;
-                chains[0].push(Chain { first: ts, last: ts, path });
+                chains[0].push(Chain {
+                    first: ts,
+                    last: ts,
+                    path,
+                });
                 first_event = true;
             } else if m.strict_deduplication && !chains[idx].is_empty() {
-                return Self::max_reached(&chains.iter().map(|c| !c.is_empty()).collect::<Vec<_>>());
+                return Self::max_reached(
+                    &chains.iter().map(|c| !c.is_empty()).collect::<Vec<_>>(),
+                );
             } else if m.strict_order && first_event && chains[idx - 1].is_empty() {
                 return chains.iter().position(Vec::is_empty).unwrap_or(n) as u8;
             } else if !chains[idx - 1].is_empty() {
@@ -314,7 +353,11 @@ impl FunnelAccumulator {
                     if matched {
                         let mut path = c.path;
                         path[idx] = id;
-                        chains[idx].push(Chain { first: c.first, last: ts, path });
+                        chains[idx].push(Chain {
+                            first: c.first,
+                            last: ts,
+                            path,
+                        });
                         if idx + 1 == n {
                             return n as u8;
                         }
@@ -340,7 +383,10 @@ fn list_values<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
 impl Accumulator for FunnelAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let ts = timestamps(&values[self.ts_at])?;
-        let conds: Vec<&BooleanArray> = values[self.ts_at + 1..].iter().map(|a| a.as_boolean()).collect();
+        let conds: Vec<&BooleanArray> = values[self.ts_at + 1..]
+            .iter()
+            .map(|a| a.as_boolean())
+            .collect();
         for row in 0..ts.len() {
             if ts.is_null(row) {
                 continue;
@@ -375,13 +421,26 @@ impl Accumulator for FunnelAccumulator {
         let id: UInt64Array = self.list.iter().map(|e| Some(e.2)).collect();
         let wrap = |a: ArrayRef| {
             let field = Arc::new(Field::new_list_field(a.data_type().clone(), true));
-            ScalarValue::List(Arc::new(ListArray::new(field, OffsetBuffer::from_lengths([a.len()]), a, None)))
+            ScalarValue::List(Arc::new(ListArray::new(
+                field,
+                OffsetBuffer::from_lengths([a.len()]),
+                a,
+                None,
+            )))
         };
-        Ok(vec![wrap(Arc::new(ts)), wrap(Arc::new(ev)), wrap(Arc::new(id))])
+        Ok(vec![
+            wrap(Arc::new(ts)),
+            wrap(Arc::new(ev)),
+            wrap(Arc::new(id)),
+        ])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let (ts, ev, id) = (states[0].as_list::<i32>(), states[1].as_list::<i32>(), states[2].as_list::<i32>());
+        let (ts, ev, id) = (
+            states[0].as_list::<i32>(),
+            states[1].as_list::<i32>(),
+            states[2].as_list::<i32>(),
+        );
         for row in 0..ts.len() {
             let (Some(t), Some(e), Some(i)) = (
                 list_values::<Int64Type>(ts, row),

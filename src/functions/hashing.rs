@@ -22,7 +22,8 @@ pub const SHA256_HEX_DOC: FunctionDoc = FunctionDoc {
     name: "sha256_hex",
     kind: "scalar",
     signature: "sha256_hex(value VARCHAR | BYTEA) -> VARCHAR",
-    description: "Lowercase hex SHA-256 of a string's UTF-8 bytes or of a binary value. NULL in, NULL out.",
+    description:
+        "Lowercase hex SHA-256 of a string's UTF-8 bytes or of a binary value. NULL in, NULL out.",
     example: "SELECT sha256_hex('abc')",
 };
 
@@ -141,7 +142,11 @@ impl HmacSha256 {
         ];
         let sigs = values
             .iter()
-            .flat_map(|v| strings.iter().map(move |s| TypeSignature::Exact(vec![v.clone(), s.clone()])))
+            .flat_map(|v| {
+                strings
+                    .iter()
+                    .map(move |s| TypeSignature::Exact(vec![v.clone(), s.clone()]))
+            })
             .collect();
         HmacSha256 {
             signature: Signature::one_of(sigs, Volatility::Immutable),
@@ -180,7 +185,13 @@ impl ScalarUDFImpl for HmacSha256 {
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         // Check the secret at planning time so a typo fails before any data is read.
-        match args.scalar_arguments.get(1).copied().flatten().and_then(scalar_str) {
+        match args
+            .scalar_arguments
+            .get(1)
+            .copied()
+            .flatten()
+            .and_then(scalar_str)
+        {
             Some(name) => {
                 if !self.project.config.secrets.contains_key(name) {
                     return plan_err!(
@@ -188,7 +199,11 @@ impl ScalarUDFImpl for HmacSha256 {
                     );
                 }
             }
-            None => return plan_err!("hmac_sha256: the second argument must be a secret name given as a string literal"),
+            None => {
+                return plan_err!(
+                "hmac_sha256: the second argument must be a secret name given as a string literal"
+            )
+            }
         }
         Ok(Arc::new(Field::new(self.name(), DataType::Utf8, true)))
     }
@@ -199,7 +214,9 @@ impl ScalarUDFImpl for HmacSha256 {
                 Some(n) => n.to_string(),
                 None => return exec_err!("hmac_sha256: the secret name must not be NULL"),
             },
-            ColumnarValue::Array(_) => return exec_err!("hmac_sha256: the secret name must be a constant"),
+            ColumnarValue::Array(_) => {
+                return exec_err!("hmac_sha256: the secret name must be a constant")
+            }
         };
         let key = self.key(&name)?;
         let base = match HmacSha256Mac::new_from_slice(&key) {
@@ -242,12 +259,18 @@ mod tests {
     /// from NIST's SHA-256 example values.
     #[test]
     fn sha256_fips_vectors() {
-        assert_eq!(hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(
             hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
-        assert_eq!(hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     /// RFC 4231 test cases 1, 2 and 6 (HMAC-SHA-256 lines).
@@ -262,7 +285,10 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert_eq!(
-            hmac_hex(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First"),
+            hmac_hex(
+                &[0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First"
+            ),
             "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
         );
     }

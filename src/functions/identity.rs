@@ -47,10 +47,15 @@ impl ResolveIdentities {
 fn text_arg(exprs: &[Expr], i: usize, what: &str) -> Result<Option<String>> {
     match exprs.get(i) {
         None => Ok(None),
-        Some(Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)), _)) => {
-            Ok(Some(s.clone()))
+        Some(Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        )) => Ok(Some(s.clone())),
+        Some(other) => {
+            plan_err!("resolve_identities: {what} must be a string literal, got {other}")
         }
-        Some(other) => plan_err!("resolve_identities: {what} must be a string literal, got {other}"),
     }
 }
 
@@ -68,7 +73,10 @@ impl TableFunctionImpl for ResolveIdentities {
             right: text_arg(exprs, 2, "the right column")?.unwrap_or_default(),
             previous: text_arg(exprs, 3, "the previous mapping table")?,
         };
-        Ok(Arc::new(IdentityTable { spec, schema: output_schema() }))
+        Ok(Arc::new(IdentityTable {
+            spec,
+            schema: output_schema(),
+        }))
     }
 }
 
@@ -115,7 +123,9 @@ impl TableProvider for IdentityTable {
         let session_state = state
             .as_any()
             .downcast_ref::<SessionState>()
-            .ok_or_else(|| DataFusionError::Internal("resolve_identities needs a SessionState".into()))?;
+            .ok_or_else(|| {
+                DataFusionError::Internal("resolve_identities needs a SessionState".into())
+            })?;
         let ctx = SessionContext::new_with_state(session_state.clone());
         let pool = state.runtime_env().memory_pool.clone();
         let reservation = MemoryConsumer::new("resolve_identities").register(&pool);
@@ -211,7 +221,11 @@ async fn two_columns(
     Ok(())
 }
 
-async fn resolve(ctx: &SessionContext, spec: &IdentitySpec, reservation: MemoryReservation) -> Result<RecordBatch> {
+async fn resolve(
+    ctx: &SessionContext,
+    spec: &IdentitySpec,
+    reservation: MemoryReservation,
+) -> Result<RecordBatch> {
     let mut forest = Forest {
         index: HashMap::new(),
         names: Vec::new(),
@@ -219,8 +233,14 @@ async fn resolve(ctx: &SessionContext, spec: &IdentitySpec, reservation: MemoryR
         reservation,
     };
     two_columns(ctx, &spec.edges, &spec.left, &spec.right, |l, r| {
-        let li = l.filter(|s| !s.is_empty()).map(|s| forest.intern(s)).transpose()?;
-        let ri = r.filter(|s| !s.is_empty()).map(|s| forest.intern(s)).transpose()?;
+        let li = l
+            .filter(|s| !s.is_empty())
+            .map(|s| forest.intern(s))
+            .transpose()?;
+        let ri = r
+            .filter(|s| !s.is_empty())
+            .map(|s| forest.intern(s))
+            .transpose()?;
         if let (Some(a), Some(b)) = (li, ri) {
             forest.union(a, b);
         }
@@ -252,7 +272,10 @@ async fn resolve(ctx: &SessionContext, spec: &IdentitySpec, reservation: MemoryR
         let r = root as usize;
         size[r] += 1;
         let name = &forest.names[i];
-        if smallest[r].map(|s| name.as_ref() < forest.names[s as usize].as_ref()).unwrap_or(true) {
+        if smallest[r]
+            .map(|s| name.as_ref() < forest.names[s as usize].as_ref())
+            .unwrap_or(true)
+        {
             smallest[r] = Some(i as u32);
         }
         if let Some(p) = previous.get(&(i as u32)) {

@@ -86,7 +86,10 @@ pub fn register_all(ctx: &SessionContext, project: Arc<Project>) -> Result<()> {
     ctx.register_udf(ScalarUDF::from(shared_id::SharedId::new()));
     ctx.register_udaf(AggregateUDF::from(funnel::WindowFunnel::new()));
     ctx.register_udaf(AggregateUDF::from(retention::Retention::new()));
-    ctx.register_udtf("resolve_identities", Arc::new(identity::ResolveIdentities::new()));
+    ctx.register_udtf(
+        "resolve_identities",
+        Arc::new(identity::ResolveIdentities::new()),
+    );
     for f in datafusion_spark::function::hash::functions() {
         // Spark's names that DataFusion already defines keep DataFusion's meaning.
         if ctx.state().scalar_functions().contains_key(f.name()) {

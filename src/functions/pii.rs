@@ -30,8 +30,10 @@ pub const NORMALIZE_EMAIL_DOC: FunctionDoc = FunctionDoc {
 pub const NORMALIZE_PHONE_DOC: FunctionDoc = FunctionDoc {
     name: "normalize_phone",
     kind: "scalar",
-    signature: "normalize_phone(value VARCHAR [, profile VARCHAR [, calling_code VARCHAR]]) -> VARCHAR",
-    description: "Digits only, international prefix (+ or 00) dropped; with a calling code, one trunk 0 is \
+    signature:
+        "normalize_phone(value VARCHAR [, profile VARCHAR [, calling_code VARCHAR]]) -> VARCHAR",
+    description:
+        "Digits only, international prefix (+ or 00) dropped; with a calling code, one trunk 0 is \
                   dropped and the code prefixed. meta gives digits, google gives E.164 (+digits). \
                   NULL unless 7 to 15 digits.",
     example: "SELECT normalize_phone('010-1234-5678', 'google', '82')",
@@ -78,7 +80,8 @@ pub enum Kind {
     ExternalId,
 }
 
-const KINDS: &str = "email, phone, first_name, last_name, city, state, zip, country, gender, dob, external_id";
+const KINDS: &str =
+    "email, phone, first_name, last_name, city, state, zip, country, gender, dob, external_id";
 
 impl Kind {
     pub fn parse(text: &str) -> Option<Kind> {
@@ -120,7 +123,13 @@ fn retain(out: &mut String, keep: impl Fn(char) -> bool) {
 }
 
 /// Normalise one value of a kind into `out`; false means the result is NULL.
-pub fn normalize(kind: Kind, profile: Profile, calling_code: Option<&str>, input: &str, out: &mut String) -> bool {
+pub fn normalize(
+    kind: Kind,
+    profile: Profile,
+    calling_code: Option<&str>,
+    input: &str,
+    out: &mut String,
+) -> bool {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return false;
@@ -212,7 +221,12 @@ fn looks_like_email(s: &str) -> bool {
     tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic)
 }
 
-fn normalize_phone(trimmed: &str, profile: Profile, calling_code: Option<&str>, out: &mut String) -> bool {
+fn normalize_phone(
+    trimmed: &str,
+    profile: Profile,
+    calling_code: Option<&str>,
+    out: &mut String,
+) -> bool {
     out.clear();
     let mut international = trimmed.starts_with('+');
     out.extend(trimmed.chars().filter(char::is_ascii_digit));
@@ -267,21 +281,42 @@ fn normalize_dob(trimmed: &str, out: &mut String) -> bool {
 
 /// Accept text, numbers (phones and ids often arrive as numbers) and dates for the value;
 /// text for the other arguments.
-fn coerce(name: &str, arg_types: &[DataType], min: usize, max: usize, usage: &str) -> Result<Vec<DataType>> {
+fn coerce(
+    name: &str,
+    arg_types: &[DataType],
+    min: usize,
+    max: usize,
+    usage: &str,
+) -> Result<Vec<DataType>> {
     if arg_types.len() < min || arg_types.len() > max {
-        return plan_err!("{name} takes {min} to {max} arguments: {usage}; got {}", arg_types.len());
+        return plan_err!(
+            "{name} takes {min} to {max} arguments: {usage}; got {}",
+            arg_types.len()
+        );
     }
     let mut out = Vec::with_capacity(arg_types.len());
     for (i, t) in arg_types.iter().enumerate() {
         let ok = if i == 0 {
-            is_string(t) || t.is_integer() || matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _))
+            is_string(t)
+                || t.is_integer()
+                || matches!(
+                    t,
+                    DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _)
+                )
         } else {
             is_string(t)
         };
         if !ok {
-            return plan_err!("{name}: argument {} must be text, got {t}; usage: {usage}", i + 1);
+            return plan_err!(
+                "{name}: argument {} must be text, got {t}; usage: {usage}",
+                i + 1
+            );
         }
-        out.push(if is_string(t) && !t.is_null() { t.clone() } else { DataType::Utf8 });
+        out.push(if is_string(t) && !t.is_null() {
+            t.clone()
+        } else {
+            DataType::Utf8
+        });
     }
     Ok(out)
 }
@@ -296,12 +331,18 @@ fn value_strings(array: ArrayRef) -> Result<ArrayRef> {
 }
 
 fn const_arg<'a>(args: &'a ReturnFieldArgs, i: usize) -> Option<&'a str> {
-    args.scalar_arguments.get(i).copied().flatten().and_then(scalar_str)
+    args.scalar_arguments
+        .get(i)
+        .copied()
+        .flatten()
+        .and_then(scalar_str)
 }
 
 fn check_profile(name: &str, p: Option<&str>) -> Result<()> {
     match p {
-        Some(p) if Profile::parse(p).is_none() => plan_err!("{name}: unknown profile `{p}`, expected 'meta' or 'google'"),
+        Some(p) if Profile::parse(p).is_none() => {
+            plan_err!("{name}: unknown profile `{p}`, expected 'meta' or 'google'")
+        }
         _ => Ok(()),
     }
 }
@@ -320,10 +361,19 @@ fn run(
         Some(_) => (None, 1),
         None => (Some(TextArg::from(&args.args[1], rows)?), 2),
     };
-    let profile_arg = args.args.get(rest).map(|a| TextArg::from(a, rows)).transpose()?;
-    let code_arg = args.args.get(rest + 1).map(|a| TextArg::from(a, rows)).transpose()?;
+    let profile_arg = args
+        .args
+        .get(rest)
+        .map(|a| TextArg::from(a, rows))
+        .transpose()?;
+    let code_arg = args
+        .args
+        .get(rest + 1)
+        .map(|a| TextArg::from(a, rows))
+        .transpose()?;
 
-    let mut out = StringBuilder::with_capacity(values.len(), values.len() * if hash { 64 } else { 16 });
+    let mut out =
+        StringBuilder::with_capacity(values.len(), values.len() * if hash { 64 } else { 16 });
     let mut buf = String::with_capacity(64);
     let mut hex = [0u8; 64];
     let mut row = 0usize;
@@ -340,7 +390,9 @@ fn run(
             (None, Some(arg)) => match arg.get(i).map(|k| (k, Kind::parse(k))) {
                 Some((_, Some(k))) => k,
                 Some((k, None)) => {
-                    error.get_or_insert(format!("{name}: unknown kind `{k}`, expected one of {KINDS}"));
+                    error.get_or_insert(format!(
+                        "{name}: unknown kind `{k}`, expected one of {KINDS}"
+                    ));
                     out.append_null();
                     return;
                 }
@@ -356,7 +408,9 @@ fn run(
             Some(p) => match Profile::parse(p) {
                 Some(p) => p,
                 None => {
-                    error.get_or_insert(format!("{name}: unknown profile `{p}`, expected 'meta' or 'google'"));
+                    error.get_or_insert(format!(
+                        "{name}: unknown profile `{p}`, expected 'meta' or 'google'"
+                    ));
                     out.append_null();
                     return;
                 }
@@ -423,7 +477,10 @@ macro_rules! pii_udf {
                 if fixed.is_none() {
                     match const_arg(&args, 1) {
                         Some(k) if Kind::parse(k).is_none() => {
-                            return plan_err!("{}: unknown kind `{k}`, expected one of {KINDS}", $name)
+                            return plan_err!(
+                                "{}: unknown kind `{k}`, expected one of {KINDS}",
+                                $name
+                            )
                         }
                         _ => {}
                     }
@@ -439,7 +496,16 @@ macro_rules! pii_udf {
     };
 }
 
-pii_udf!(NormalizeEmail, "normalize_email", 1, 2, "normalize_email(value [, profile])", Some(Kind::Email), false, 1);
+pii_udf!(
+    NormalizeEmail,
+    "normalize_email",
+    1,
+    2,
+    "normalize_email(value [, profile])",
+    Some(Kind::Email),
+    false,
+    1
+);
 pii_udf!(
     NormalizePhone,
     "normalize_phone",
@@ -450,7 +516,16 @@ pii_udf!(
     false,
     1
 );
-pii_udf!(HashPii, "hash_pii", 2, 4, "hash_pii(value, kind [, profile [, calling_code]])", None, true, 2);
+pii_udf!(
+    HashPii,
+    "hash_pii",
+    2,
+    4,
+    "hash_pii(value, kind [, profile [, calling_code]])",
+    None,
+    true,
+    2
+);
 
 #[cfg(test)]
 mod tests {
@@ -473,7 +548,10 @@ mod tests {
     /// lowercased; its example John_Smith@gmail.com hashes to 62a14e44...
     #[test]
     fn meta_email() {
-        assert_eq!(meta(Kind::Email, "  John_Smith@gmail.com ").as_deref(), Some("john_smith@gmail.com"));
+        assert_eq!(
+            meta(Kind::Email, "  John_Smith@gmail.com ").as_deref(),
+            Some("john_smith@gmail.com")
+        );
         let mut hex = [0u8; 64];
         assert_eq!(
             hex_digest(&sha256(b"john_smith@gmail.com"), &mut hex),
@@ -484,27 +562,57 @@ mod tests {
         assert_eq!(meta(Kind::Email, "a@b.c"), None);
         assert_eq!(meta(Kind::Email, "a b@c.com"), None);
         // Meta keeps dots and +tags in gmail addresses.
-        assert_eq!(meta(Kind::Email, "J.Doe+x@gmail.com").as_deref(), Some("j.doe+x@gmail.com"));
+        assert_eq!(
+            meta(Kind::Email, "J.Doe+x@gmail.com").as_deref(),
+            Some("j.doe+x@gmail.com")
+        );
     }
 
     /// Google Data Manager / Customer Match formatting: remove whitespace; for gmail.com
     /// and googlemail.com remove dots and +suffixes in the local part.
     #[test]
     fn google_email() {
-        assert_eq!(google(Kind::Email, " Jane.Doe+news@GoogleMail.com").as_deref(), Some("janedoe@googlemail.com"));
-        assert_eq!(google(Kind::Email, "jane.doe+x@example.com").as_deref(), Some("jane.doe+x@example.com"));
-        assert_eq!(google(Kind::Email, "jane doe@gmail.com").as_deref(), Some("janedoe@gmail.com"));
+        assert_eq!(
+            google(Kind::Email, " Jane.Doe+news@GoogleMail.com").as_deref(),
+            Some("janedoe@googlemail.com")
+        );
+        assert_eq!(
+            google(Kind::Email, "jane.doe+x@example.com").as_deref(),
+            Some("jane.doe+x@example.com")
+        );
+        assert_eq!(
+            google(Kind::Email, "jane doe@gmail.com").as_deref(),
+            Some("janedoe@gmail.com")
+        );
     }
 
     /// Phone rules of SPEC section 4: Meta takes digits with the country code, Google E.164.
     #[test]
     fn phones() {
-        assert_eq!(meta(Kind::Phone, "+1 (616) 954-1234").as_deref(), Some("16169541234"));
-        assert_eq!(google(Kind::Phone, "+1 (616) 954-1234").as_deref(), Some("+16169541234"));
-        assert_eq!(norm(Kind::Phone, Profile::Meta, Some("82"), "010-1234-5678").as_deref(), Some("821012345678"));
-        assert_eq!(norm(Kind::Phone, Profile::Google, Some("82"), "010-1234-5678").as_deref(), Some("+821012345678"));
-        assert_eq!(meta(Kind::Phone, "0082 10 1234 5678").as_deref(), Some("821012345678"));
-        assert_eq!(norm(Kind::Phone, Profile::Meta, Some("82"), "+82 10 1234 5678").as_deref(), Some("821012345678"));
+        assert_eq!(
+            meta(Kind::Phone, "+1 (616) 954-1234").as_deref(),
+            Some("16169541234")
+        );
+        assert_eq!(
+            google(Kind::Phone, "+1 (616) 954-1234").as_deref(),
+            Some("+16169541234")
+        );
+        assert_eq!(
+            norm(Kind::Phone, Profile::Meta, Some("82"), "010-1234-5678").as_deref(),
+            Some("821012345678")
+        );
+        assert_eq!(
+            norm(Kind::Phone, Profile::Google, Some("82"), "010-1234-5678").as_deref(),
+            Some("+821012345678")
+        );
+        assert_eq!(
+            meta(Kind::Phone, "0082 10 1234 5678").as_deref(),
+            Some("821012345678")
+        );
+        assert_eq!(
+            norm(Kind::Phone, Profile::Meta, Some("82"), "+82 10 1234 5678").as_deref(),
+            Some("821012345678")
+        );
         assert_eq!(meta(Kind::Phone, "12345"), None);
         assert_eq!(meta(Kind::Phone, "1234567890123456"), None);
         assert_eq!(meta(Kind::Phone, "call me"), None);
@@ -512,9 +620,18 @@ mod tests {
 
     #[test]
     fn names_and_places() {
-        assert_eq!(meta(Kind::FirstName, "  Mary-Jane ").as_deref(), Some("mary-jane"));
-        assert_eq!(google(Kind::FirstName, " Mary-Jane2 ").as_deref(), Some("maryjane"));
-        assert_eq!(meta(Kind::City, "Washington D.C").as_deref(), Some("washingtondc"));
+        assert_eq!(
+            meta(Kind::FirstName, "  Mary-Jane ").as_deref(),
+            Some("mary-jane")
+        );
+        assert_eq!(
+            google(Kind::FirstName, " Mary-Jane2 ").as_deref(),
+            Some("maryjane")
+        );
+        assert_eq!(
+            meta(Kind::City, "Washington D.C").as_deref(),
+            Some("washingtondc")
+        );
         assert_eq!(meta(Kind::State, "C.A.").as_deref(), Some("ca"));
         assert_eq!(meta(Kind::Zip, "98121-4892").as_deref(), Some("98121"));
         assert_eq!(meta(Kind::Zip, "NR9 5AL").as_deref(), Some("nr95al"));
@@ -534,7 +651,13 @@ mod tests {
     #[test]
     fn unicode_is_nfc() {
         // "É" as E + combining acute becomes the single code point é.
-        assert_eq!(meta(Kind::FirstName, "E\u{301}lodie").as_deref(), Some("\u{e9}lodie"));
-        assert_eq!(meta(Kind::FirstName, "\u{c9}lodie").as_deref(), Some("\u{e9}lodie"));
+        assert_eq!(
+            meta(Kind::FirstName, "E\u{301}lodie").as_deref(),
+            Some("\u{e9}lodie")
+        );
+        assert_eq!(
+            meta(Kind::FirstName, "\u{c9}lodie").as_deref(),
+            Some("\u{e9}lodie")
+        );
     }
 }

@@ -49,7 +49,10 @@ impl AggregateUDFImpl for Retention {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         if !(2..=32).contains(&arg_types.len()) {
-            return plan_err!("retention takes 2 to 32 conditions, got {}", arg_types.len());
+            return plan_err!(
+                "retention takes 2 to 32 conditions, got {}",
+                arg_types.len()
+            );
         }
         for (i, t) in arg_types.iter().enumerate() {
             if !matches!(t, DataType::Boolean | DataType::Null) {
@@ -68,7 +71,11 @@ impl AggregateUDFImpl for Retention {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![Arc::new(Field::new(format!("{}[mask]", args.name), DataType::UInt32, false))])
+        Ok(vec![Arc::new(Field::new(
+            format!("{}[mask]", args.name),
+            DataType::UInt32,
+            false,
+        ))])
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {

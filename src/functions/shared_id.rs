@@ -8,7 +8,9 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{exec_err, plan_err};
 use datafusion::error::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 use uuid::Uuid;
 
 use super::args::{all_scalar, arg_array, finish, for_each_str, is_string, TextArg};
@@ -18,7 +20,8 @@ pub const DOC: FunctionDoc = FunctionDoc {
     name: "shared_id",
     kind: "scalar",
     signature: "shared_id(namespace VARCHAR, key, [key ...]) -> VARCHAR",
-    description: "Deterministic UUIDv5 (RFC 9562) of the keys' text joined with U+001F. The namespace is a \
+    description:
+        "Deterministic UUIDv5 (RFC 9562) of the keys' text joined with U+001F. The namespace is a \
                   UUID or a name standing for uuid5(NAMESPACE_DNS, name). NULL if any key is NULL.",
     example: "SELECT shared_id('6ba7b810-9dad-11d1-80b4-00c04fd430c8', 'www.example.com')",
 };
@@ -27,11 +30,17 @@ const SEPARATOR: char = '\u{1f}';
 
 /// A namespace UUID literal, or a name hashed under the DNS namespace.
 pub fn namespace(text: &str) -> Uuid {
-    Uuid::parse_str(text.trim()).unwrap_or_else(|_| Uuid::new_v5(&Uuid::NAMESPACE_DNS, text.as_bytes()))
+    Uuid::parse_str(text.trim())
+        .unwrap_or_else(|_| Uuid::new_v5(&Uuid::NAMESPACE_DNS, text.as_bytes()))
 }
 
 /// The shared id of keys under a namespace, written into `out` (hyphenated, lowercase).
-pub fn shared_id_of<'a>(ns: &Uuid, keys: &[&str], name_buf: &mut String, out: &'a mut [u8; 36]) -> &'a str {
+pub fn shared_id_of<'a>(
+    ns: &Uuid,
+    keys: &[&str],
+    name_buf: &mut String,
+    out: &'a mut [u8; 36],
+) -> &'a str {
     name_buf.clear();
     for (i, k) in keys.iter().enumerate() {
         if i > 0 {
@@ -39,7 +48,9 @@ pub fn shared_id_of<'a>(ns: &Uuid, keys: &[&str], name_buf: &mut String, out: &'
         }
         name_buf.push_str(k);
     }
-    Uuid::new_v5(ns, name_buf.as_bytes()).hyphenated().encode_lower(out)
+    Uuid::new_v5(ns, name_buf.as_bytes())
+        .hyphenated()
+        .encode_lower(out)
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -69,14 +80,27 @@ impl ScalarUDFImpl for SharedId {
             return plan_err!("shared_id takes a namespace and at least one key: shared_id(namespace, key [, key ...])");
         }
         if !is_string(&arg_types[0]) {
-            return plan_err!("shared_id: the namespace must be text (a UUID or a name), got {}", arg_types[0]);
+            return plan_err!(
+                "shared_id: the namespace must be text (a UUID or a name), got {}",
+                arg_types[0]
+            );
         }
         arg_types
             .iter()
             .map(|t| {
                 if is_string(t) && !t.is_null() {
                     Ok(t.clone())
-                } else if t.is_null() || t.is_integer() || matches!(t, DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) | DataType::Boolean) || t.is_floating() {
+                } else if t.is_null()
+                    || t.is_integer()
+                    || matches!(
+                        t,
+                        DataType::Date32
+                            | DataType::Date64
+                            | DataType::Timestamp(_, _)
+                            | DataType::Boolean
+                    )
+                    || t.is_floating()
+                {
                     Ok(DataType::Utf8)
                 } else {
                     plan_err!("shared_id: keys must be text, numbers or dates, got {t}")
@@ -169,16 +193,29 @@ mod tests {
         let mut name = String::new();
         let mut out = [0u8; 36];
         let ns = namespace("6ba7b810-9dad-11d1-80b4-00c04fd430c8");
-        assert_eq!(shared_id_of(&ns, &["www.example.com"], &mut name, &mut out), "2ed6657d-e927-568b-95e1-2665a8aea6a2");
+        assert_eq!(
+            shared_id_of(&ns, &["www.example.com"], &mut name, &mut out),
+            "2ed6657d-e927-568b-95e1-2665a8aea6a2"
+        );
     }
 
     #[test]
     fn names_stand_for_dns_namespace_uuids() {
-        assert_eq!(namespace("www.example.com").to_string(), "2ed6657d-e927-568b-95e1-2665a8aea6a2");
+        assert_eq!(
+            namespace("www.example.com").to_string(),
+            "2ed6657d-e927-568b-95e1-2665a8aea6a2"
+        );
         let mut name = String::new();
         let mut out = [0u8; 36];
-        let joined = shared_id_of(&namespace("sluice.identity"), &["a", "b"], &mut name, &mut out).to_string();
-        let expected = Uuid::new_v5(&namespace("sluice.identity"), "a\u{1f}b".as_bytes()).to_string();
+        let joined = shared_id_of(
+            &namespace("sluice.identity"),
+            &["a", "b"],
+            &mut name,
+            &mut out,
+        )
+        .to_string();
+        let expected =
+            Uuid::new_v5(&namespace("sluice.identity"), "a\u{1f}b".as_bytes()).to_string();
         assert_eq!(joined, expected);
     }
 }

@@ -27,13 +27,20 @@ impl ShellHelper {
 }
 
 fn keywords() -> impl Iterator<Item = &'static str> {
-    datafusion::sql::sqlparser::keywords::ALL_KEYWORDS.iter().copied()
+    datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
+        .iter()
+        .copied()
 }
 
 impl Completer for ShellHelper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let before = &line[..pos];
         if before.matches('\'').count() % 2 == 1 {
             // Inside a quoted string: complete a file path.
@@ -53,7 +60,9 @@ impl Completer for ShellHelper {
         let upper_typed = word.chars().any(|c| c.is_uppercase());
         let mut out: Vec<Pair> = Vec::new();
         for name in &self.names {
-            if name.to_lowercase().starts_with(&lower) && !out.iter().any(|p| &p.replacement == name) {
+            if name.to_lowercase().starts_with(&lower)
+                && !out.iter().any(|p| &p.replacement == name)
+            {
                 out.push(Pair {
                     display: name.clone(),
                     replacement: name.clone(),
@@ -62,8 +71,15 @@ impl Completer for ShellHelper {
         }
         for kw in keywords() {
             if kw.to_lowercase().starts_with(&lower) {
-                let replacement = if upper_typed { kw.to_string() } else { kw.to_lowercase() };
-                if !out.iter().any(|p| p.replacement.eq_ignore_ascii_case(&replacement)) {
+                let replacement = if upper_typed {
+                    kw.to_string()
+                } else {
+                    kw.to_lowercase()
+                };
+                if !out
+                    .iter()
+                    .any(|p| p.replacement.eq_ignore_ascii_case(&replacement))
+                {
                     out.push(Pair {
                         display: replacement.clone(),
                         replacement,

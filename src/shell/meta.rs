@@ -56,9 +56,15 @@ impl FromStr for MetaCommand {
                 None => None,
                 Some("on") => Some(true),
                 Some("off") => Some(false),
-                Some(o) => return Err(SluiceError::Usage(format!("\\timing takes on or off, not `{o}`"))),
+                Some(o) => {
+                    return Err(SluiceError::Usage(format!(
+                        "\\timing takes on or off, not `{o}`"
+                    )))
+                }
             }),
-            "\\format" | "\\pset" => MetaCommand::Format(arg.ok_or_else(|| needs("a format"))?.parse()?),
+            "\\format" | "\\pset" => {
+                MetaCommand::Format(arg.ok_or_else(|| needs("a format"))?.parse()?)
+            }
             "\\i" => MetaCommand::Include(arg.ok_or_else(|| needs("a file"))?),
             "\\o" => MetaCommand::Output(arg),
             "\\q" | "\\quit" => MetaCommand::Quit,
@@ -74,7 +80,10 @@ impl FromStr for MetaCommand {
 
 fn strings(names: &[&str], columns: Vec<Vec<String>>) -> Result<RecordBatch> {
     let schema = Arc::new(Schema::new(
-        names.iter().map(|n| Field::new(*n, DataType::Utf8, false)).collect::<Vec<_>>(),
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
     ));
     let arrays = columns
         .into_iter()
@@ -111,7 +120,9 @@ impl MetaCommand {
                 let text = std::fs::read_to_string(&file).map_err(|e| SluiceError::io(&file, e))?;
                 Box::pin(shell.run_script(&text, &file)).await
             }
-            MetaCommand::Output(file) => shell.set_output(file.as_deref().map(std::path::Path::new)),
+            MetaCommand::Output(file) => {
+                shell.set_output(file.as_deref().map(std::path::Path::new))
+            }
             MetaCommand::Quit => {
                 shell.quit = true;
                 Ok(())
@@ -141,7 +152,10 @@ async fn list_tables(shell: &Shell) -> Result<RecordBatch> {
             kinds.push("source".to_string());
             details.push(format!("{} {}", src.format.name(), src.config.location));
         } else {
-            let t = datafusion::catalog::SchemaProvider::table(schema.as_ref(), name).await.ok().flatten();
+            let t = datafusion::catalog::SchemaProvider::table(schema.as_ref(), name)
+                .await
+                .ok()
+                .flatten();
             kinds.push(match t.map(|t| t.table_type()) {
                 Some(TableType::View) => "view".to_string(),
                 Some(TableType::Temporary) => "temporary".to_string(),
@@ -154,27 +168,41 @@ async fn list_tables(shell: &Shell) -> Result<RecordBatch> {
 }
 
 async fn describe(shell: &Shell, name: &str) -> Result<RecordBatch> {
-    let provider: Arc<dyn TableProvider> = shell
-        .session
-        .ctx
-        .table_provider(name)
-        .await
-        .map_err(|e| match e {
-            datafusion::error::DataFusionError::Plan(m) if m.contains("source `") => SluiceError::sql(m),
-            e if describe_datafusion_error(&e).contains("not found") => {
-                SluiceError::sql(format!("table `{name}` does not exist; \\dt lists the tables"))
-            }
-            e => SluiceError::from(e),
-        })?;
+    let provider: Arc<dyn TableProvider> =
+        shell
+            .session
+            .ctx
+            .table_provider(name)
+            .await
+            .map_err(|e| match e {
+                datafusion::error::DataFusionError::Plan(m) if m.contains("source `") => {
+                    SluiceError::sql(m)
+                }
+                e if describe_datafusion_error(&e).contains("not found")
+                    || describe_datafusion_error(&e).contains("No table named") =>
+                {
+                    SluiceError::sql(format!(
+                        "table `{name}` does not exist; \\dt lists the tables"
+                    ))
+                }
+                e => SluiceError::from(e),
+            })?;
     let schema = provider.schema();
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    let types: Vec<String> = schema.fields().iter().map(|f| f.data_type().to_string()).collect();
+    let types: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().to_string())
+        .collect();
     let nullable: Vec<String> = schema
         .fields()
         .iter()
         .map(|f| if f.is_nullable() { "YES" } else { "NO" }.to_string())
         .collect();
-    strings(&["column", "type", "nullable"], vec![columns, types, nullable])
+    strings(
+        &["column", "type", "nullable"],
+        vec![columns, types, nullable],
+    )
 }
 
 /// A `\df` pattern matches by substring, or as a glob when it has `*` or `?`.
@@ -199,7 +227,8 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 }
 
 fn list_functions(shell: &Shell, pattern: Option<&str>) -> Result<RecordBatch> {
-    let (mut names, mut kinds, mut sigs, mut descs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut names, mut kinds, mut sigs, mut descs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let ours = crate::functions::docs();
     for d in &ours {
         if matches(pattern, d.name) {
@@ -213,15 +242,24 @@ fn list_functions(shell: &Shell, pattern: Option<&str>) -> Result<RecordBatch> {
         let state = shell.session.ctx.state();
         let mut builtin: Vec<(String, &str, String)> = Vec::new();
         for (name, f) in state.scalar_functions() {
-            let doc = f.documentation().map(|d| d.description.clone()).unwrap_or_default();
+            let doc = f
+                .documentation()
+                .map(|d| d.description.clone())
+                .unwrap_or_default();
             builtin.push((name.clone(), "scalar", doc));
         }
         for (name, f) in state.aggregate_functions() {
-            let doc = f.documentation().map(|d| d.description.clone()).unwrap_or_default();
+            let doc = f
+                .documentation()
+                .map(|d| d.description.clone())
+                .unwrap_or_default();
             builtin.push((name.clone(), "aggregate", doc));
         }
         for (name, f) in state.window_functions() {
-            let doc = f.documentation().map(|d| d.description.clone()).unwrap_or_default();
+            let doc = f
+                .documentation()
+                .map(|d| d.description.clone())
+                .unwrap_or_default();
             builtin.push((name.clone(), "window", doc));
         }
         builtin.sort();
@@ -234,7 +272,10 @@ fn list_functions(shell: &Shell, pattern: Option<&str>) -> Result<RecordBatch> {
             }
         }
     }
-    strings(&["name", "kind", "signature", "description"], vec![names, kinds, sigs, descs])
+    strings(
+        &["name", "kind", "signature", "description"],
+        vec![names, kinds, sigs, descs],
+    )
 }
 
 #[cfg(test)]
@@ -243,13 +284,32 @@ mod tests {
 
     #[test]
     fn parse_meta() {
-        assert_eq!("\\d".parse::<MetaCommand>().unwrap(), MetaCommand::Describe(None));
-        assert_eq!("\\d events".parse::<MetaCommand>().unwrap(), MetaCommand::Describe(Some("events".into())));
-        assert_eq!("\\format csv".parse::<MetaCommand>().unwrap(), MetaCommand::Format(PrintFormat::Csv));
-        assert_eq!("\\timing on".parse::<MetaCommand>().unwrap(), MetaCommand::Timing(Some(true)));
-        assert_eq!("\\o".parse::<MetaCommand>().unwrap(), MetaCommand::Output(None));
+        assert_eq!(
+            "\\d".parse::<MetaCommand>().unwrap(),
+            MetaCommand::Describe(None)
+        );
+        assert_eq!(
+            "\\d events".parse::<MetaCommand>().unwrap(),
+            MetaCommand::Describe(Some("events".into()))
+        );
+        assert_eq!(
+            "\\format csv".parse::<MetaCommand>().unwrap(),
+            MetaCommand::Format(PrintFormat::Csv)
+        );
+        assert_eq!(
+            "\\timing on".parse::<MetaCommand>().unwrap(),
+            MetaCommand::Timing(Some(true))
+        );
+        assert_eq!(
+            "\\o".parse::<MetaCommand>().unwrap(),
+            MetaCommand::Output(None)
+        );
         assert!("\\format xml".parse::<MetaCommand>().is_err());
-        assert!("\\zz".parse::<MetaCommand>().unwrap_err().to_string().contains("unknown command `\\zz`"));
+        assert!("\\zz"
+            .parse::<MetaCommand>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown command `\\zz`"));
     }
 
     #[test]

@@ -60,7 +60,9 @@ impl Shell {
 
     /// Send results to a file (`--output`, `\o file`) or back to stdout (`\o`).
     pub fn set_output(&mut self, path: Option<&Path>) -> Result<()> {
-        self.out.flush().map_err(|e| SluiceError::sql(format!("cannot flush output: {e}")))?;
+        self.out
+            .flush()
+            .map_err(|e| SluiceError::sql(format!("cannot flush output: {e}")))?;
         match path {
             Some(p) => {
                 let f = File::create(p).map_err(|e| SluiceError::io(p, e))?;
@@ -220,7 +222,10 @@ fn annotate(e: datafusion::error::DataFusionError, described: &[String]) -> Slui
     } else if described.len() == 1 {
         SluiceError::sql(format!("{}: {message}", described[0]))
     } else {
-        SluiceError::sql(format!("{message} (while reading {})", described.join(", ")))
+        SluiceError::sql(format!(
+            "{message} (while reading {})",
+            described.join(", ")
+        ))
     }
 }
 

@@ -83,10 +83,19 @@ impl<'a> ResultPrinter<'a> {
             total_rows: 0,
             json_started: false,
         };
-        if matches!(p.options.format, PrintFormat::Csv | PrintFormat::Tsv) && !p.schema.fields().is_empty() {
-            let sep = if p.options.format == PrintFormat::Csv { b',' } else { b'\t' };
-            let empty = RecordBatch::new_empty(p.schema.clone());
-            let mut w = CsvWriterBuilder::new().with_header(true).with_delimiter(sep).build(&mut *p.out);
+        if matches!(p.options.format, PrintFormat::Csv | PrintFormat::Tsv)
+            && !p.schema.fields().is_empty()
+        {
+            let sep = if p.options.format == PrintFormat::Csv {
+                b','
+            } else {
+                b'\t'
+            };
+            let empty = nested_as_text(&RecordBatch::new_empty(p.schema.clone()))?;
+            let mut w = CsvWriterBuilder::new()
+                .with_header(true)
+                .with_delimiter(sep)
+                .build(&mut *p.out);
             w.write(&empty).map_err(arrow_err)?;
         }
         Ok(p)
@@ -100,9 +109,17 @@ impl<'a> ResultPrinter<'a> {
         self.total_rows += batch.num_rows();
         match self.options.format {
             PrintFormat::Csv | PrintFormat::Tsv => {
-                let sep = if self.options.format == PrintFormat::Csv { b',' } else { b'\t' };
-                let mut w = CsvWriterBuilder::new().with_header(false).with_delimiter(sep).build(&mut *self.out);
-                w.write(batch).map_err(arrow_err)?;
+                let sep = if self.options.format == PrintFormat::Csv {
+                    b','
+                } else {
+                    b'\t'
+                };
+                let batch = nested_as_text(batch)?;
+                let mut w = CsvWriterBuilder::new()
+                    .with_header(false)
+                    .with_delimiter(sep)
+                    .build(&mut *self.out);
+                w.write(&batch).map_err(arrow_err)?;
             }
             PrintFormat::Ndjson => {
                 let mut w = LineDelimitedWriter::new(&mut *self.out);
@@ -123,12 +140,18 @@ impl<'a> ResultPrinter<'a> {
                 let body = &buf[1..buf.len().saturating_sub(1)];
                 let body = body.strip_suffix(b"\n").unwrap_or(body);
                 let body = body.strip_suffix(b"]").unwrap_or(body);
-                self.out.write_all(if self.json_started { b",\n" } else { b"[\n" }).map_err(io_err)?;
+                self.out
+                    .write_all(if self.json_started { b",\n" } else { b"[\n" })
+                    .map_err(io_err)?;
                 self.out.write_all(body).map_err(io_err)?;
                 self.json_started = true;
             }
             PrintFormat::Table | PrintFormat::Markdown => {
-                let room = self.options.max_rows.map(|m| m.saturating_sub(self.kept_rows)).unwrap_or(usize::MAX);
+                let room = self
+                    .options
+                    .max_rows
+                    .map(|m| m.saturating_sub(self.kept_rows))
+                    .unwrap_or(usize::MAX);
                 if room > 0 && batch.num_rows() > 0 {
                     let take = room.min(batch.num_rows());
                     self.kept.push(batch.slice(0, take));
@@ -176,6 +199,40 @@ impl<'a> ResultPrinter<'a> {
     }
 }
 
+/// CSV cannot hold lists, structs or maps: write them as their display text.
+fn nested_as_text(batch: &RecordBatch) -> Result<RecordBatch> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type().is_nested())
+    {
+        return Ok(batch.clone());
+    }
+    let options = FormatOptions::default();
+    let mut fields = Vec::new();
+    let mut columns: Vec<datafusion::arrow::array::ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let f = ArrayFormatter::try_new(column.as_ref(), &options).map_err(arrow_err)?;
+            let text: datafusion::arrow::array::StringArray = (0..column.len())
+                .map(|i| column.is_valid(i).then(|| f.value(i).to_string()))
+                .collect();
+            fields.push(datafusion::arrow::datatypes::Field::new(
+                field.name(),
+                DataType::Utf8,
+                true,
+            ));
+            columns.push(std::sync::Arc::new(text));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    let schema = std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+    RecordBatch::try_new(schema, columns).map_err(arrow_err)
+}
+
 /// Cell texts of every kept row, column by column.
 fn cells(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<Vec<String>>> {
     let options = FormatOptions::default().with_null("NULL");
@@ -213,26 +270,44 @@ fn truncate(s: &str, w: usize) -> String {
 
 /// A boxed table with numbers right-aligned; columns are shrunk (widest first) until the
 /// table fits `max_width`.
-pub fn render_table(schema: &SchemaRef, batches: &[RecordBatch], max_width: Option<usize>) -> Result<String> {
+pub fn render_table(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    max_width: Option<usize>,
+) -> Result<String> {
     let columns = cells(schema, batches)?;
     let headers: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut widths: Vec<usize> = headers
         .iter()
         .zip(&columns)
-        .map(|(h, col)| col.iter().map(|v| width(v.lines().next().unwrap_or(""))).chain([width(h)]).max().unwrap_or(1))
+        .map(|(h, col)| {
+            col.iter()
+                .map(|v| width(v.lines().next().unwrap_or("")))
+                .chain([width(h)])
+                .max()
+                .unwrap_or(1)
+        })
         .collect();
     if let Some(max) = max_width {
         // Each column costs its width plus 3 (" | "), plus 1 for the final border.
         let total = |w: &[usize]| w.iter().map(|x| x + 3).sum::<usize>() + 1;
         while total(&widths) > max {
-            let (i, &w) = widths.iter().enumerate().max_by_key(|(_, w)| **w).unwrap_or((0, &0));
+            let (i, &w) = widths
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, w)| **w)
+                .unwrap_or((0, &0));
             if w <= 3 {
                 break;
             }
             widths[i] = w - 1;
         }
     }
-    let numeric: Vec<bool> = schema.fields().iter().map(|f| is_numeric(f.data_type())).collect();
+    let numeric: Vec<bool> = schema
+        .fields()
+        .iter()
+        .map(|f| is_numeric(f.data_type()))
+        .collect();
     let mut s = String::new();
     let border = |s: &mut String| {
         s.push('+');
@@ -256,11 +331,14 @@ pub fn render_table(schema: &SchemaRef, batches: &[RecordBatch], max_width: Opti
         s.push('\n');
     };
     border(&mut s);
-    row(&mut s, &mut headers.iter().map(|h| h.as_str()).enumerate().map(|(i, h)| (i, h)));
+    row(&mut s, &mut headers.iter().map(|h| h.as_str()).enumerate());
     border(&mut s);
     let n = columns.first().map(|c| c.len()).unwrap_or(0);
     for r in 0..n {
-        row(&mut s, &mut columns.iter().enumerate().map(|(i, c)| (i, c[r].as_str())));
+        row(
+            &mut s,
+            &mut columns.iter().enumerate().map(|(i, c)| (i, c[r].as_str())),
+        );
     }
     if n > 0 {
         border(&mut s);
@@ -277,7 +355,11 @@ pub fn render_markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<St
     }
     s.push_str("\n|");
     for f in schema.fields() {
-        s.push_str(if is_numeric(f.data_type()) { "---:|" } else { "---|" });
+        s.push_str(if is_numeric(f.data_type()) {
+            "---:|"
+        } else {
+            "---|"
+        });
     }
     s.push('\n');
     let n = columns.first().map(|c| c.len()).unwrap_or(0);
@@ -292,7 +374,12 @@ pub fn render_markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<St
 }
 
 /// Print a complete result (used for meta-command listings).
-pub fn print_batches(options: &PrintOptions, schema: SchemaRef, batches: &[RecordBatch], out: &mut dyn Write) -> Result<()> {
+pub fn print_batches(
+    options: &PrintOptions,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    out: &mut dyn Write,
+) -> Result<()> {
     let mut p = ResultPrinter::new(options.clone(), schema, out)?;
     for b in batches {
         p.push(b)?;
@@ -316,7 +403,11 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int64Array::from(vec![1, 22, 333])),
-                Arc::new(StringArray::from(vec![Some("ann"), None, Some("a very long name")])),
+                Arc::new(StringArray::from(vec![
+                    Some("ann"),
+                    None,
+                    Some("a very long name"),
+                ])),
             ],
         )
         .unwrap()
@@ -325,7 +416,11 @@ mod tests {
     fn print(format: PrintFormat, max_rows: Option<usize>, max_width: Option<usize>) -> String {
         let b = batch();
         let mut out = Vec::new();
-        let options = PrintOptions { format, max_rows, max_width };
+        let options = PrintOptions {
+            format,
+            max_rows,
+            max_width,
+        };
         print_batches(&options, b.schema(), &[b], &mut out).unwrap();
         String::from_utf8(out).unwrap()
     }
@@ -343,8 +438,14 @@ mod tests {
 
     #[test]
     fn csv_json_markdown() {
-        assert_eq!(print(PrintFormat::Csv, None, None), "id,name\n1,ann\n22,\n333,a very long name\n");
-        assert_eq!(print(PrintFormat::Tsv, None, None), "id\tname\n1\tann\n22\t\n333\ta very long name\n");
+        assert_eq!(
+            print(PrintFormat::Csv, None, None),
+            "id,name\n1,ann\n22,\n333,a very long name\n"
+        );
+        assert_eq!(
+            print(PrintFormat::Tsv, None, None),
+            "id\tname\n1\tann\n22\t\n333\ta very long name\n"
+        );
         assert_eq!(
             print(PrintFormat::Json, None, None),
             "[\n{\"id\":1,\"name\":\"ann\"},{\"id\":22},{\"id\":333,\"name\":\"a very long name\"}\n]\n"

@@ -25,7 +25,10 @@ impl Progress {
             let start = Instant::now();
             tokio::time::sleep(Duration::from_secs(1)).await;
             let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            pb.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             if let Ok(mut b) = shared.lock() {
                 *b = Some(pb.clone());
             }
@@ -41,7 +44,10 @@ impl Progress {
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         });
-        Progress { task: Some(task), bar }
+        Progress {
+            task: Some(task),
+            bar,
+        }
     }
 
     pub fn finish(self) {

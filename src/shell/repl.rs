@@ -26,8 +26,8 @@ pub async fn run_interactive(shell: &mut Shell) -> Result<()> {
         .max_history_size(10_000)
         .map_err(|e| SluiceError::Usage(e.to_string()))?
         .build();
-    let mut rl: Editor<ShellHelper, FileHistory> =
-        Editor::with_config(config).map_err(|e| SluiceError::Usage(format!("cannot start the shell: {e}")))?;
+    let mut rl: Editor<ShellHelper, FileHistory> = Editor::with_config(config)
+        .map_err(|e| SluiceError::Usage(format!("cannot start the shell: {e}")))?;
     rl.set_helper(Some(ShellHelper::new()));
     let history = history_path();
     if let Some(h) = &history {

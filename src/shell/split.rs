@@ -98,7 +98,8 @@ pub fn split(text: &str) -> Vec<Piece> {
                 }
                 b'/' if bytes.get(i + 1) == Some(&b'*') => {
                     i += 2;
-                    while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/'))
+                    {
                         if bytes[i] == b'\n' {
                             line += 1;
                         }
@@ -147,8 +148,14 @@ mod tests {
         assert_eq!(p.len(), 4);
         assert_eq!((p[0].text.as_str(), p[0].line), ("SELECT 1", 1));
         assert_eq!((p[1].text.as_str(), p[1].line), ("SELECT ';'\n , 2", 4));
-        assert_eq!((p[2].kind.clone(), p[2].text.as_str(), p[2].line), (PieceKind::Meta, "\\dt", 6));
-        assert_eq!((p[3].text.as_str(), p[3].line, p[3].terminated), ("SELECT /* ; */ 3", 7, false));
+        assert_eq!(
+            (p[2].kind.clone(), p[2].text.as_str(), p[2].line),
+            (PieceKind::Meta, "\\dt", 6)
+        );
+        assert_eq!(
+            (p[3].text.as_str(), p[3].line, p[3].terminated),
+            ("SELECT /* ; */ 3", 7, false)
+        );
     }
 
     #[test]

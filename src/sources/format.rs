@@ -68,17 +68,23 @@ pub fn listing_options(def: &SourceDef, is_folder: bool) -> ListingOptions {
     };
     match def.format {
         SourceFormat::Csv => {
-            let mut csv = CsvOptions::default();
-            csv.has_header = Some(o.header.unwrap_or(true));
-            csv.delimiter = byte(&o.delimiter).unwrap_or(b',');
-            csv.quote = byte(&o.quote).unwrap_or(b'"');
-            csv.escape = byte(&o.escape);
-            csv.comment = byte(&o.comment);
-            csv.compression = comp;
-            csv.newlines_in_values = o.newlines_in_values;
-            csv.null_regex = o.null.as_ref().map(|n| format!("^{}$", regex::escape(n)));
-            csv.schema_infer_max_rec = Some(10_000);
-            let ext = if def.location.to_ascii_lowercase().contains(".tsv") { ".tsv" } else { ".csv" };
+            let csv = CsvOptions {
+                has_header: Some(o.header.unwrap_or(true)),
+                delimiter: byte(&o.delimiter).unwrap_or(b','),
+                quote: byte(&o.quote).unwrap_or(b'"'),
+                escape: byte(&o.escape),
+                comment: byte(&o.comment),
+                compression: comp,
+                newlines_in_values: o.newlines_in_values,
+                null_regex: o.null.as_ref().map(|n| format!("^{}$", regex::escape(n))),
+                schema_infer_max_rec: Some(10_000),
+                ..Default::default()
+            };
+            let ext = if def.location.to_ascii_lowercase().contains(".tsv") {
+                ".tsv"
+            } else {
+                ".csv"
+            };
             ListingOptions::new(Arc::new(CsvFormat::default().with_options(csv)))
                 .with_file_extension(extension(ext))
         }

@@ -3,11 +3,12 @@
 //! source and its location) instead of the whole start-up.
 
 mod format;
+mod path;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
-type SessionStateLock = parking_lot::RwLock<SessionState>;
+pub(crate) type SessionStateLock = parking_lot::RwLock<SessionState>;
 
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
@@ -19,6 +20,7 @@ use indexmap::IndexMap;
 
 use crate::config::{Project, SourceConfig, SourceFormat};
 pub use format::listing_options;
+pub use path::PathTableFactory;
 
 /// A source as the session sees it: its name, resolved location and settings.
 #[derive(Debug, Clone)]
@@ -52,10 +54,15 @@ impl SourceDef {
     }
 
     fn error(&self, message: impl std::fmt::Display) -> DataFusionError {
-        DataFusionError::Plan(format!(
-            "source `{}` ({}): {message}",
-            self.name, self.config.location
-        ))
+        if self.name == self.config.location {
+            // A path queried directly: the path is the name.
+            DataFusionError::Plan(format!("'{}': {message}", self.name))
+        } else {
+            DataFusionError::Plan(format!(
+                "source `{}` ({}): {message}",
+                self.name, self.config.location
+            ))
+        }
     }
 }
 
@@ -93,10 +100,9 @@ impl ProjectSchema {
     }
 
     fn session_state(&self) -> DFResult<SessionState> {
-        let weak = self
-            .state
-            .get()
-            .ok_or_else(|| DataFusionError::Internal("source schema is not attached to a session".into()))?;
+        let weak = self.state.get().ok_or_else(|| {
+            DataFusionError::Internal("source schema is not attached to a session".into())
+        })?;
         let state = weak
             .upgrade()
             .ok_or_else(|| DataFusionError::Internal("the session is gone".into()))?;
@@ -105,7 +111,12 @@ impl ProjectSchema {
     }
 
     async fn build_source(&self, def: &SourceDef) -> DFResult<Arc<dyn TableProvider>> {
-        if let Some(table) = self.built.lock().ok().and_then(|b| b.get(&def.name).cloned()) {
+        if let Some(table) = self
+            .built
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&def.name).cloned())
+        {
             return Ok(table);
         }
         let state = self.session_state()?;
@@ -122,13 +133,22 @@ impl SchemaProvider for ProjectSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.sources.keys().cloned().collect();
         if let Ok(reg) = self.registered.read() {
-            names.extend(reg.keys().filter(|k| !self.sources.contains_key(*k)).cloned());
+            names.extend(
+                reg.keys()
+                    .filter(|k| !self.sources.contains_key(*k))
+                    .cloned(),
+            );
         }
         names
     }
 
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
-        if let Some(t) = self.registered.read().ok().and_then(|r| r.get(name).cloned()) {
+        if let Some(t) = self
+            .registered
+            .read()
+            .ok()
+            .and_then(|r| r.get(name).cloned())
+        {
             return Ok(Some(t));
         }
         match self.sources.get(name) {
@@ -147,7 +167,9 @@ impl SchemaProvider for ProjectSchema {
             .write()
             .map_err(|_| DataFusionError::Internal("catalog lock poisoned".into()))?;
         if reg.contains_key(&name) || self.sources.contains_key(&name) {
-            return Err(DataFusionError::Plan(format!("table `{name}` already exists")));
+            return Err(DataFusionError::Plan(format!(
+                "table `{name}` already exists"
+            )));
         }
         Ok(reg.insert(name, table))
     }
@@ -162,15 +184,23 @@ impl SchemaProvider for ProjectSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.sources.contains_key(name)
-            || self.registered.read().map(|r| r.contains_key(name)).unwrap_or(false)
+            || self
+                .registered
+                .read()
+                .map(|r| r.contains_key(name))
+                .unwrap_or(false)
     }
 }
 
 /// Build the listing table of one source: check the location, discover hive partitions,
 /// infer or apply the schema.
-pub async fn open_source(state: &SessionState, def: &SourceDef) -> DFResult<Arc<dyn TableProvider>> {
+pub async fn open_source(
+    state: &SessionState,
+    def: &SourceDef,
+) -> DFResult<Arc<dyn TableProvider>> {
     let location = normalise_location(&def.location);
-    let url = ListingTableUrl::parse(&location).map_err(|e| def.error(format!("bad location: {e}")))?;
+    let url =
+        ListingTableUrl::parse(&location).map_err(|e| def.error(format!("bad location: {e}")))?;
     let store = state
         .runtime_env()
         .object_store(&url)
@@ -209,10 +239,12 @@ pub async fn open_source(state: &SessionState, def: &SourceDef) -> DFResult<Arc<
     }
     let schema = match &def.config.schema {
         Some(columns) => Arc::new(format::explicit_schema(columns).map_err(|e| def.error(e))?),
-        None => options
-            .infer_schema(state, &url)
-            .await
-            .map_err(|e| def.error(format!("cannot read: {}", crate::error::describe_datafusion_error(&e))))?,
+        None => options.infer_schema(state, &url).await.map_err(|e| {
+            def.error(format!(
+                "cannot read: {}",
+                crate::error::describe_datafusion_error(&e)
+            ))
+        })?,
     };
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
@@ -223,7 +255,10 @@ pub async fn open_source(state: &SessionState, def: &SourceDef) -> DFResult<Arc<
 
 /// Local folders need a trailing slash to be listed as collections.
 fn normalise_location(location: &str) -> String {
-    if !location.contains("://") && !location.ends_with('/') && std::path::Path::new(location).is_dir() {
+    if !location.contains("://")
+        && !location.ends_with('/')
+        && std::path::Path::new(location).is_dir()
+    {
         format!("{location}/")
     } else {
         location.to_string()
@@ -231,7 +266,10 @@ fn normalise_location(location: &str) -> String {
 }
 
 fn describe_missing(message: &str) -> String {
-    if message.contains("No such file") || message.contains("not found") || message.contains("NotFound") {
+    if message.contains("No such file")
+        || message.contains("not found")
+        || message.contains("NotFound")
+    {
         "the location does not exist".to_string()
     } else {
         format!("cannot list files: {message}")

@@ -1,0 +1,62 @@
+//! Querying files by path or URL: `SELECT * FROM 'data/x.parquet'`,
+//! `FROM 's3://bucket/prefix/*.csv'`. A path is opened like a source (globs, folders, hive
+//! partitions, object stores), with the format taken from its extension.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use async_trait::async_trait;
+use datafusion::catalog::{TableProvider, UrlTableFactory};
+use datafusion::error::{DataFusionError, Result as DFResult};
+
+use super::{open_source, SessionStateLock, SourceDef};
+use crate::config::{SourceConfig, SourceFormat, SourceOptions};
+
+#[derive(Debug, Default)]
+pub struct PathTableFactory {
+    state: OnceLock<Weak<SessionStateLock>>,
+}
+
+impl PathTableFactory {
+    pub fn attach(&self, state: Weak<SessionStateLock>) {
+        let _ = self.state.set(state);
+    }
+}
+
+/// Only names that look like paths or URLs are tried as files.
+fn looks_like_path(name: &str) -> bool {
+    name.contains('/') || name.contains("://") || SourceFormat::from_location(name).is_some()
+}
+
+#[async_trait]
+impl UrlTableFactory for PathTableFactory {
+    async fn try_new(&self, url: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        if !looks_like_path(url) {
+            return Ok(None);
+        }
+        let format = match SourceFormat::from_location(url) {
+            Some(f) => f,
+            None => {
+                return Err(DataFusionError::Plan(format!(
+                    "{url}: cannot tell the file format from the name; use a .csv, .parquet or .json path, or CREATE EXTERNAL TABLE"
+                )))
+            }
+        };
+        let state = self.state.get().and_then(Weak::upgrade).ok_or_else(|| {
+            DataFusionError::Internal("path tables are not attached to a session".into())
+        })?;
+        let state = state.read().clone();
+        let def = SourceDef {
+            name: url.to_string(),
+            location: url.to_string(),
+            format,
+            config: SourceConfig {
+                location: url.to_string(),
+                format: Some(format),
+                options: SourceOptions::default(),
+                schema: None,
+                description: None,
+            },
+        };
+        open_source(&state, &def).await.map(Some)
+    }
+}
