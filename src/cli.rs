@@ -33,8 +33,25 @@ pub struct Cli {
 pub enum Command {
     /// Interactive SQL shell (the default); scripted with -c, -f or standard input
     Shell(ShellArgs),
+    /// Build the project's models: plan, execute, check, publish
+    Run(RunArgs),
+    /// Show what `run` would do: order, resolved SQL, inputs and outputs (writes nothing)
+    Plan(RunArgs),
     /// List sluice's SQL functions with signature, description and example
     Functions(FunctionsArgs),
+}
+
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Models to build: name, +name (with ancestors), name+ (with descendants), folder/, tag:x
+    #[arg(short = 's', long, value_name = "SELECTOR", num_args = 1..)]
+    pub select: Vec<String>,
+    /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Stop at the first failing model
+    #[arg(long)]
+    pub fail_fast: bool,
 }
 
 #[derive(Debug, Default, Args)]
@@ -116,6 +133,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         None => shell(&cli, &ShellArgs::default()).await,
         Some(Command::Shell(args)) => shell(&cli, args).await,
         Some(Command::Functions(args)) => functions(args),
+        Some(Command::Run(args)) => run(&cli, args).await,
+        Some(Command::Plan(args)) => plan(&cli, args),
     }
 }
 
@@ -180,6 +199,58 @@ async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+fn vars(project: &Project, args: &RunArgs) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut vars = project.vars();
+    for v in &args.vars {
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| SluiceError::Usage(format!("--var {v}: expected NAME=VALUE")))?;
+        vars.insert(k.trim().to_string(), val.to_string());
+    }
+    Ok(vars)
+}
+
+fn plan(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let project = load_project(cli)?;
+    let plan = crate::project::build_plan(&project, &vars(&project, args)?)?;
+    let selected = plan.select(&args.select)?;
+    print!("{}", plan.describe(&project, &selected));
+    Ok(())
+}
+
+async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
+    let project = load_project(cli)?;
+    let plan = crate::project::build_plan(&project, &vars(&project, args)?)?;
+    let session = build_session(project, &session_options(cli)?)?;
+    let options = crate::project::RunOptions {
+        select: args.select.clone(),
+        fail_fast: args.fail_fast,
+    };
+    let results = crate::project::run(&session, &plan, &options).await?;
+    let ok = results.results.iter().filter(|r| r.status == "success").count();
+    let summary = format!(
+        "{} models: {ok} ok, {} failed checks, {} errors, {} skipped in {:.2}s; results in {}/run_results.json",
+        results.results.len(),
+        results.results.iter().filter(|r| r.status == "fail").count(),
+        results.results.iter().filter(|r| r.status == "error").count(),
+        results.results.iter().filter(|r| r.status == "skipped").count(),
+        results.elapsed_time,
+        session.project.target()
+    );
+    if results.any_error() {
+        let first = results.results.iter().find(|r| r.status == "error").map(|r| r.message.clone()).unwrap_or_default();
+        eprintln!("{summary}");
+        return Err(SluiceError::sql(first));
+    }
+    if results.any_check_failure() {
+        let first = results.results.iter().find(|r| r.status == "fail").map(|r| format!("model `{}`: {}", r.name, r.message)).unwrap_or_default();
+        eprintln!("{summary}");
+        return Err(SluiceError::Check(first));
+    }
+    eprintln!("{summary}");
+    Ok(())
 }
 
 fn functions(args: &FunctionsArgs) -> Result<()> {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod functions;
+pub mod project;
 pub mod session;
 pub mod shell;
 pub mod sources;

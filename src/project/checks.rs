@@ -1,0 +1,335 @@
+//! Data quality checks of a model, run on the staged output before it is published.
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use crate::error::{describe_datafusion_error, Result, SluiceError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warn,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckKind {
+    NotNull(String),
+    Unique(Vec<String>),
+    AcceptedValues(String, Vec<String>),
+    Relationships(String, String, String),
+    Matches(String, String),
+    RowCount { min: Option<u64>, max: Option<u64> },
+    Volume { max_change_pct: f64 },
+    SchemaLocked,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub kind: CheckKind,
+    pub severity: Severity,
+}
+
+impl Check {
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            CheckKind::NotNull(_) => "not_null",
+            CheckKind::Unique(_) => "unique",
+            CheckKind::AcceptedValues(..) => "accepted_values",
+            CheckKind::Relationships(..) => "relationships",
+            CheckKind::Matches(..) => "matches",
+            CheckKind::RowCount { .. } => "row_count",
+            CheckKind::Volume { .. } => "volume",
+            CheckKind::SchemaLocked => "schema",
+        }
+    }
+
+    pub fn column(&self) -> Option<String> {
+        match &self.kind {
+            CheckKind::NotNull(c) | CheckKind::AcceptedValues(c, _) | CheckKind::Matches(c, _) => Some(c.clone()),
+            CheckKind::Relationships(c, _, _) => Some(c.clone()),
+            CheckKind::Unique(cols) => Some(cols.join(", ")),
+            _ => None,
+        }
+    }
+
+    /// Tables other than the model that the check reads (for dependencies).
+    pub fn reads(&self) -> Option<&str> {
+        match &self.kind {
+            CheckKind::Relationships(_, t, _) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+fn severity(table: &toml::Table) -> std::result::Result<Severity, String> {
+    match table.get("severity").and_then(|v| v.as_str()) {
+        None | Some("error") => Ok(Severity::Error),
+        Some("warn") => Ok(Severity::Warn),
+        Some(other) => Err(format!("severity must be \"error\" or \"warn\", not \"{other}\"")),
+    }
+}
+
+fn strings(v: &toml::Value, what: &str) -> std::result::Result<Vec<String>, String> {
+    match v {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                toml::Value::String(s) => Ok(s.clone()),
+                other => Ok(other.to_string()),
+            })
+            .collect(),
+        _ => Err(format!("{what} expects a list")),
+    }
+}
+
+const COLUMN_CHECKS: &str = "\"not_null\", \"unique\", { accepted_values = [...] }, { relationships = \"table.column\" }, { matches = \"regex\" }";
+
+pub fn parse_column_check(column: &str, value: &toml::Value) -> std::result::Result<Check, String> {
+    let col = column.to_string();
+    match value {
+        toml::Value::String(s) => {
+            let kind = match s.as_str() {
+                "not_null" => CheckKind::NotNull(col),
+                "unique" => CheckKind::Unique(vec![col]),
+                other => return Err(format!("unknown check `{other}`, expected one of {COLUMN_CHECKS}")),
+            };
+            Ok(Check { kind, severity: Severity::Error })
+        }
+        toml::Value::Table(t) => {
+            let severity = severity(t)?;
+            let mut kinds = t.iter().filter(|(k, _)| k.as_str() != "severity");
+            let (key, v) = kinds.next().ok_or_else(|| format!("empty check, expected one of {COLUMN_CHECKS}"))?;
+            let kind = match key.as_str() {
+                "not_null" => CheckKind::NotNull(col),
+                "unique" => CheckKind::Unique(vec![col]),
+                "accepted_values" => CheckKind::AcceptedValues(col, strings(v, "accepted_values")?),
+                "relationships" => {
+                    let target = v.as_str().ok_or("relationships expects \"table.column\"")?;
+                    let (t, c) = target.split_once('.').ok_or("relationships expects \"table.column\"")?;
+                    CheckKind::Relationships(col, t.to_string(), c.to_string())
+                }
+                "matches" => {
+                    let re = v.as_str().ok_or("matches expects a regular expression string")?;
+                    regex::Regex::new(re).map_err(|e| format!("bad regular expression: {e}"))?;
+                    CheckKind::Matches(col, re.to_string())
+                }
+                other => return Err(format!("unknown check `{other}`, expected one of {COLUMN_CHECKS}")),
+            };
+            Ok(Check { kind, severity })
+        }
+        other => Err(format!("a check is a name or a table, not {other}")),
+    }
+}
+
+pub fn parse_table_check(value: &toml::Value) -> std::result::Result<Check, String> {
+    let t = value.as_table().ok_or("a [[checks]] entry is a table")?;
+    let severity = severity(t)?;
+    let (key, v) = t
+        .iter()
+        .find(|(k, _)| k.as_str() != "severity")
+        .ok_or("empty check, expected row_count, volume, schema or unique")?;
+    let kind = match key.as_str() {
+        "row_count" => {
+            let r = v.as_table().ok_or("row_count expects { min = N, max = N }")?;
+            let get = |k: &str| r.get(k).and_then(|x| x.as_integer()).map(|x| x.max(0) as u64);
+            CheckKind::RowCount { min: get("min"), max: get("max") }
+        }
+        "volume" => {
+            let r = v.as_table().ok_or("volume expects { max_change_pct = N }")?;
+            let pct = r
+                .get("max_change_pct")
+                .and_then(|x| x.as_float().or_else(|| x.as_integer().map(|i| i as f64)))
+                .ok_or("volume expects { max_change_pct = N }")?;
+            CheckKind::Volume { max_change_pct: pct }
+        }
+        "schema" => match v.as_str() {
+            Some("locked") => CheckKind::SchemaLocked,
+            _ => return Err("schema expects \"locked\"".into()),
+        },
+        "unique" => CheckKind::Unique(strings(v, "unique")?),
+        other => return Err(format!("unknown check `{other}`, expected row_count, volume, schema or unique")),
+    };
+    Ok(Check { kind, severity })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub check: String,
+    pub column: Option<String>,
+    pub status: String,
+    pub severity: Severity,
+    pub failures: u64,
+    pub samples: Vec<String>,
+    pub message: String,
+}
+
+impl CheckResult {
+    pub fn failed(&self) -> bool {
+        self.status == "fail"
+    }
+}
+
+/// What the volume and schema checks compare against: the last successful run.
+#[derive(Debug, Clone, Default)]
+pub struct Baseline {
+    pub rows: Option<u64>,
+    pub schema: Option<Vec<(String, String)>>,
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Rows of the first column of a query as text.
+async fn values(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
+    let df = ctx.sql(sql).await.map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let batches = df.collect().await.map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let mut out = Vec::new();
+    for b in batches {
+        let col = cast(b.column(0), &DataType::Utf8).map_err(|e| SluiceError::sql(e.to_string()))?;
+        let s = col.as_string::<i32>();
+        for i in 0..s.len() {
+            out.push(if s.is_null(i) { "NULL".to_string() } else { s.value(i).to_string() });
+        }
+    }
+    Ok(out)
+}
+
+/// Run one check against `table`; `rows` and `schema` describe the staged output.
+pub async fn run_check(
+    ctx: &SessionContext,
+    table: &str,
+    check: &Check,
+    rows: u64,
+    schema: &[(String, String)],
+    baseline: &Baseline,
+) -> Result<CheckResult> {
+    let t = ident(table);
+    let (failures, samples, message): (u64, Vec<String>, String) = match &check.kind {
+        CheckKind::NotNull(c) => {
+            let n = values(ctx, &format!("SELECT count(*) FROM {t} WHERE {} IS NULL", ident(c))).await?;
+            let n: u64 = n.first().and_then(|v| v.parse().ok()).unwrap_or(0);
+            (n, vec![], format!("{n} rows have NULL {c}"))
+        }
+        CheckKind::Unique(cols) => {
+            let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+            let key = if cols.len() == 1 {
+                format!("CAST({list} AS VARCHAR)")
+            } else {
+                format!("concat_ws(', ', {})", cols.iter().map(|c| format!("CAST({} AS VARCHAR)", ident(c))).collect::<Vec<_>>().join(", "))
+            };
+            let dup = values(
+                ctx,
+                &format!("SELECT k FROM (SELECT {key} AS k FROM {t} GROUP BY {list} HAVING count(*) > 1) AS d ORDER BY k"),
+            )
+            .await?;
+            let n = dup.len() as u64;
+            (n, dup, format!("{n} duplicated values"))
+        }
+        CheckKind::AcceptedValues(c, accepted) => {
+            let list = accepted.iter().map(|v| literal(v)).collect::<Vec<_>>().join(", ");
+            let bad = values(
+                ctx,
+                &format!("SELECT DISTINCT CAST({c} AS VARCHAR) AS v FROM {t} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({list}) ORDER BY v", c = ident(c)),
+            )
+            .await?;
+            let n = bad.len() as u64;
+            (n, bad, format!("{n} values not in the accepted list"))
+        }
+        CheckKind::Relationships(c, other, oc) => {
+            let bad = values(
+                ctx,
+                &format!(
+                    "SELECT DISTINCT CAST(m.{c} AS VARCHAR) AS v FROM {t} m WHERE m.{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {o} r WHERE r.{oc} = m.{c}) ORDER BY v",
+                    c = ident(c),
+                    o = ident(other),
+                    oc = ident(oc)
+                ),
+            )
+            .await?;
+            let n = bad.len() as u64;
+            (n, bad, format!("{n} values have no match in {other}.{oc}"))
+        }
+        CheckKind::Matches(c, re) => {
+            let bad = values(
+                ctx,
+                &format!(
+                    "SELECT DISTINCT CAST({c} AS VARCHAR) AS v FROM {t} WHERE {c} IS NOT NULL AND NOT regexp_like(CAST({c} AS VARCHAR), {re}) ORDER BY v",
+                    c = ident(c),
+                    re = literal(re)
+                ),
+            )
+            .await?;
+            let n = bad.len() as u64;
+            (n, bad, format!("{n} values do not match {re}"))
+        }
+        CheckKind::RowCount { min, max } => {
+            let low = min.map(|m| rows < m).unwrap_or(false);
+            let high = max.map(|m| rows > m).unwrap_or(false);
+            let bound = match (min, max) {
+                (Some(a), Some(b)) => format!("between {a} and {b}"),
+                (Some(a), None) => format!("at least {a}"),
+                (None, Some(b)) => format!("at most {b}"),
+                (None, None) => "any".into(),
+            };
+            ((low || high) as u64, vec![], format!("{rows} rows, expected {bound}"))
+        }
+        CheckKind::Volume { max_change_pct } => match baseline.rows {
+            None => (0, vec![], "no previous successful run to compare with".into()),
+            Some(prev) => {
+                let change = if prev == 0 {
+                    if rows == 0 { 0.0 } else { 100.0 }
+                } else {
+                    (rows as f64 - prev as f64).abs() / prev as f64 * 100.0
+                };
+                let bad = change > *max_change_pct;
+                (bad as u64, vec![], format!("{rows} rows vs {prev} in the last successful run ({change:.1}% change, at most {max_change_pct}% allowed)"))
+            }
+        },
+        CheckKind::SchemaLocked => match &baseline.schema {
+            None => (0, vec![], "no previous run to compare with".into()),
+            Some(prev) => {
+                let mut diffs = Vec::new();
+                for (name, ty) in prev {
+                    match schema.iter().find(|(n, _)| n == name) {
+                        None => diffs.push(format!("column {name} removed")),
+                        Some((_, t)) if t != ty => diffs.push(format!("column {name} changed from {ty} to {t}")),
+                        _ => {}
+                    }
+                }
+                for (name, ty) in schema {
+                    if !prev.iter().any(|(n, _)| n == name) {
+                        diffs.push(format!("column {name} {ty} added"));
+                    }
+                }
+                let n = diffs.len() as u64;
+                let msg = if diffs.is_empty() { "schema unchanged".to_string() } else { diffs.join("; ") };
+                (n, diffs, msg)
+            }
+        },
+    };
+    let status = if failures == 0 {
+        "pass"
+    } else if check.severity == Severity::Warn {
+        "warn"
+    } else {
+        "fail"
+    };
+    Ok(CheckResult {
+        check: check.name().to_string(),
+        column: check.column(),
+        status: status.to_string(),
+        severity: check.severity,
+        failures,
+        samples: samples.into_iter().take(5).collect(),
+        message,
+    })
+}

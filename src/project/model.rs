@@ -1,0 +1,269 @@
+//! Model files: `models/**/NAME.sql`, one SELECT optionally preceded by a `/* @config ... */`
+//! TOML block. Errors name the model file, the line and the key.
+
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use super::checks::{parse_column_check, parse_table_check, Check};
+use crate::error::{Result, SluiceError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Materialized {
+    #[default]
+    View,
+    Table,
+    Incremental,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    #[default]
+    Parquet,
+    Csv,
+    Ndjson,
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Parquet => "parquet",
+            OutputFormat::Csv => "csv",
+            OutputFormat::Ndjson => "json",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erasure {
+    /// A source or model holding the keys to erase.
+    pub list: String,
+    /// The key column, named the same in the model and in the list.
+    pub column: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawColumn {
+    description: Option<String>,
+    #[serde(default)]
+    checks: Vec<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    materialized: Option<Materialized>,
+    format: Option<OutputFormat>,
+    location: Option<String>,
+    #[serde(default)]
+    partition_by: Vec<String>,
+    #[serde(default)]
+    unique_key: Vec<String>,
+    description: Option<String>,
+    erasure: Option<Erasure>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    columns: IndexMap<String, RawColumn>,
+    #[serde(default)]
+    checks: Vec<toml::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub file: PathBuf,
+    /// Path relative to models/, for folder selection.
+    pub relative: String,
+    /// The SQL after the config block (variables not yet substituted).
+    pub sql: String,
+    pub materialized: Materialized,
+    pub format: OutputFormat,
+    pub location: Option<String>,
+    pub partition_by: Vec<String>,
+    pub unique_key: Vec<String>,
+    pub description: Option<String>,
+    pub erasure: Option<Erasure>,
+    pub tags: Vec<String>,
+    pub column_descriptions: IndexMap<String, String>,
+    pub checks: Vec<Check>,
+}
+
+/// Every `models/**/*.sql` of a project, sorted by path.
+pub fn discover(root: &Path) -> Result<Vec<Model>> {
+    let dir = root.join("models");
+    let mut files = Vec::new();
+    collect(&dir, &mut files)?;
+    files.sort();
+    let mut models: Vec<Model> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| SluiceError::io(&file, e))?;
+        let relative = file.strip_prefix(&dir).unwrap_or(&file).to_string_lossy().into_owned();
+        let model = parse_model(&file, &relative, &text)?;
+        if let Some(other) = models.iter().find(|m| m.name == model.name) {
+            return Err(SluiceError::Config {
+                file: file.clone(),
+                line: None,
+                key: None,
+                message: format!("model `{}` is also defined in {}", model.name, other.file.display()),
+            });
+        }
+        models.push(model);
+    }
+    Ok(models)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).map_err(|e| SluiceError::io(dir, e))? {
+        let path = entry.map_err(|e| SluiceError::io(dir, e))?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if path.extension().map(|e| e == "sql").unwrap_or(false) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Split a model file into its config block (with the line it starts on) and its SQL.
+fn split_header(text: &str) -> (Option<(String, usize)>, String) {
+    let trimmed = text.trim_start();
+    let skipped = text.len() - trimmed.len();
+    if let Some(rest) = trimmed.strip_prefix("/* @config") {
+        if let Some(end) = rest.find("*/") {
+            let body = &rest[..end];
+            let first_line = text[..skipped].matches('\n').count() + 1;
+            let sql = rest[end + 2..].to_string();
+            return (Some((body.to_string(), first_line)), sql);
+        }
+    }
+    (None, text.to_string())
+}
+
+pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let config_error = |line: Option<usize>, key: Option<String>, message: String| SluiceError::Config {
+        file: file.to_path_buf(),
+        line,
+        key,
+        message,
+    };
+    if !crate::config::is_identifier(&name) {
+        return Err(config_error(None, None, format!("model name `{name}` must be a SQL identifier (letters, digits, _)")));
+    }
+    let (header, sql) = split_header(text);
+    let raw: RawConfig = match &header {
+        Some((body, first_line)) => toml::from_str(body).map_err(|e| {
+            let (line, key) = match e.span() {
+                Some(span) => {
+                    let line_in_body = body[..span.start.min(body.len())].matches('\n').count();
+                    let line_text = body.lines().nth(line_in_body).unwrap_or("");
+                    let key = line_text.split('=').next().map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+                    (Some(first_line + line_in_body), key)
+                }
+                None => (None, None),
+            };
+            config_error(line, key, e.message().trim().to_string())
+        })?,
+        None => RawConfig::default(),
+    };
+    let line_of = |needle: &str| {
+        header.as_ref().and_then(|(body, first)| body.lines().position(|l| l.contains(needle)).map(|i| first + i))
+    };
+    let mut checks = Vec::new();
+    let mut column_descriptions = IndexMap::new();
+    for (column, c) in &raw.columns {
+        if let Some(d) = &c.description {
+            column_descriptions.insert(column.clone(), d.clone());
+        }
+        for value in &c.checks {
+            checks.push(parse_column_check(column, value).map_err(|m| {
+                config_error(line_of(&format!("[columns.{column}]")), Some(format!("columns.{column}.checks")), m)
+            })?);
+        }
+    }
+    for value in &raw.checks {
+        checks.push(parse_table_check(value).map_err(|m| config_error(line_of("[[checks]]"), Some("checks".into()), m))?);
+    }
+    if sql.trim().trim_end_matches(';').trim().is_empty() {
+        return Err(config_error(None, None, "the model has no SQL; write one SELECT after the config block".into()));
+    }
+    Ok(Model {
+        name,
+        file: file.to_path_buf(),
+        relative: relative.to_string(),
+        sql: sql.trim().trim_end_matches(';').trim().to_string(),
+        materialized: raw.materialized.unwrap_or_default(),
+        format: raw.format.unwrap_or_default(),
+        location: raw.location,
+        partition_by: raw.partition_by,
+        unique_key: raw.unique_key,
+        description: raw.description,
+        erasure: raw.erasure,
+        tags: raw.tags,
+        column_descriptions,
+        checks,
+    })
+}
+
+/// Substitute `${name}` with variables; an unknown variable is an error naming it.
+pub fn substitute(model: &Model, vars: &std::collections::BTreeMap<String, String>) -> Result<String> {
+    let mut out = String::with_capacity(model.sql.len());
+    let mut rest = model.sql.as_str();
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        match vars.get(name) {
+            Some(v) => out.push_str(v),
+            None => {
+                return Err(SluiceError::Model {
+                    model: model.name.clone(),
+                    file: model.file.clone(),
+                    message: format!("unknown variable ${{{name}}}; set it in [vars] or with --var {name}=..."),
+                })
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_block_and_errors() {
+        let m = parse_model(
+            Path::new("models/a.sql"),
+            "a.sql",
+            "/* @config\nmaterialized = \"table\"\npartition_by = [\"country\"]\n[columns.id]\nchecks = [\"not_null\", \"unique\"]\n*/\nSELECT 1 AS id;\n",
+        )
+        .unwrap();
+        assert_eq!(m.materialized, Materialized::Table);
+        assert_eq!(m.checks.len(), 2);
+        assert_eq!(m.sql, "SELECT 1 AS id");
+        let e = parse_model(Path::new("models/a.sql"), "a.sql", "/* @config\nmaterialized = \"table\"\nformatt = \"csv\"\n*/\nSELECT 1").unwrap_err();
+        assert_eq!(e.to_string(), "models/a.sql:3: key `formatt`: unknown field `formatt`, expected one of `materialized`, `format`, `location`, `partition_by`, `unique_key`, `description`, `erasure`, `tags`, `columns`, `checks`");
+        let e = parse_model(Path::new("models/a.sql"), "a.sql", "/* @config\n[columns.id]\nchecks = [\"not_nul\"]\n*/\nSELECT 1").unwrap_err();
+        assert!(e.to_string().starts_with("models/a.sql:2: key `columns.id.checks`: unknown check `not_nul`"), "{e}");
+    }
+}
