@@ -140,7 +140,26 @@ async fn dispatch(cli: Cli) -> Result<()> {
 
 async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
     let project = load_project(cli)?;
-    let session = build_session(project, &session_options(cli)?)?;
+    let session = build_session(project.clone(), &session_options(cli)?)?;
+    // Models are queryable in the shell; a broken model must not stop the shell.
+    let models = crate::project::build_plan(&project, &project.vars()).map(|plan| async move {
+        crate::project::register_models(&session, &plan)
+            .await
+            .map(|_| session)
+    });
+    let session = match models {
+        Ok(fut) => match fut.await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("warning: models not loaded: {e}");
+                build_session(project, &session_options(cli)?)?
+            }
+        },
+        Err(e) => {
+            eprintln!("warning: models not loaded: {e}");
+            build_session(project, &session_options(cli)?)?
+        }
+    };
     let scripted =
         !args.commands.is_empty() || !args.files.is_empty() || !std::io::stdin().is_terminal();
     let format = args.format.unwrap_or(PrintFormat::Table);
@@ -229,7 +248,11 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         fail_fast: args.fail_fast,
     };
     let results = crate::project::run(&session, &plan, &options).await?;
-    let ok = results.results.iter().filter(|r| r.status == "success").count();
+    let ok = results
+        .results
+        .iter()
+        .filter(|r| r.status == "success")
+        .count();
     let summary = format!(
         "{} models: {ok} ok, {} failed checks, {} errors, {} skipped in {:.2}s; results in {}/run_results.json",
         results.results.len(),
@@ -240,12 +263,22 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         session.project.target()
     );
     if results.any_error() {
-        let first = results.results.iter().find(|r| r.status == "error").map(|r| r.message.clone()).unwrap_or_default();
+        let first = results
+            .results
+            .iter()
+            .find(|r| r.status == "error")
+            .map(|r| r.message.clone())
+            .unwrap_or_default();
         eprintln!("{summary}");
         return Err(SluiceError::sql(first));
     }
     if results.any_check_failure() {
-        let first = results.results.iter().find(|r| r.status == "fail").map(|r| format!("model `{}`: {}", r.name, r.message)).unwrap_or_default();
+        let first = results
+            .results
+            .iter()
+            .find(|r| r.status == "fail")
+            .map(|r| format!("model `{}`: {}", r.name, r.message))
+            .unwrap_or_default();
         eprintln!("{summary}");
         return Err(SluiceError::Check(first));
     }

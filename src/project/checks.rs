@@ -49,7 +49,9 @@ impl Check {
 
     pub fn column(&self) -> Option<String> {
         match &self.kind {
-            CheckKind::NotNull(c) | CheckKind::AcceptedValues(c, _) | CheckKind::Matches(c, _) => Some(c.clone()),
+            CheckKind::NotNull(c) | CheckKind::AcceptedValues(c, _) | CheckKind::Matches(c, _) => {
+                Some(c.clone())
+            }
             CheckKind::Relationships(c, _, _) => Some(c.clone()),
             CheckKind::Unique(cols) => Some(cols.join(", ")),
             _ => None,
@@ -69,7 +71,9 @@ fn severity(table: &toml::Table) -> std::result::Result<Severity, String> {
     match table.get("severity").and_then(|v| v.as_str()) {
         None | Some("error") => Ok(Severity::Error),
         Some("warn") => Ok(Severity::Warn),
-        Some(other) => Err(format!("severity must be \"error\" or \"warn\", not \"{other}\"")),
+        Some(other) => Err(format!(
+            "severity must be \"error\" or \"warn\", not \"{other}\""
+        )),
     }
 }
 
@@ -95,29 +99,46 @@ pub fn parse_column_check(column: &str, value: &toml::Value) -> std::result::Res
             let kind = match s.as_str() {
                 "not_null" => CheckKind::NotNull(col),
                 "unique" => CheckKind::Unique(vec![col]),
-                other => return Err(format!("unknown check `{other}`, expected one of {COLUMN_CHECKS}")),
+                other => {
+                    return Err(format!(
+                        "unknown check `{other}`, expected one of {COLUMN_CHECKS}"
+                    ))
+                }
             };
-            Ok(Check { kind, severity: Severity::Error })
+            Ok(Check {
+                kind,
+                severity: Severity::Error,
+            })
         }
         toml::Value::Table(t) => {
             let severity = severity(t)?;
             let mut kinds = t.iter().filter(|(k, _)| k.as_str() != "severity");
-            let (key, v) = kinds.next().ok_or_else(|| format!("empty check, expected one of {COLUMN_CHECKS}"))?;
+            let (key, v) = kinds
+                .next()
+                .ok_or_else(|| format!("empty check, expected one of {COLUMN_CHECKS}"))?;
             let kind = match key.as_str() {
                 "not_null" => CheckKind::NotNull(col),
                 "unique" => CheckKind::Unique(vec![col]),
                 "accepted_values" => CheckKind::AcceptedValues(col, strings(v, "accepted_values")?),
                 "relationships" => {
                     let target = v.as_str().ok_or("relationships expects \"table.column\"")?;
-                    let (t, c) = target.split_once('.').ok_or("relationships expects \"table.column\"")?;
+                    let (t, c) = target
+                        .split_once('.')
+                        .ok_or("relationships expects \"table.column\"")?;
                     CheckKind::Relationships(col, t.to_string(), c.to_string())
                 }
                 "matches" => {
-                    let re = v.as_str().ok_or("matches expects a regular expression string")?;
+                    let re = v
+                        .as_str()
+                        .ok_or("matches expects a regular expression string")?;
                     regex::Regex::new(re).map_err(|e| format!("bad regular expression: {e}"))?;
                     CheckKind::Matches(col, re.to_string())
                 }
-                other => return Err(format!("unknown check `{other}`, expected one of {COLUMN_CHECKS}")),
+                other => {
+                    return Err(format!(
+                        "unknown check `{other}`, expected one of {COLUMN_CHECKS}"
+                    ))
+                }
             };
             Ok(Check { kind, severity })
         }
@@ -134,24 +155,41 @@ pub fn parse_table_check(value: &toml::Value) -> std::result::Result<Check, Stri
         .ok_or("empty check, expected row_count, volume, schema or unique")?;
     let kind = match key.as_str() {
         "row_count" => {
-            let r = v.as_table().ok_or("row_count expects { min = N, max = N }")?;
-            let get = |k: &str| r.get(k).and_then(|x| x.as_integer()).map(|x| x.max(0) as u64);
-            CheckKind::RowCount { min: get("min"), max: get("max") }
+            let r = v
+                .as_table()
+                .ok_or("row_count expects { min = N, max = N }")?;
+            let get = |k: &str| {
+                r.get(k)
+                    .and_then(|x| x.as_integer())
+                    .map(|x| x.max(0) as u64)
+            };
+            CheckKind::RowCount {
+                min: get("min"),
+                max: get("max"),
+            }
         }
         "volume" => {
-            let r = v.as_table().ok_or("volume expects { max_change_pct = N }")?;
+            let r = v
+                .as_table()
+                .ok_or("volume expects { max_change_pct = N }")?;
             let pct = r
                 .get("max_change_pct")
                 .and_then(|x| x.as_float().or_else(|| x.as_integer().map(|i| i as f64)))
                 .ok_or("volume expects { max_change_pct = N }")?;
-            CheckKind::Volume { max_change_pct: pct }
+            CheckKind::Volume {
+                max_change_pct: pct,
+            }
         }
         "schema" => match v.as_str() {
             Some("locked") => CheckKind::SchemaLocked,
             _ => return Err("schema expects \"locked\"".into()),
         },
         "unique" => CheckKind::Unique(strings(v, "unique")?),
-        other => return Err(format!("unknown check `{other}`, expected row_count, volume, schema or unique")),
+        other => {
+            return Err(format!(
+                "unknown check `{other}`, expected row_count, volume, schema or unique"
+            ))
+        }
     };
     Ok(Check { kind, severity })
 }
@@ -190,14 +228,25 @@ fn literal(s: &str) -> String {
 
 /// Rows of the first column of a query as text.
 async fn values(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
-    let df = ctx.sql(sql).await.map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-    let batches = df.collect().await.map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let df = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
     let mut out = Vec::new();
     for b in batches {
-        let col = cast(b.column(0), &DataType::Utf8).map_err(|e| SluiceError::sql(e.to_string()))?;
+        let col =
+            cast(b.column(0), &DataType::Utf8).map_err(|e| SluiceError::sql(e.to_string()))?;
         let s = col.as_string::<i32>();
         for i in 0..s.len() {
-            out.push(if s.is_null(i) { "NULL".to_string() } else { s.value(i).to_string() });
+            out.push(if s.is_null(i) {
+                "NULL".to_string()
+            } else {
+                s.value(i).to_string()
+            });
         }
     }
     Ok(out)
@@ -215,7 +264,11 @@ pub async fn run_check(
     let t = ident(table);
     let (failures, samples, message): (u64, Vec<String>, String) = match &check.kind {
         CheckKind::NotNull(c) => {
-            let n = values(ctx, &format!("SELECT count(*) FROM {t} WHERE {} IS NULL", ident(c))).await?;
+            let n = values(
+                ctx,
+                &format!("SELECT count(*) FROM {t} WHERE {} IS NULL", ident(c)),
+            )
+            .await?;
             let n: u64 = n.first().and_then(|v| v.parse().ok()).unwrap_or(0);
             (n, vec![], format!("{n} rows have NULL {c}"))
         }
@@ -224,7 +277,13 @@ pub async fn run_check(
             let key = if cols.len() == 1 {
                 format!("CAST({list} AS VARCHAR)")
             } else {
-                format!("concat_ws(', ', {})", cols.iter().map(|c| format!("CAST({} AS VARCHAR)", ident(c))).collect::<Vec<_>>().join(", "))
+                format!(
+                    "concat_ws(', ', {})",
+                    cols.iter()
+                        .map(|c| format!("CAST({} AS VARCHAR)", ident(c)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
             let dup = values(
                 ctx,
@@ -235,7 +294,11 @@ pub async fn run_check(
             (n, dup, format!("{n} duplicated values"))
         }
         CheckKind::AcceptedValues(c, accepted) => {
-            let list = accepted.iter().map(|v| literal(v)).collect::<Vec<_>>().join(", ");
+            let list = accepted
+                .iter()
+                .map(|v| literal(v))
+                .collect::<Vec<_>>()
+                .join(", ");
             let bad = values(
                 ctx,
                 &format!("SELECT DISTINCT CAST({c} AS VARCHAR) AS v FROM {t} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({list}) ORDER BY v", c = ident(c)),
@@ -280,13 +343,25 @@ pub async fn run_check(
                 (None, Some(b)) => format!("at most {b}"),
                 (None, None) => "any".into(),
             };
-            ((low || high) as u64, vec![], format!("{rows} rows, expected {bound}"))
+            (
+                (low || high) as u64,
+                vec![],
+                format!("{rows} rows, expected {bound}"),
+            )
         }
         CheckKind::Volume { max_change_pct } => match baseline.rows {
-            None => (0, vec![], "no previous successful run to compare with".into()),
+            None => (
+                0,
+                vec![],
+                "no previous successful run to compare with".into(),
+            ),
             Some(prev) => {
                 let change = if prev == 0 {
-                    if rows == 0 { 0.0 } else { 100.0 }
+                    if rows == 0 {
+                        0.0
+                    } else {
+                        100.0
+                    }
                 } else {
                     (rows as f64 - prev as f64).abs() / prev as f64 * 100.0
                 };
@@ -301,7 +376,9 @@ pub async fn run_check(
                 for (name, ty) in prev {
                     match schema.iter().find(|(n, _)| n == name) {
                         None => diffs.push(format!("column {name} removed")),
-                        Some((_, t)) if t != ty => diffs.push(format!("column {name} changed from {ty} to {t}")),
+                        Some((_, t)) if t != ty => {
+                            diffs.push(format!("column {name} changed from {ty} to {t}"))
+                        }
                         _ => {}
                     }
                 }
@@ -311,7 +388,11 @@ pub async fn run_check(
                     }
                 }
                 let n = diffs.len() as u64;
-                let msg = if diffs.is_empty() { "schema unchanged".to_string() } else { diffs.join("; ") };
+                let msg = if diffs.is_empty() {
+                    "schema unchanged".to_string()
+                } else {
+                    diffs.join("; ")
+                };
                 (n, diffs, msg)
             }
         },

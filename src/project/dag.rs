@@ -17,12 +17,16 @@ pub fn reads(model: &Model, sql: &str) -> Result<BTreeSet<String>> {
         file: model.file.clone(),
         message,
     };
-    let statements = DFParser::parse_sql(sql).map_err(|e| err(crate::error::describe_datafusion_error(&e)))?;
+    let statements =
+        DFParser::parse_sql(sql).map_err(|e| err(crate::error::describe_datafusion_error(&e)))?;
     if statements.len() != 1 {
-        return Err(err(format!("a model is one SELECT statement, found {}", statements.len())));
+        return Err(err(format!(
+            "a model is one SELECT statement, found {}",
+            statements.len()
+        )));
     }
-    let (tables, _ctes) =
-        resolve_table_references(&statements[0], true).map_err(|e| err(crate::error::describe_datafusion_error(&e)))?;
+    let (tables, _ctes) = resolve_table_references(&statements[0], true)
+        .map_err(|e| err(crate::error::describe_datafusion_error(&e)))?;
     let mut names: BTreeSet<String> = tables
         .iter()
         .map(|t| t.table().to_string())
@@ -31,8 +35,10 @@ pub fn reads(model: &Model, sql: &str) -> Result<BTreeSet<String>> {
         // Table functions (`resolve_identities(...)`) are not tables either.
         .filter(|n| !is_called(sql, n))
         .collect();
-    let call = regex::Regex::new(r"(?i)resolve_identities\s*\(\s*'([^']+)'(?:\s*,\s*'[^']*'){2}(?:\s*,\s*'([^']+)')?")
-        .map_err(|e| err(e.to_string()))?;
+    let call = regex::Regex::new(
+        r"(?i)resolve_identities\s*\(\s*'([^']+)'(?:\s*,\s*'[^']*'){2}(?:\s*,\s*'([^']+)')?",
+    )
+    .map_err(|e| err(e.to_string()))?;
     for c in call.captures_iter(sql) {
         names.extend(c.iter().skip(1).flatten().map(|m| m.as_str().to_string()));
     }
@@ -64,8 +70,10 @@ pub fn order(models: &[Model], deps: &[Vec<usize>]) -> Result<Vec<usize>> {
             dependents[j].push(i);
         }
     }
-    let mut ready: BTreeSet<(String, usize)> =
-        (0..n).filter(|&i| indegree[i] == 0).map(|i| (models[i].name.clone(), i)).collect();
+    let mut ready: BTreeSet<(String, usize)> = (0..n)
+        .filter(|&i| indegree[i] == 0)
+        .map(|i| (models[i].name.clone(), i))
+        .collect();
     let mut out = Vec::with_capacity(n);
     while let Some(first) = ready.iter().next().cloned() {
         ready.remove(&first);
@@ -86,7 +94,11 @@ pub fn order(models: &[Model], deps: &[Vec<usize>]) -> Result<Vec<usize>> {
             key: None,
             message: format!(
                 "models form a cycle: {}",
-                cycle.iter().map(|&i| models[i].name.as_str()).collect::<Vec<_>>().join(" -> ")
+                cycle
+                    .iter()
+                    .map(|&i| models[i].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
             ),
         });
     }

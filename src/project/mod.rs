@@ -49,7 +49,9 @@ pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<
                 return Err(SluiceError::Model {
                     model: m.name.clone(),
                     file: m.file.clone(),
-                    message: format!("reads `{t}`, which is neither a model nor a source in sluice.toml"),
+                    message: format!(
+                        "reads `{t}`, which is neither a model nor a source in sluice.toml"
+                    ),
                 });
             }
         }
@@ -65,10 +67,20 @@ pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<
     }
     let deps: Vec<Vec<usize>> = reads
         .iter()
-        .map(|r| r.iter().filter_map(|t| models.iter().position(|m| &m.name == t)).collect())
+        .map(|r| {
+            r.iter()
+                .filter_map(|t| models.iter().position(|m| &m.name == t))
+                .collect()
+        })
         .collect();
     let order = dag::order(&models, &deps)?;
-    Ok(ProjectPlan { models, sql, reads, deps, order })
+    Ok(ProjectPlan {
+        models,
+        sql,
+        reads,
+        deps,
+        order,
+    })
 }
 
 impl ProjectPlan {
@@ -89,15 +101,23 @@ impl ProjectPlan {
                 None => (false, s),
             };
             let base: Vec<usize> = if let Some(tag) = s.strip_prefix("tag:") {
-                (0..self.models.len()).filter(|&i| self.models[i].tags.iter().any(|t| t == tag)).collect()
+                (0..self.models.len())
+                    .filter(|&i| self.models[i].tags.iter().any(|t| t == tag))
+                    .collect()
             } else if s.ends_with('/') || s.contains('/') {
                 let folder = s.trim_start_matches("models/");
-                (0..self.models.len()).filter(|&i| self.models[i].relative.starts_with(folder)).collect()
+                (0..self.models.len())
+                    .filter(|&i| self.models[i].relative.starts_with(folder))
+                    .collect()
             } else {
-                (0..self.models.len()).filter(|&i| self.models[i].name == s).collect()
+                (0..self.models.len())
+                    .filter(|&i| self.models[i].name == s)
+                    .collect()
             };
             if base.is_empty() {
-                return Err(SluiceError::Usage(format!("--select {s}: no model matches")));
+                return Err(SluiceError::Usage(format!(
+                    "--select {s}: no model matches"
+                )));
             }
             for i in base {
                 out.insert(i);
@@ -116,7 +136,9 @@ impl ProjectPlan {
         let next: Vec<usize> = if up {
             self.deps[i].clone()
         } else {
-            (0..self.models.len()).filter(|&k| self.deps[k].contains(&i)).collect()
+            (0..self.models.len())
+                .filter(|&k| self.deps[k].contains(&i))
+                .collect()
         };
         for k in next {
             if out.insert(k) {
@@ -152,12 +174,23 @@ impl ProjectPlan {
                     "table -> {} ({}{})",
                     self.location(project, i).display(),
                     m.format.extension(),
-                    if m.partition_by.is_empty() { String::new() } else { format!(", partitioned by {}", m.partition_by.join(", ")) }
+                    if m.partition_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", partitioned by {}", m.partition_by.join(", "))
+                    }
                 ),
             };
             s.push_str(&format!("{n}. {} [{}] {kind}\n", m.name, m.relative));
             let reads: Vec<&str> = self.reads[i].iter().map(String::as_str).collect();
-            s.push_str(&format!("   reads: {}\n", if reads.is_empty() { "-".into() } else { reads.join(", ") }));
+            s.push_str(&format!(
+                "   reads: {}\n",
+                if reads.is_empty() {
+                    "-".into()
+                } else {
+                    reads.join(", ")
+                }
+            ));
             if !m.checks.is_empty() {
                 let names: Vec<String> = m
                     .checks
@@ -190,7 +223,11 @@ fn log(line: &str) {
 
 fn new_run_id() -> String {
     let now = chrono::Utc::now();
-    format!("{}-{:08x}", now.format("%Y%m%dT%H%M%S"), (now.timestamp_subsec_nanos() ^ std::process::id()) & 0xffff_ffff)
+    format!(
+        "{}-{:08x}",
+        now.format("%Y%m%dT%H%M%S"),
+        now.timestamp_subsec_nanos() ^ std::process::id()
+    )
 }
 
 fn output_format(f: OutputFormat) -> SourceFormat {
@@ -202,7 +239,12 @@ fn output_format(f: OutputFormat) -> SourceFormat {
 }
 
 /// Register a folder of output files as a table (a published model, or a staged one).
-async fn register_folder(ctx: &SessionContext, name: &str, folder: &Path, format: OutputFormat) -> Result<()> {
+async fn register_folder(
+    ctx: &SessionContext,
+    name: &str,
+    folder: &Path,
+    format: OutputFormat,
+) -> Result<()> {
     let location = format!("{}/", folder.display());
     let def = SourceDef {
         name: name.to_string(),
@@ -216,22 +258,63 @@ async fn register_folder(ctx: &SessionContext, name: &str, folder: &Path, format
             description: None,
         },
     };
-    let table = open_source(&ctx.state(), &def).await.map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let table = open_source(&ctx.state(), &def)
+        .await
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
     let _ = ctx.deregister_table(name);
-    ctx.register_table(name, table).map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    ctx.register_table(name, table)
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    Ok(())
+}
+
+/// Make the project's models queryable without building them: views are registered as
+/// views, tables as their published output (when there is one).
+pub async fn register_models(session: &Session, plan: &ProjectPlan) -> Result<()> {
+    for &i in &plan.order {
+        let m = &plan.models[i];
+        match m.materialized {
+            Materialized::View => {
+                session
+                    .ctx
+                    .sql(&format!(
+                        "CREATE OR REPLACE VIEW {} AS {}",
+                        ident(&m.name),
+                        plan.sql[i]
+                    ))
+                    .await
+                    .map_err(|e| SluiceError::Model {
+                        model: m.name.clone(),
+                        file: m.file.clone(),
+                        message: describe_datafusion_error(&e),
+                    })?;
+            }
+            _ => {
+                let loc = plan.location(&session.project, i);
+                if loc.join("_SUCCESS").exists() {
+                    register_folder(&session.ctx, &m.name, &loc, m.format).await?;
+                }
+            }
+        }
+    }
     Ok(())
 }
 
 /// Build the selected models in order. Returns the results; the caller maps failures to
 /// exit codes (1 for a failed model, 3 for a failed check).
-pub async fn run(session: &Session, plan: &ProjectPlan, options: &RunOptions) -> Result<RunResults> {
+pub async fn run(
+    session: &Session,
+    plan: &ProjectPlan,
+    options: &RunOptions,
+) -> Result<RunResults> {
     let project = &session.project;
     let ctx = &session.ctx;
     let target = PathBuf::from(project.target());
     std::fs::create_dir_all(&target).map_err(|e| SluiceError::io(&target, e))?;
     let cleaned = publish::clean_staging(&target)?;
     if cleaned > 0 {
-        log(&format!("removed {cleaned} leftover staging folder(s) of an interrupted run"));
+        log(&format!(
+            "removed {cleaned} leftover staging folder(s) of an interrupted run"
+        ));
     }
     let selected = plan.select(&options.select)?;
     let run_id = new_run_id();
@@ -246,7 +329,13 @@ pub async fn run(session: &Session, plan: &ProjectPlan, options: &RunOptions) ->
             // Upstream of the selection: make it readable without rebuilding it.
             match m.materialized {
                 Materialized::View => {
-                    let _ = ctx.sql(&format!("CREATE OR REPLACE VIEW {} AS {}", ident(&m.name), plan.sql[i])).await;
+                    let _ = ctx
+                        .sql(&format!(
+                            "CREATE OR REPLACE VIEW {} AS {}",
+                            ident(&m.name),
+                            plan.sql[i]
+                        ))
+                        .await;
                 }
                 _ => {
                     let loc = plan.location(project, i);
@@ -259,7 +348,10 @@ pub async fn run(session: &Session, plan: &ProjectPlan, options: &RunOptions) ->
         }
         if stop || plan.deps[i].iter().any(|d| failed.contains(d)) {
             failed.insert(i);
-            log(&format!("{:<28} skipped (an upstream model failed)", m.name));
+            log(&format!(
+                "{:<28} skipped (an upstream model failed)",
+                m.name
+            ));
             results.push(ModelResult::skipped(m, "an upstream model failed"));
             results.write(&target)?;
             continue;
@@ -274,7 +366,14 @@ pub async fn run(session: &Session, plan: &ProjectPlan, options: &RunOptions) ->
         result.execution_time = t0.elapsed().as_secs_f64();
         let line = match result.status.as_str() {
             "success" if result.materialized == "view" => {
-                format!("{:<28} ok     view{}", m.name, result.rows.map(|r| format!(", {r} rows checked")).unwrap_or_default())
+                format!(
+                    "{:<28} ok     view{}",
+                    m.name,
+                    result
+                        .rows
+                        .map(|r| format!(", {r} rows checked"))
+                        .unwrap_or_default()
+                )
             }
             "success" => format!(
                 "{:<28} ok     {} rows, {} files, {:.2}s{}",
@@ -282,7 +381,11 @@ pub async fn run(session: &Session, plan: &ProjectPlan, options: &RunOptions) ->
                 result.rows.unwrap_or(0),
                 result.output_files.len(),
                 result.execution_time,
-                if result.checks.iter().any(|c| c.status == "warn") { " (with warnings)" } else { "" }
+                if result.checks.iter().any(|c| c.status == "warn") {
+                    " (with warnings)"
+                } else {
+                    ""
+                }
             ),
             status => format!("{:<28} {status}  {}", m.name, result.message),
         };
@@ -291,10 +394,17 @@ pub async fn run(session: &Session, plan: &ProjectPlan, options: &RunOptions) ->
             log(&format!(
                 "    check {}{} {}: {}{}",
                 c.check,
-                c.column.as_ref().map(|col| format!("({col})")).unwrap_or_default(),
+                c.column
+                    .as_ref()
+                    .map(|col| format!("({col})"))
+                    .unwrap_or_default(),
                 c.status,
                 c.message,
-                if c.samples.is_empty() { String::new() } else { format!("; e.g. {}", c.samples.join(", ")) }
+                if c.samples.is_empty() {
+                    String::new()
+                } else {
+                    format!("; e.g. {}", c.samples.join(", "))
+                }
             ));
         }
         if result.status != "success" {
@@ -328,21 +438,39 @@ async fn build_model(
     let mut result = ModelResult::new(m);
     if m.materialized == Materialized::View {
         let df = ctx.sql(sql).await.map_err(model_err)?;
-        let schema: Vec<(String, String)> =
-            df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
-        ctx.sql(&format!("CREATE OR REPLACE VIEW {} AS {sql}", ident(&m.name))).await.map_err(model_err)?;
+        let schema: Vec<(String, String)> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().to_string()))
+            .collect();
+        ctx.sql(&format!(
+            "CREATE OR REPLACE VIEW {} AS {sql}",
+            ident(&m.name)
+        ))
+        .await
+        .map_err(model_err)?;
         if !m.checks.is_empty() {
             let rows = count_rows(ctx, &m.name).await?;
-            result.checks = run_checks(ctx, &m.name, m, rows, &schema, &Baseline::default()).await?;
+            result.checks =
+                run_checks(ctx, &m.name, m, rows, &schema, &Baseline::default()).await?;
             result.rows = Some(rows);
         }
-        result.status = if result.checks.iter().any(CheckResult::failed) { "fail".into() } else { "success".into() };
+        result.status = if result.checks.iter().any(CheckResult::failed) {
+            "fail".into()
+        } else {
+            "success".into()
+        };
         return Ok(result);
     }
 
     let df = ctx.sql(sql).await.map_err(model_err)?;
-    let schema: Vec<(String, String)> =
-        df.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect();
+    let schema: Vec<(String, String)> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().to_string()))
+        .collect();
     for col in &m.partition_by {
         if !schema.iter().any(|(n, _)| n == col) {
             return Err(SluiceError::Model {
@@ -370,7 +498,12 @@ async fn build_model(
     };
     let rows: u64 = written
         .iter()
-        .filter_map(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().map(|a| a.iter().flatten().sum::<u64>()))
+        .filter_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                .map(|a| a.iter().flatten().sum::<u64>())
+        })
         .sum();
     let files = publish::data_files(&staged)?;
 
@@ -379,11 +512,32 @@ async fn build_model(
     let checks = if files.is_empty() {
         // Nothing was written (no rows): checks see an empty result of the model's query.
         let empty = format!("SELECT * FROM ({sql}) AS __empty WHERE false");
-        ctx.sql(&format!("CREATE OR REPLACE VIEW {} AS {empty}", ident(&staged_name))).await.map_err(model_err)?;
-        run_checks(ctx, &staged_name, m, rows, &schema, &history.baseline(&m.name)).await
+        ctx.sql(&format!(
+            "CREATE OR REPLACE VIEW {} AS {empty}",
+            ident(&staged_name)
+        ))
+        .await
+        .map_err(model_err)?;
+        run_checks(
+            ctx,
+            &staged_name,
+            m,
+            rows,
+            &schema,
+            &history.baseline(&m.name),
+        )
+        .await
     } else {
         register_folder(ctx, &staged_name, &staged, m.format).await?;
-        run_checks(ctx, &staged_name, m, rows, &schema, &history.baseline(&m.name)).await
+        run_checks(
+            ctx,
+            &staged_name,
+            m,
+            rows,
+            &schema,
+            &history.baseline(&m.name),
+        )
+        .await
     };
     let _ = ctx.deregister_table(&staged_name);
     let checks = match checks {
@@ -405,7 +559,16 @@ async fn build_model(
             .checks
             .iter()
             .filter(|c| c.failed())
-            .map(|c| format!("{}{}", c.check, c.column.as_ref().map(|col| format!("({col})")).unwrap_or_default()))
+            .map(|c| {
+                format!(
+                    "{}{}",
+                    c.check,
+                    c.column
+                        .as_ref()
+                        .map(|col| format!("({col})"))
+                        .unwrap_or_default()
+                )
+            })
             .collect();
         result.message = format!("check failed: {}; nothing published", failed.join(", "));
         return Ok(result);
@@ -429,7 +592,10 @@ async fn build_model(
     publish::publish_dir(&staged, &location)?;
     register_folder(ctx, &m.name, &location, m.format).await?;
     history.record(run_id, &m.name, rows, &schema)?;
-    result.output_files = files.iter().map(|f| location.join(&f.path).display().to_string()).collect();
+    result.output_files = files
+        .iter()
+        .map(|f| location.join(&f.path).display().to_string())
+        .collect();
     result.status = "success".into();
     Ok(result)
 }
@@ -439,10 +605,18 @@ async fn count_rows(ctx: &SessionContext, table: &str) -> Result<u64> {
         .sql(&format!("SELECT count(*) FROM {}", ident(table)))
         .await
         .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-    let batches = df.collect().await.map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
     Ok(batches
         .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0) as u64))
+        .and_then(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .map(|a| a.value(0) as u64)
+        })
         .unwrap_or(0))
 }
 
@@ -456,11 +630,13 @@ async fn run_checks(
 ) -> Result<Vec<CheckResult>> {
     let mut out = Vec::new();
     for check in &m.checks {
-        let r = run_check(ctx, table, check, rows, schema, baseline).await.map_err(|e| SluiceError::Model {
-            model: m.name.clone(),
-            file: m.file.clone(),
-            message: format!("check {} could not run: {e}", check.name()),
-        })?;
+        let r = run_check(ctx, table, check, rows, schema, baseline)
+            .await
+            .map_err(|e| SluiceError::Model {
+                model: m.name.clone(),
+                file: m.file.clone(),
+                message: format!("check {} could not run: {e}", check.name()),
+            })?;
         out.push(r);
     }
     Ok(out)

@@ -103,14 +103,22 @@ pub fn discover(root: &Path) -> Result<Vec<Model>> {
     let mut models: Vec<Model> = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|e| SluiceError::io(&file, e))?;
-        let relative = file.strip_prefix(&dir).unwrap_or(&file).to_string_lossy().into_owned();
+        let relative = file
+            .strip_prefix(&dir)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .into_owned();
         let model = parse_model(&file, &relative, &text)?;
         if let Some(other) = models.iter().find(|m| m.name == model.name) {
             return Err(SluiceError::Config {
                 file: file.clone(),
                 line: None,
                 key: None,
-                message: format!("model `{}` is also defined in {}", model.name, other.file.display()),
+                message: format!(
+                    "model `{}` is also defined in {}",
+                    model.name,
+                    other.file.display()
+                ),
             });
         }
         models.push(model);
@@ -153,14 +161,19 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let config_error = |line: Option<usize>, key: Option<String>, message: String| SluiceError::Config {
-        file: file.to_path_buf(),
-        line,
-        key,
-        message,
-    };
+    let config_error =
+        |line: Option<usize>, key: Option<String>, message: String| SluiceError::Config {
+            file: file.to_path_buf(),
+            line,
+            key,
+            message,
+        };
     if !crate::config::is_identifier(&name) {
-        return Err(config_error(None, None, format!("model name `{name}` must be a SQL identifier (letters, digits, _)")));
+        return Err(config_error(
+            None,
+            None,
+            format!("model name `{name}` must be a SQL identifier (letters, digits, _)"),
+        ));
     }
     let (header, sql) = split_header(text);
     let raw: RawConfig = match &header {
@@ -169,7 +182,11 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
                 Some(span) => {
                     let line_in_body = body[..span.start.min(body.len())].matches('\n').count();
                     let line_text = body.lines().nth(line_in_body).unwrap_or("");
-                    let key = line_text.split('=').next().map(|k| k.trim().to_string()).filter(|k| !k.is_empty());
+                    let key = line_text
+                        .split('=')
+                        .next()
+                        .map(|k| k.trim().to_string())
+                        .filter(|k| !k.is_empty());
                     (Some(first_line + line_in_body), key)
                 }
                 None => (None, None),
@@ -179,7 +196,11 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         None => RawConfig::default(),
     };
     let line_of = |needle: &str| {
-        header.as_ref().and_then(|(body, first)| body.lines().position(|l| l.contains(needle)).map(|i| first + i))
+        header.as_ref().and_then(|(body, first)| {
+            body.lines()
+                .position(|l| l.contains(needle))
+                .map(|i| first + i)
+        })
     };
     let mut checks = Vec::new();
     let mut column_descriptions = IndexMap::new();
@@ -189,15 +210,26 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         }
         for value in &c.checks {
             checks.push(parse_column_check(column, value).map_err(|m| {
-                config_error(line_of(&format!("[columns.{column}]")), Some(format!("columns.{column}.checks")), m)
+                config_error(
+                    line_of(&format!("[columns.{column}]")),
+                    Some(format!("columns.{column}.checks")),
+                    m,
+                )
             })?);
         }
     }
     for value in &raw.checks {
-        checks.push(parse_table_check(value).map_err(|m| config_error(line_of("[[checks]]"), Some("checks".into()), m))?);
+        checks.push(
+            parse_table_check(value)
+                .map_err(|m| config_error(line_of("[[checks]]"), Some("checks".into()), m))?,
+        );
     }
     if sql.trim().trim_end_matches(';').trim().is_empty() {
-        return Err(config_error(None, None, "the model has no SQL; write one SELECT after the config block".into()));
+        return Err(config_error(
+            None,
+            None,
+            "the model has no SQL; write one SELECT after the config block".into(),
+        ));
     }
     Ok(Model {
         name,
@@ -218,7 +250,10 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
 }
 
 /// Substitute `${name}` with variables; an unknown variable is an error naming it.
-pub fn substitute(model: &Model, vars: &std::collections::BTreeMap<String, String>) -> Result<String> {
+pub fn substitute(
+    model: &Model,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> Result<String> {
     let mut out = String::with_capacity(model.sql.len());
     let mut rest = model.sql.as_str();
     while let Some(start) = rest.find("${") {
@@ -236,7 +271,9 @@ pub fn substitute(model: &Model, vars: &std::collections::BTreeMap<String, Strin
                 return Err(SluiceError::Model {
                     model: model.name.clone(),
                     file: model.file.clone(),
-                    message: format!("unknown variable ${{{name}}}; set it in [vars] or with --var {name}=..."),
+                    message: format!(
+                        "unknown variable ${{{name}}}; set it in [vars] or with --var {name}=..."
+                    ),
                 })
             }
         }
@@ -261,9 +298,23 @@ mod tests {
         assert_eq!(m.materialized, Materialized::Table);
         assert_eq!(m.checks.len(), 2);
         assert_eq!(m.sql, "SELECT 1 AS id");
-        let e = parse_model(Path::new("models/a.sql"), "a.sql", "/* @config\nmaterialized = \"table\"\nformatt = \"csv\"\n*/\nSELECT 1").unwrap_err();
+        let e = parse_model(
+            Path::new("models/a.sql"),
+            "a.sql",
+            "/* @config\nmaterialized = \"table\"\nformatt = \"csv\"\n*/\nSELECT 1",
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "models/a.sql:3: key `formatt`: unknown field `formatt`, expected one of `materialized`, `format`, `location`, `partition_by`, `unique_key`, `description`, `erasure`, `tags`, `columns`, `checks`");
-        let e = parse_model(Path::new("models/a.sql"), "a.sql", "/* @config\n[columns.id]\nchecks = [\"not_nul\"]\n*/\nSELECT 1").unwrap_err();
-        assert!(e.to_string().starts_with("models/a.sql:2: key `columns.id.checks`: unknown check `not_nul`"), "{e}");
+        let e = parse_model(
+            Path::new("models/a.sql"),
+            "a.sql",
+            "/* @config\n[columns.id]\nchecks = [\"not_nul\"]\n*/\nSELECT 1",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("models/a.sql:2: key `columns.id.checks`: unknown check `not_nul`"),
+            "{e}"
+        );
     }
 }

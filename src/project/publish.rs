@@ -31,7 +31,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<OutputFile>) -> Result<()> {
             walk(root, &path, out)?;
         } else if !name.starts_with('_') && !name.starts_with('.') {
             let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
             out.push(OutputFile { path: rel, bytes });
         }
     }
@@ -50,8 +54,10 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
 fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
-    let ca = CString::new(a.as_os_str().as_bytes()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let cb = CString::new(b.as_os_str().as_bytes()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let ca = CString::new(a.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let cb = CString::new(b.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: both are valid NUL-terminated paths; the syscall only reads them.
     let rc = unsafe {
         libc::syscall(
@@ -100,7 +106,11 @@ pub fn clean_staging(target: &Path) -> Result<usize> {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).map_err(|e| SluiceError::io(&dir, e))? {
         let path = entry.map_err(|e| SluiceError::io(&dir, e))?.path();
-        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
         removed.map_err(|e| SluiceError::io(&path, e))?;
         n += 1;
     }

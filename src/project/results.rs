@@ -152,7 +152,13 @@ impl History {
         }
     }
 
-    pub fn record(&self, run_id: &str, model: &str, rows: u64, schema: &[(String, String)]) -> Result<()> {
+    pub fn record(
+        &self,
+        run_id: &str,
+        model: &str,
+        rows: u64,
+        schema: &[(String, String)],
+    ) -> Result<()> {
         let entry = HistoryEntry {
             run_id: run_id.to_string(),
             model: model.to_string(),
@@ -160,14 +166,16 @@ impl History {
             schema: schema.to_vec(),
             finished_at: chrono::Utc::now().to_rfc3339(),
         };
-        let mut line = serde_json::to_string(&entry).map_err(|e| SluiceError::sql(e.to_string()))?;
+        let mut line =
+            serde_json::to_string(&entry).map_err(|e| SluiceError::sql(e.to_string()))?;
         line.push('\n');
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| SluiceError::io(&self.path, e))?;
-        f.write_all(line.as_bytes()).map_err(|e| SluiceError::io(&self.path, e))
+        f.write_all(line.as_bytes())
+            .map_err(|e| SluiceError::io(&self.path, e))
     }
 
     /// The last successful publish of a model.
@@ -176,9 +184,9 @@ impl History {
             return Baseline::default();
         };
         text.lines()
+            .rev()
             .filter_map(|l| serde_json::from_str::<HistoryEntry>(l).ok())
-            .filter(|e| e.model == model)
-            .last()
+            .find(|e| e.model == model)
             .map(|e| Baseline {
                 rows: Some(e.rows),
                 schema: Some(e.schema),

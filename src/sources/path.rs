@@ -27,13 +27,34 @@ fn looks_like_path(name: &str) -> bool {
     name.contains('/') || name.contains("://") || SourceFormat::from_location(name).is_some()
 }
 
+/// The format of a local folder's data files (a published output, a dataset folder).
+fn format_of_folder(dir: &std::path::Path) -> Option<SourceFormat> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('_') || name.starts_with('.') {
+            continue;
+        }
+        let found = if path.is_dir() {
+            format_of_folder(&path)
+        } else {
+            SourceFormat::from_location(&name)
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
 #[async_trait]
 impl UrlTableFactory for PathTableFactory {
     async fn try_new(&self, url: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         if !looks_like_path(url) {
             return Ok(None);
         }
-        let format = match SourceFormat::from_location(url) {
+        let format = match SourceFormat::from_location(url).or_else(|| format_of_folder(std::path::Path::new(url))) {
             Some(f) => f,
             None => {
                 return Err(DataFusionError::Plan(format!(
