@@ -179,7 +179,11 @@ impl<'a> ResultPrinter<'a> {
                 let note = match (rows, more) {
                     (1, _) => "1 row".to_string(),
                     (n, 0) => format!("{n} rows"),
-                    (n, m) => format!("{n} rows ({} shown, {m} more rows)", n - m),
+                    (n, m) => format!(
+                        "{n} rows ({} shown, {m} more {})",
+                        n - m,
+                        if m == 1 { "row" } else { "rows" }
+                    ),
                 };
                 writeln!(self.out, "{note}").map_err(io_err)?;
             }
@@ -429,11 +433,11 @@ mod tests {
     fn table_with_limit_and_width() {
         assert_eq!(
             print(PrintFormat::Table, Some(2), None),
-            "+-----+------+\n| id  | name |\n+-----+------+\n|   1 | ann  |\n|  22 | NULL |\n+-----+------+\n3 rows (2 shown, 1 more rows)\n"
+            "+----+------+\n| id | name |\n+----+------+\n|  1 | ann  |\n| 22 | NULL |\n+----+------+\n3 rows (2 shown, 1 more row)\n"
         );
         let narrow = print(PrintFormat::Table, None, Some(20));
         assert!(narrow.lines().all(|l| l.chars().count() <= 20), "{narrow}");
-        assert!(narrow.contains("a very …"), "{narrow}");
+        assert!(narrow.contains("| a very lo… |"), "{narrow}");
     }
 
     #[test]
