@@ -300,3 +300,33 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn killed_runs_never_leave_a_partial_published_output() {
+    let p = delivery_project();
+    assert_eq!(run(p.path(), &["run"]).code, 0);
+    let expected = published(p.path());
+    // Kill runs at moments spread over a run's life (it takes a few hundred ms here).
+    for i in 0..12u64 {
+        let mut child = sluice()
+            .arg("--project")
+            .arg(p.path())
+            .arg("run")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(i * 37 % 400));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever moment the kill hit, the published folder is complete and readable.
+        assert_eq!(published(p.path()), expected, "after a kill at iteration {i}");
+        let manifest = std::fs::read_to_string(p.path().join("target/out/people/_sluice.json")).unwrap();
+        assert!(manifest.contains("\"rows\": 3"), "{manifest}");
+    }
+    // The next run cleans what the killed ones left in staging and publishes normally.
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(std::fs::read_dir(p.path().join("target/.staging")).unwrap().next().is_none());
+}
