@@ -321,12 +321,20 @@ fn killed_runs_never_leave_a_partial_published_output() {
         let _ = child.kill();
         let _ = child.wait();
         // Whatever moment the kill hit, the published folder is complete and readable.
-        assert_eq!(published(p.path()), expected, "after a kill at iteration {i}");
-        let manifest = std::fs::read_to_string(p.path().join("target/out/people/_sluice.json")).unwrap();
+        assert_eq!(
+            published(p.path()),
+            expected,
+            "after a kill at iteration {i}"
+        );
+        let manifest =
+            std::fs::read_to_string(p.path().join("target/out/people/_sluice.json")).unwrap();
         assert!(manifest.contains("\"rows\": 3"), "{manifest}");
     }
     // The next run cleans what the killed ones left in staging and publishes normally.
     let r = run(p.path(), &["run"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(std::fs::read_dir(p.path().join("target/.staging")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(p.path().join("target/.staging"))
+        .unwrap()
+        .next()
+        .is_none());
 }
