@@ -142,24 +142,10 @@ async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
     let project = load_project(cli)?;
     let session = build_session(project.clone(), &session_options(cli)?)?;
     // Models are queryable in the shell; a broken model must not stop the shell.
-    let models = crate::project::build_plan(&project, &project.vars()).map(|plan| async move {
-        crate::project::register_models(&session, &plan)
-            .await
-            .map(|_| session)
-    });
-    let session = match models {
-        Ok(fut) => match fut.await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("warning: models not loaded: {e}");
-                build_session(project, &session_options(cli)?)?
-            }
-        },
-        Err(e) => {
-            eprintln!("warning: models not loaded: {e}");
-            build_session(project, &session_options(cli)?)?
-        }
-    };
+    match crate::project::build_plan(&project, &project.vars()) {
+        Ok(plan) => crate::project::declare_models(&session, &plan),
+        Err(e) => eprintln!("warning: models not loaded: {e}"),
+    }
     let scripted =
         !args.commands.is_empty() || !args.files.is_empty() || !std::io::stdin().is_terminal();
     let format = args.format.unwrap_or(PrintFormat::Table);

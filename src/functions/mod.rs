@@ -90,9 +90,10 @@ pub fn register_all(ctx: &SessionContext, project: Arc<Project>) -> Result<()> {
         "resolve_identities",
         Arc::new(identity::ResolveIdentities::new()),
     );
+    // Spark's names that DataFusion already defines keep DataFusion's meaning.
+    let builtin = ctx.state().scalar_functions().clone();
     for f in datafusion_spark::function::hash::functions() {
-        // Spark's names that DataFusion already defines keep DataFusion's meaning.
-        if ctx.state().scalar_functions().contains_key(f.name()) {
+        if builtin.contains_key(f.name()) {
             continue;
         }
         ctx.register_udf(f.as_ref().clone());

@@ -146,9 +146,10 @@ pub fn normalize(
             lower_nfc(trimmed, out);
             if profile == Profile::Google {
                 retain(out, |c| c.is_alphabetic() || c.is_whitespace());
-                let t = out.trim().to_string();
-                out.clear();
-                out.push_str(&t);
+                // Trim in place: digits or punctuation at the ends may have left spaces.
+                out.truncate(out.trim_end().len());
+                let lead = out.len() - out.trim_start().len();
+                out.drain(..lead);
             }
             !out.is_empty()
         }

@@ -252,6 +252,12 @@ async fn values(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The single number a `SELECT count(*) ...` query returns.
+pub async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
+    let v = values(ctx, sql).await?;
+    Ok(v.first().and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
 /// Run one check against `table`; `rows` and `schema` describe the staged output.
 pub async fn run_check(
     ctx: &SessionContext,
@@ -264,12 +270,11 @@ pub async fn run_check(
     let t = ident(table);
     let (failures, samples, message): (u64, Vec<String>, String) = match &check.kind {
         CheckKind::NotNull(c) => {
-            let n = values(
+            let n = count(
                 ctx,
                 &format!("SELECT count(*) FROM {t} WHERE {} IS NULL", ident(c)),
             )
             .await?;
-            let n: u64 = n.first().and_then(|v| v.parse().ok()).unwrap_or(0);
             (n, vec![], format!("{n} rows have NULL {c}"))
         }
         CheckKind::Unique(cols) => {

@@ -9,15 +9,18 @@ pub mod results;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::catalog::TableProvider;
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::datasource::ViewTable;
 use datafusion::prelude::SessionContext;
 
-use crate::config::{Project, SourceConfig, SourceFormat, SourceOptions};
+use crate::config::{Project, SourceFormat};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;
-use crate::sources::{open_source, SourceDef};
+use crate::sources::{open_source, ModelTable, SourceDef};
 use checks::{run_check, Baseline, CheckResult};
 use model::{Materialized, Model, OutputFormat};
 use results::{History, ModelResult, RunResults};
@@ -245,58 +248,61 @@ async fn register_folder(
     folder: &Path,
     format: OutputFormat,
 ) -> Result<()> {
-    let location = format!("{}/", folder.display());
-    let def = SourceDef {
-        name: name.to_string(),
-        location: location.clone(),
-        format: output_format(format),
-        config: SourceConfig {
-            location,
-            format: Some(output_format(format)),
-            options: SourceOptions::default(),
-            schema: None,
-            description: None,
-        },
-    };
+    let def = SourceDef::folder(name, folder, output_format(format));
     let table = open_source(&ctx.state(), &def)
         .await
         .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    replace_table(ctx, name, table)
+}
+
+/// Register an already planned query as a view (CREATE OR REPLACE VIEW would plan the
+/// SQL a second time).
+fn register_view(ctx: &SessionContext, name: &str, df: &DataFrame, sql: &str) -> Result<()> {
+    let view = ViewTable::new(df.logical_plan().clone(), Some(sql.to_string()));
+    replace_table(ctx, name, Arc::new(view))
+}
+
+/// Column names and types of a model's output, as recorded in manifests and history.
+fn output_schema(df: &DataFrame) -> Vec<(String, String)> {
+    df.schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().to_string()))
+        .collect()
+}
+
+fn replace_table(ctx: &SessionContext, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
     let _ = ctx.deregister_table(name);
     ctx.register_table(name, table)
         .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
     Ok(())
 }
 
-/// Make the project's models queryable without building them: views are registered as
-/// views, tables as their published output (when there is one).
-pub async fn register_models(session: &Session, plan: &ProjectPlan) -> Result<()> {
-    for &i in &plan.order {
+/// Make the project's models queryable by name without building them: views by their
+/// SQL, tables by their published output (when there is one). Nothing is read or planned
+/// until a statement uses a model.
+pub fn declare_models(session: &Session, plan: &ProjectPlan) {
+    let models = plan.order.iter().filter_map(|&i| {
         let m = &plan.models[i];
-        match m.materialized {
-            Materialized::View => {
-                session
-                    .ctx
-                    .sql(&format!(
-                        "CREATE OR REPLACE VIEW {} AS {}",
-                        ident(&m.name),
-                        plan.sql[i]
-                    ))
-                    .await
-                    .map_err(|e| SluiceError::Model {
-                        model: m.name.clone(),
-                        file: m.file.clone(),
-                        message: describe_datafusion_error(&e),
-                    })?;
-            }
+        let table = match m.materialized {
+            Materialized::View => ModelTable::View {
+                sql: plan.sql[i].clone(),
+            },
             _ => {
                 let loc = plan.location(&session.project, i);
-                if loc.join("_SUCCESS").exists() {
-                    register_folder(&session.ctx, &m.name, &loc, m.format).await?;
+                if !loc.join("_SUCCESS").exists() {
+                    return None;
                 }
+                ModelTable::Published(Box::new(SourceDef::folder(
+                    &m.name,
+                    &loc,
+                    output_format(m.format),
+                )))
             }
-        }
-    }
-    Ok(())
+        };
+        Some((m.name.clone(), table))
+    });
+    session.schema.declare_models(models);
 }
 
 /// Build the selected models in order. Returns the results; the caller maps failures to
@@ -307,7 +313,6 @@ pub async fn run(
     options: &RunOptions,
 ) -> Result<RunResults> {
     let project = &session.project;
-    let ctx = &session.ctx;
     let target = PathBuf::from(project.target());
     std::fs::create_dir_all(&target).map_err(|e| SluiceError::io(&target, e))?;
     let cleaned = publish::clean_staging(&target)?;
@@ -317,6 +322,9 @@ pub async fn run(
         ));
     }
     let selected = plan.select(&options.select)?;
+    // Models outside the selection stay readable (views, published tables); every model
+    // built below is registered over its declaration.
+    declare_models(session, plan);
     let run_id = new_run_id();
     let history = History::new(&target);
     let mut results = RunResults::new(&run_id, &project.name());
@@ -326,24 +334,6 @@ pub async fn run(
     for &i in &plan.order {
         let m = &plan.models[i];
         if !selected.contains(&i) {
-            // Upstream of the selection: make it readable without rebuilding it.
-            match m.materialized {
-                Materialized::View => {
-                    let _ = ctx
-                        .sql(&format!(
-                            "CREATE OR REPLACE VIEW {} AS {}",
-                            ident(&m.name),
-                            plan.sql[i]
-                        ))
-                        .await;
-                }
-                _ => {
-                    let loc = plan.location(project, i);
-                    if loc.exists() {
-                        register_folder(ctx, &m.name, &loc, m.format).await?;
-                    }
-                }
-            }
             continue;
         }
         if stop || plan.deps[i].iter().any(|d| failed.contains(d)) {
@@ -438,20 +428,11 @@ async fn build_model(
     let mut result = ModelResult::new(m);
     if m.materialized == Materialized::View {
         let df = ctx.sql(sql).await.map_err(model_err)?;
-        let schema: Vec<(String, String)> = df
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().to_string()))
-            .collect();
-        ctx.sql(&format!(
-            "CREATE OR REPLACE VIEW {} AS {sql}",
-            ident(&m.name)
-        ))
-        .await
-        .map_err(model_err)?;
+        let schema = output_schema(&df);
+        register_view(ctx, &m.name, &df, sql)?;
         if !m.checks.is_empty() {
-            let rows = count_rows(ctx, &m.name).await?;
+            let rows =
+                checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name))).await?;
             result.checks =
                 run_checks(ctx, &m.name, m, rows, &schema, &Baseline::default()).await?;
             result.rows = Some(rows);
@@ -465,12 +446,7 @@ async fn build_model(
     }
 
     let df = ctx.sql(sql).await.map_err(model_err)?;
-    let schema: Vec<(String, String)> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), f.data_type().to_string()))
-        .collect();
+    let schema = output_schema(&df);
     for col in &m.partition_by {
         if !schema.iter().any(|(n, _)| n == col) {
             return Err(SluiceError::Model {
@@ -509,35 +485,29 @@ async fn build_model(
 
     // Audit: every check runs on the staged files, exactly what would be published.
     let staged_name = format!("__staged_{}", m.name);
-    let checks = if files.is_empty() {
+    let staged_table = if files.is_empty() {
         // Nothing was written (no rows): checks see an empty result of the model's query.
         let empty = format!("SELECT * FROM ({sql}) AS __empty WHERE false");
-        ctx.sql(&format!(
-            "CREATE OR REPLACE VIEW {} AS {empty}",
-            ident(&staged_name)
-        ))
-        .await
-        .map_err(model_err)?;
-        run_checks(
-            ctx,
-            &staged_name,
-            m,
-            rows,
-            &schema,
-            &history.baseline(&m.name),
-        )
-        .await
+        match ctx.sql(&empty).await {
+            Ok(df) => register_view(ctx, &staged_name, &df, &empty),
+            Err(e) => Err(model_err(e)),
+        }
     } else {
-        register_folder(ctx, &staged_name, &staged, m.format).await?;
-        run_checks(
-            ctx,
-            &staged_name,
-            m,
-            rows,
-            &schema,
-            &history.baseline(&m.name),
-        )
-        .await
+        register_folder(ctx, &staged_name, &staged, m.format).await
+    };
+    let checks = match staged_table {
+        Ok(()) => {
+            run_checks(
+                ctx,
+                &staged_name,
+                m,
+                rows,
+                &schema,
+                &history.baseline(&m.name),
+            )
+            .await
+        }
+        Err(e) => Err(e),
     };
     let _ = ctx.deregister_table(&staged_name);
     let checks = match checks {
@@ -598,26 +568,6 @@ async fn build_model(
         .collect();
     result.status = "success".into();
     Ok(result)
-}
-
-async fn count_rows(ctx: &SessionContext, table: &str) -> Result<u64> {
-    let df = ctx
-        .sql(&format!("SELECT count(*) FROM {}", ident(table)))
-        .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-    Ok(batches
-        .first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::Int64Array>()
-                .map(|a| a.value(0) as u64)
-        })
-        .unwrap_or(0))
 }
 
 async fn run_checks(

@@ -13,6 +13,7 @@ pub(crate) type SessionStateLock = parking_lot::RwLock<SessionState>;
 use async_trait::async_trait;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::ViewTable;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::context::SessionState;
 use futures::TryStreamExt;
@@ -53,6 +54,23 @@ impl SourceDef {
             .collect()
     }
 
+    /// A folder of output files (a published or staged model) read as a table.
+    pub fn folder(name: &str, folder: &std::path::Path, format: SourceFormat) -> SourceDef {
+        let location = format!("{}/", folder.display());
+        SourceDef {
+            name: name.to_string(),
+            location: location.clone(),
+            format,
+            config: SourceConfig {
+                location,
+                format: Some(format),
+                options: Default::default(),
+                schema: None,
+                description: None,
+            },
+        }
+    }
+
     fn error(&self, message: impl std::fmt::Display) -> DataFusionError {
         if self.name == self.config.location {
             // A path queried directly: the path is the name.
@@ -66,11 +84,20 @@ impl SourceDef {
     }
 }
 
-/// The default schema of every session: project sources plus tables and views the user
-/// or the runner registers.
+/// A project model the schema opens on first use, like a source: a view's SQL, or the
+/// published folder of a table model.
+#[derive(Debug, Clone)]
+pub enum ModelTable {
+    View { sql: String },
+    Published(Box<SourceDef>),
+}
+
+/// The default schema of every session: project sources, project models, plus tables and
+/// views the user or the runner registers (which shadow a model of the same name).
 #[derive(Debug)]
 pub struct ProjectSchema {
     sources: IndexMap<String, SourceDef>,
+    models: RwLock<IndexMap<String, ModelTable>>,
     built: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
     registered: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     state: OnceLock<Weak<SessionStateLock>>,
@@ -80,6 +107,7 @@ impl ProjectSchema {
     pub fn new(sources: IndexMap<String, SourceDef>) -> Self {
         ProjectSchema {
             sources,
+            models: RwLock::new(IndexMap::new()),
             built: Mutex::new(HashMap::new()),
             registered: RwLock::new(HashMap::new()),
             state: OnceLock::new(),
@@ -99,6 +127,17 @@ impl ProjectSchema {
         self.sources.values()
     }
 
+    /// Make models queryable by name; nothing is read or planned until a statement uses one.
+    pub fn declare_models(&self, models: impl IntoIterator<Item = (String, ModelTable)>) {
+        if let Ok(mut m) = self.models.write() {
+            m.extend(models);
+        }
+    }
+
+    fn model(&self, name: &str) -> Option<ModelTable> {
+        self.models.read().ok().and_then(|m| m.get(name).cloned())
+    }
+
     fn session_state(&self) -> DFResult<SessionState> {
         let weak = self.state.get().ok_or_else(|| {
             DataFusionError::Internal("source schema is not attached to a session".into())
@@ -110,21 +149,34 @@ impl ProjectSchema {
         Ok(guard.clone())
     }
 
-    async fn build_source(&self, def: &SourceDef) -> DFResult<Arc<dyn TableProvider>> {
-        if let Some(table) = self
-            .built
-            .lock()
-            .ok()
-            .and_then(|b| b.get(&def.name).cloned())
-        {
-            return Ok(table);
+    /// Open a source or model once; later statements reuse the table.
+    async fn build(
+        &self,
+        name: &str,
+        model: Option<ModelTable>,
+    ) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.built.lock().ok().and_then(|b| b.get(name).cloned()) {
+            return Ok(Some(table));
         }
         let state = self.session_state()?;
-        let table = open_source(&state, def).await?;
+        let table: Arc<dyn TableProvider> = match (self.sources.get(name), model) {
+            (Some(def), _) => open_source(&state, def).await?,
+            (None, Some(ModelTable::Published(def))) => open_source(&state, &def).await?,
+            (None, Some(ModelTable::View { sql })) => {
+                let plan = state.create_logical_plan(&sql).await.map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "model `{name}`: {}",
+                        crate::error::describe_datafusion_error(&e)
+                    ))
+                })?;
+                Arc::new(ViewTable::new(plan, Some(sql)))
+            }
+            (None, None) => return Ok(None),
+        };
         if let Ok(mut built) = self.built.lock() {
-            built.insert(def.name.clone(), table.clone());
+            built.insert(name.to_string(), table.clone());
         }
-        Ok(table)
+        Ok(Some(table))
     }
 }
 
@@ -132,13 +184,14 @@ impl ProjectSchema {
 impl SchemaProvider for ProjectSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.sources.keys().cloned().collect();
-        if let Ok(reg) = self.registered.read() {
-            names.extend(
-                reg.keys()
-                    .filter(|k| !self.sources.contains_key(*k))
-                    .cloned(),
-            );
+        if let Ok(models) = self.models.read() {
+            names.extend(models.keys().cloned());
         }
+        if let Ok(reg) = self.registered.read() {
+            names.extend(reg.keys().cloned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
         names
     }
 
@@ -151,10 +204,7 @@ impl SchemaProvider for ProjectSchema {
         {
             return Ok(Some(t));
         }
-        match self.sources.get(name) {
-            Some(def) => self.build_source(def).await.map(Some),
-            None => Ok(None),
-        }
+        self.build(name, self.model(name)).await
     }
 
     fn register_table(
@@ -184,6 +234,7 @@ impl SchemaProvider for ProjectSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.sources.contains_key(name)
+            || self.model(name).is_some()
             || self
                 .registered
                 .read()
