@@ -4,6 +4,27 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# Python tools the tests drive: an S3-compatible server (moto) and clients (boto3, pyarrow,
+# psycopg), in a venv of their own.
+venv_ok() {
+  [ -x .venv/bin/moto_server ] &&
+    .venv/bin/python -c 'import boto3, pyarrow, psycopg' 2>/dev/null
+}
+if ! venv_ok; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check \
+    'moto[server]==5.*' 'boto3==1.*' 'pyarrow>=15' 'psycopg[binary]==3.*'
+  venv_ok || { echo "test.sh: could not install the Python test tools into .venv" >&2; exit 1; }
+fi
+
+# psql and pgbench (Debian's postgresql-client) for the server tests.
+if ! command -v psql >/dev/null || ! command -v pgbench >/dev/null; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq postgresql-client
+fi
+
 cargo fmt --check
 cargo build --all-targets --locked
 cargo test --locked --all-targets -- --test-threads 2

@@ -37,11 +37,13 @@ pub enum Command {
     Run(RunArgs),
     /// Show what `run` would do: order, resolved SQL, inputs and outputs (writes nothing)
     Plan(RunArgs),
+    /// Run the models' checks again on what is published now (writes test_results.json)
+    Test(TestArgs),
     /// List sluice's SQL functions with signature, description and example
     Functions(FunctionsArgs),
 }
 
-#[derive(Debug, Default, Args)]
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// Models to build: name, +name (with ancestors), name+ (with descendants), folder/, tag:x
     #[arg(short = 's', long, value_name = "SELECTOR", num_args = 1..)]
@@ -52,6 +54,31 @@ pub struct RunArgs {
     /// Stop at the first failing model
     #[arg(long)]
     pub fail_fast: bool,
+    /// Rebuild incremental models from scratch instead of adding to them
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Publish the models only when every model and check of the run succeeded
+    #[arg(long)]
+    pub all_or_nothing: bool,
+    /// Models built at the same time
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
+    /// POST the run results as JSON to this URL when the run fails
+    #[arg(long, value_name = "URL")]
+    pub notify: Option<String>,
+    /// With --notify: post after every run, not only failed ones
+    #[arg(long, requires = "notify")]
+    pub notify_always: bool,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct TestArgs {
+    /// Models to test: name, +name, name+, folder/, tag:x
+    #[arg(short = 's', long, value_name = "SELECTOR", num_args = 1..)]
+    pub select: Vec<String>,
+    /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
 }
 
 #[derive(Debug, Default, Args)]
@@ -135,6 +162,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Functions(args)) => functions(args),
         Some(Command::Run(args)) => run(&cli, args).await,
         Some(Command::Plan(args)) => plan(&cli, args),
+        Some(Command::Test(args)) => test(&cli, args).await,
     }
 }
 
@@ -206,9 +234,12 @@ async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
     }
 }
 
-fn vars(project: &Project, args: &RunArgs) -> Result<std::collections::BTreeMap<String, String>> {
+fn vars(
+    project: &Project,
+    settings: &[String],
+) -> Result<std::collections::BTreeMap<String, String>> {
     let mut vars = project.vars();
-    for v in &args.vars {
+    for v in settings {
         let (k, val) = v
             .split_once('=')
             .ok_or_else(|| SluiceError::Usage(format!("--var {v}: expected NAME=VALUE")))?;
@@ -219,7 +250,7 @@ fn vars(project: &Project, args: &RunArgs) -> Result<std::collections::BTreeMap<
 
 fn plan(cli: &Cli, args: &RunArgs) -> Result<()> {
     let project = load_project(cli)?;
-    let plan = crate::project::build_plan(&project, &vars(&project, args)?)?;
+    let plan = crate::project::build_plan(&project, &vars(&project, &args.vars)?)?;
     let selected = plan.select(&args.select)?;
     print!("{}", plan.describe(&project, &selected));
     Ok(())
@@ -227,13 +258,25 @@ fn plan(cli: &Cli, args: &RunArgs) -> Result<()> {
 
 async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     let project = load_project(cli)?;
-    let plan = crate::project::build_plan(&project, &vars(&project, args)?)?;
+    let plan = crate::project::build_plan(&project, &vars(&project, &args.vars)?)?;
     let session = build_session(project, &session_options(cli)?)?;
     let options = crate::project::RunOptions {
         select: args.select.clone(),
         fail_fast: args.fail_fast,
+        full_refresh: args.full_refresh,
+        all_or_nothing: args.all_or_nothing,
+        threads: usize::from(args.threads),
     };
     let results = crate::project::run(&session, &plan, &options).await?;
+    let failed = results.any_error() || results.any_check_failure();
+    if let Some(url) = &args.notify {
+        if failed || args.notify_always {
+            match crate::project::notify::post(url, &results).await {
+                Ok(status) => eprintln!("notified the webhook (HTTP {status})"),
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+    }
     let ok = results
         .results
         .iter()
@@ -246,7 +289,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         results.results.iter().filter(|r| r.status == "error").count(),
         results.results.iter().filter(|r| r.status == "skipped").count(),
         results.elapsed_time,
-        session.project.target()
+        session.project.records_dir().display()
     );
     if results.any_error() {
         let first = results
@@ -269,6 +312,37 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         return Err(SluiceError::Check(first));
     }
     eprintln!("{summary}");
+    Ok(())
+}
+
+async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
+    let project = load_project(cli)?;
+    let vars = vars(&project, &args.vars)?;
+    let plan = crate::project::build_plan(&project, &vars)?;
+    let session = build_session(project, &session_options(cli)?)?;
+    let results = crate::project::test(&session, &plan, &args.select).await?;
+    let count = |s: &str| results.results.iter().filter(|r| r.status == s).count();
+    let checks: usize = results.results.iter().map(|r| r.checks.len()).sum();
+    eprintln!(
+        "{} models, {checks} checks: {} passed, {} failed, {} errors in {:.2}s",
+        results.results.len(),
+        count("success"),
+        count("fail"),
+        count("error"),
+        results.elapsed_time
+    );
+    if let Some(r) = results.results.iter().find(|r| r.status == "error") {
+        return Err(SluiceError::sql(format!(
+            "model `{}`: {}",
+            r.name, r.message
+        )));
+    }
+    if let Some(r) = results.results.iter().find(|r| r.status == "fail") {
+        return Err(SluiceError::Check(format!(
+            "model `{}`: {}",
+            r.name, r.message
+        )));
+    }
     Ok(())
 }
 

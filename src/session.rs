@@ -2,6 +2,7 @@
 //! its DataFusion session here, with the same memory limit, spilling, object stores,
 //! sources and functions.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::config::Project;
+use crate::config::{Project, S3Config};
 use crate::error::{Result, SluiceError};
 use crate::sources::{PathTableFactory, ProjectSchema, SourceDef};
 use crate::storage::StoreRegistry;
@@ -38,6 +39,27 @@ impl SessionOptions {
     }
 }
 
+/// Per-bucket S3 settings that sources give themselves; one bucket, one set of settings.
+fn bucket_settings(project: &Project) -> Result<HashMap<String, S3Config>> {
+    let mut out: HashMap<String, (String, S3Config)> = HashMap::new();
+    for (name, source) in &project.config.sources {
+        let Some(s3) = &source.s3 else { continue };
+        let Some(bucket) = crate::storage::bucket_of(&source.location) else {
+            return Err(SluiceError::Usage(format!(
+                "source `{name}`: `s3` settings need an s3:// location, not {}",
+                source.location
+            )));
+        };
+        if let Some((other, _)) = out.get(bucket) {
+            return Err(SluiceError::Usage(format!(
+                "sources `{other}` and `{name}` both give S3 settings for bucket `{bucket}`; give them once"
+            )));
+        }
+        out.insert(bucket.to_string(), (name.clone(), s3.clone()));
+    }
+    Ok(out.into_iter().map(|(b, (_, s))| (b, s)).collect())
+}
+
 /// A session with the project's sources and sluice's functions registered.
 pub struct Session {
     pub ctx: SessionContext,
@@ -57,6 +79,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         .with_disk_manager_builder(DiskManagerBuilder::default())
         .with_object_store_registry(Arc::new(StoreRegistry::new(
             project.config.storage.s3.clone(),
+            bucket_settings(&project)?,
         )))
         .build_arc()
         .map_err(|e| SluiceError::Usage(format!("cannot set up the runtime: {e}")))?;

@@ -136,7 +136,7 @@ fn failing_check_exits_3_and_keeps_the_previous_output() {
     );
     assert!(
         r.stderr.contains(
-            "check accepted_values(country) fail: 1 values not in the accepted list; e.g. FR"
+            "check accepted_values(country) fail: 1 rows have values not in the accepted list; e.g. FR"
         ),
         "{}",
         r.stderr
@@ -274,7 +274,7 @@ fn example_project_runs_with_every_check_passing() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("6 models: 6 ok, 0 failed checks, 0 errors, 0 skipped"),
+            .contains("7 models: 7 ok, 0 failed checks, 0 errors, 0 skipped"),
         "{}",
         r.stderr
     );
@@ -284,6 +284,18 @@ fn example_project_runs_with_every_check_passing() {
     // Every event of a migrated overseas account carries the same shared id as its new account.
     let split = query_csv(dir.path(), "SELECT count(*) AS n FROM (SELECT l.shared_id FROM account_links l GROUP BY l.shared_id HAVING count(DISTINCT l.group_size) > 1)");
     assert_eq!(split, "n\n0\n");
+    // The incremental model merges by key: a second run replaces the days it sees again.
+    let combos = query_csv(dir.path(), "SELECT count(*) AS n FROM (SELECT DISTINCT CAST(event_ts AS DATE), country, platform FROM eda_launch_events)");
+    let r = run(dir.path(), &["run", "--select", "daily_activity"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        query_csv(dir.path(), "SELECT count(*) AS n FROM daily_activity"),
+        combos
+    );
+    // And every check passes again on what is published.
+    let r = run(dir.path(), &["test"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("0 failed, 0 errors"), "{}", r.stderr);
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -337,4 +349,319 @@ fn killed_runs_never_leave_a_partial_published_output() {
         .unwrap()
         .next()
         .is_none());
+}
+
+const EVENTS_TOML: &str = "[sources.events]\nlocation = \"data/events.csv\"\n";
+
+fn events_rows(p: &Path, table: &str) -> String {
+    query_csv(p, &format!("SELECT id, ts, v FROM {table} ORDER BY id, ts"))
+}
+
+#[test]
+fn incremental_watermark_adds_only_rows_above_the_published_maximum() {
+    let model = "/* @config\nmaterialized = \"incremental\"\nwatermark = \"ts\"\nformat = \"csv\"\n[columns.id]\nchecks = [\"not_null\"]\n*/\nSELECT id, ts, v FROM events\n";
+    let p = project(&[
+        ("sluice.toml", EVENTS_TOML),
+        ("data/events.csv", "id,ts,v\n1,10,a\n2,20,b\n"),
+        ("models/events_log.sql", model),
+    ]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        events_rows(p.path(), "events_log"),
+        "id,ts,v\n1,10,a\n2,20,b\n"
+    );
+    // Row 2 changed in the source (below the watermark: not picked up); 3 and 4 are new.
+    std::fs::write(
+        p.path().join("data/events.csv"),
+        "id,ts,v\n1,10,a\n2,20,CHANGED\n3,30,c\n4,40,d\n",
+    )
+    .unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("4 rows, 2 files"), "{}", r.stderr);
+    assert!(r.stderr.contains("(2 new rows)"), "{}", r.stderr);
+    assert_eq!(
+        events_rows(p.path(), "events_log"),
+        "id,ts,v\n1,10,a\n2,20,b\n3,30,c\n4,40,d\n"
+    );
+    // Nothing new: the output is unchanged.
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("4 rows"), "{}", r.stderr);
+    // --full-refresh rebuilds from the source.
+    let r = run(p.path(), &["run", "--full-refresh"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        events_rows(p.path(), "events_log"),
+        "id,ts,v\n1,10,a\n2,20,CHANGED\n3,30,c\n4,40,d\n"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("target/events_log/_sluice.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["rows"], 4);
+}
+
+#[test]
+fn incremental_unique_key_replaces_rows_with_the_same_key() {
+    let model = "/* @config\nmaterialized = \"incremental\"\nunique_key = [\"id\"]\n[columns.id]\nchecks = [\"unique\"]\n*/\nSELECT id, ts, v FROM events\n";
+    let p = project(&[
+        ("sluice.toml", EVENTS_TOML),
+        ("data/events.csv", "id,ts,v\n1,10,a\n2,20,b\n3,30,c\n"),
+        ("models/latest.sql", model),
+    ]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // 2 changes, 3 leaves the source (kept), 4 arrives.
+    std::fs::write(
+        p.path().join("data/events.csv"),
+        "id,ts,v\n1,10,a\n2,25,b2\n4,40,d\n",
+    )
+    .unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        events_rows(p.path(), "latest"),
+        "id,ts,v\n1,10,a\n2,25,b2\n3,30,c\n4,40,d\n"
+    );
+}
+
+#[test]
+fn incremental_model_without_watermark_or_key_is_a_config_error() {
+    let p = project(&[
+        ("sluice.toml", EVENTS_TOML),
+        ("data/events.csv", "id,ts,v\n1,10,a\n"),
+        (
+            "models/bad.sql",
+            "/* @config\nmaterialized = \"incremental\"\n*/\nSELECT * FROM events\n",
+        ),
+    ]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "bad.sql:2: key `materialized`: an incremental model needs `watermark = \"column\"`"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+fn two_outputs_project() -> tempfile::TempDir {
+    project(&[
+        ("sluice.toml", TOML),
+        ("data/people.csv", PEOPLE),
+        ("data/erase.csv", "name\ncy\n"),
+        (
+            "models/good.sql",
+            "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\n*/\nSELECT id, name FROM people\n",
+        ),
+        (
+            "models/also_good.sql",
+            "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\n*/\nSELECT id FROM good\n",
+        ),
+        (
+            "models/strict.sql",
+            "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\n[columns.country]\nchecks = [{ accepted_values = [\"KR\", \"US\"] }]\n*/\nSELECT id, country FROM people\n",
+        ),
+    ])
+}
+
+#[test]
+fn all_or_nothing_publishes_nothing_when_one_model_fails() {
+    let p = two_outputs_project();
+    let r = run(p.path(), &["run", "--all-or-nothing"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--all-or-nothing: nothing published"),
+        "{}",
+        r.stderr
+    );
+    for m in ["good", "also_good", "strict"] {
+        assert!(!p.path().join("target").join(m).exists(), "{m} published");
+    }
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    let status = |name: &str| {
+        results["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(|r| {
+                (
+                    r["status"].as_str().unwrap().to_string(),
+                    r["message"].as_str().unwrap().to_string(),
+                )
+            })
+            .unwrap()
+    };
+    assert_eq!(status("strict").0, "fail");
+    assert_eq!(
+        status("good"),
+        (
+            "skipped".to_string(),
+            "built and checked, not published: another model failed (--all-or-nothing)".to_string()
+        )
+    );
+    // Nothing is left in staging either.
+    assert_eq!(
+        std::fs::read_dir(p.path().join("target/.staging"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // Without the flag the good models publish and the failing one does not; with it and
+    // every check passing, all publish (also_good read good's staged output).
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(p.path().join("target/good/_SUCCESS").exists());
+    assert!(!p.path().join("target/strict").exists());
+    std::fs::write(
+        p.path().join("data/people.csv"),
+        "id,name,country\n1,ann,KR\n2,bob,US\n7,eve,US\n",
+    )
+    .unwrap();
+    let r = run(p.path(), &["run", "--all-or-nothing", "--threads", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--all-or-nothing: published"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        query_csv(p.path(), "SELECT id FROM also_good ORDER BY id"),
+        "id\n1\n2\n7\n"
+    );
+}
+
+#[test]
+fn sluice_test_rechecks_what_is_published() {
+    let p = project(&[
+        ("sluice.toml", "[sources.codes]\nlocation = \"data/codes.csv\"\n[sources.people]\nlocation = \"data/people.csv\"\n"),
+        ("data/codes.csv", "code\nKR\nUS\nJP\n"),
+        ("data/people.csv", PEOPLE),
+        (
+            "models/out.sql",
+            "/* @config\nmaterialized = \"table\"\n[columns.country]\nchecks = [{ relationships = \"codes.code\" }, \"not_null\"]\n*/\nSELECT id, country FROM people\n",
+        ),
+    ]);
+    let r = run(p.path(), &["test"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("model `out`: nothing published at"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(run(p.path(), &["run"]).code, 0);
+    let r = run(p.path(), &["test"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("1 models, 2 checks: 1 passed, 0 failed, 0 errors"),
+        "{}",
+        r.stderr
+    );
+    // The reference list loses JP: the published output now fails, and stays as it was.
+    let before = snapshot(&p.path().join("target/out"));
+    std::fs::write(p.path().join("data/codes.csv"), "code\nKR\nUS\n").unwrap();
+    let r = run(p.path(), &["test"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "check relationships(country) fail: 1 values have no match in codes.code; e.g. JP"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot(&p.path().join("target/out")), before);
+    assert!(p.path().join("target/test_results.json").exists());
+}
+
+/// A webhook on loopback that records one request's body.
+fn webhook() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/hooks/sluice?token=s3cret",
+        listener.local_addr().unwrap().port()
+    );
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0usize;
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        format!("{}{}", request_line, String::from_utf8(body).unwrap())
+    });
+    (url, handle)
+}
+
+#[test]
+fn notify_posts_the_run_results_when_the_run_fails() {
+    let p = two_outputs_project();
+    let (url, hook) = webhook();
+    let r = run(p.path(), &["run", "--notify", &url]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("notified the webhook (HTTP 200)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("s3cret"), "{}", r.stderr);
+    let request = hook.join().unwrap();
+    let (line, body) = request.split_once('\n').unwrap();
+    assert!(
+        line.starts_with("POST /hooks/sluice?token=s3cret "),
+        "{line}"
+    );
+    let results: serde_json::Value = serde_json::from_str(body).unwrap();
+    let strict = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "strict")
+        .unwrap();
+    assert_eq!(strict["status"], "fail");
+    assert_eq!(strict["checks"][0]["samples"][0], "JP");
+}
+
+#[test]
+fn notify_to_an_unreachable_webhook_warns_without_the_token() {
+    let p = two_outputs_project();
+    // A port nothing listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/hook?token=s3cret");
+    let r = run(p.path(), &["run", "--notify", &url]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("warning: notify http://127.0.0.1:{port}/hook:")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("s3cret"), "{}", r.stderr);
 }

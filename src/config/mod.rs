@@ -56,6 +56,8 @@ pub struct S3Config {
     pub virtual_hosted_style: Option<bool>,
     /// Unsigned requests, for public buckets.
     pub skip_signature: Option<bool>,
+    /// Seconds one request may take before it is retried (default 300).
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -132,6 +134,8 @@ pub struct SourceConfig {
     /// Column name -> SQL type; when given, nothing is inferred.
     pub schema: Option<IndexMap<String, String>>,
     pub description: Option<String>,
+    /// Settings for this source's bucket when it lives in another store than [storage.s3].
+    pub s3: Option<S3Config>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -221,6 +225,17 @@ impl Project {
             target.to_string()
         } else {
             self.root.join(target).to_string_lossy().into_owned()
+        }
+    }
+
+    /// The local folder for run records (run_results.json, history, staging): the target
+    /// itself when it is local, else `target/` in the project.
+    pub fn records_dir(&self) -> PathBuf {
+        let target = self.target();
+        if target.contains("://") {
+            self.root.join("target")
+        } else {
+            PathBuf::from(target)
         }
     }
 

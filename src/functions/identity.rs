@@ -2,22 +2,27 @@
 //! identifiers (legacy account <-> migrated account <-> email hash ...) each get one shared
 //! id. Union-find over interned ids; ids keep the shared id they had in the previous run.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, Int64Builder, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{plan_err, DataFusionError, ScalarValue};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::datasource::TableType;
 use datafusion::error::Result;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::shared_id::{namespace, shared_id_of};
 use super::FunctionDoc;
@@ -126,40 +131,144 @@ impl TableProvider for IdentityTable {
             .ok_or_else(|| {
                 DataFusionError::Internal("resolve_identities needs a SessionState".into())
             })?;
-        let ctx = SessionContext::new_with_state(session_state.clone());
-        let pool = state.runtime_env().memory_pool.clone();
-        let reservation = MemoryConsumer::new("resolve_identities").register(&pool);
-        let batch = resolve(&ctx, &self.spec, reservation).await?;
-        let table = MemTable::try_new(self.schema.clone(), vec![vec![batch]])?;
-        table.scan(state, projection, filters, limit).await
+        // The graph is resolved when the plan runs, and the mapping streams out in batches.
+        let partition = Arc::new(IdentityStream {
+            spec: self.spec.clone(),
+            state: session_state.clone(),
+            schema: self.schema.clone(),
+        });
+        StreamingTable::try_new(self.schema.clone(), vec![partition])?
+            .scan(state, projection, filters, limit)
+            .await
     }
+}
+
+struct IdentityStream {
+    spec: IdentitySpec,
+    state: SessionState,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for IdentityStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityStream")
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+impl PartitionStream for IdentityStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, task: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let ctx = SessionContext::new_with_state(self.state.clone());
+        let spec = self.spec.clone();
+        let batch_size = task.session_config().batch_size().max(1);
+        let reservation = MemoryConsumer::new("resolve_identities").register(task.memory_pool());
+        let batches = futures::stream::once(async move {
+            let resolved = resolve(&ctx, &spec, reservation).await?;
+            Ok::<_, DataFusionError>(futures::stream::iter(MappingBatches {
+                resolved,
+                next: 0,
+                batch_size,
+            }))
+        })
+        .try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+    }
+}
+
+/// Identifiers interned once into one byte arena; a hash table of indexes finds them.
+/// About `len + 20` bytes per distinct id instead of two heap strings.
+struct Interner {
+    bytes: Vec<u8>,
+    ends: Vec<u64>,
+    table: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Interner {
+    fn new() -> Self {
+        Interner {
+            bytes: Vec::new(),
+            ends: Vec::new(),
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: u32) -> &str {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        // Only whole `&str`s are ever appended, so every slice is valid UTF-8.
+        std::str::from_utf8(&self.bytes[start..self.ends[i] as usize]).unwrap_or_default()
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.table.find(hash, |&i| self.get(i) == id).copied()
+    }
+
+    /// The index of `id`, and whether it was new.
+    fn intern(&mut self, id: &str) -> (u32, bool) {
+        let hash = self.hasher.hash_one(id);
+        let Interner {
+            bytes,
+            ends,
+            table,
+            hasher,
+        } = self;
+        let text = |i: u32| {
+            let i = i as usize;
+            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+            &bytes[start..ends[i] as usize]
+        };
+        if let Some(&i) = table.find(hash, |&i| text(i) == id.as_bytes()) {
+            return (i, false);
+        }
+        let i = ends.len() as u32;
+        table.insert_unique(hash, i, |&j| {
+            let j = j as usize;
+            let start = if j == 0 { 0 } else { ends[j - 1] as usize };
+            hasher.hash_one(std::str::from_utf8(&bytes[start..ends[j] as usize]).unwrap_or(""))
+        });
+        bytes.extend_from_slice(id.as_bytes());
+        ends.push(bytes.len() as u64);
+        (i, true)
+    }
+}
+
+/// Bytes one distinct id costs: its text, its end offset, its table slot, and the
+/// per-id vectors (parent, group size, smallest member, previous id, output order).
+fn id_cost(len: usize) -> usize {
+    len + 8 + 9 + 5 * 4
 }
 
 /// Interned ids and a union-find forest over them.
 struct Forest {
-    index: HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+    ids: Interner,
     parent: Vec<u32>,
     reservation: MemoryReservation,
 }
 
 impl Forest {
     fn intern(&mut self, id: &str) -> Result<u32> {
-        if let Some(&i) = self.index.get(id) {
+        if let Some(i) = self.ids.find(id) {
             return Ok(i);
         }
-        // Key stored twice (map and names), plus the map slot and the parent entry.
-        let cost = 2 * id.len() + 64;
-        self.reservation.try_grow(cost).map_err(|_| {
+        self.reservation.try_grow(id_cost(id.len())).map_err(|_| {
             DataFusionError::ResourcesExhausted(format!(
                 "resolve_identities: {} distinct ids do not fit in the memory limit; raise --memory-limit",
-                self.names.len()
+                self.ids.len()
             ))
         })?;
-        let i = self.names.len() as u32;
-        let key: Box<str> = id.into();
-        self.index.insert(key.clone(), i);
-        self.names.push(key);
+        let (i, _) = self.ids.intern(id);
         self.parent.push(i);
         Ok(i)
     }
@@ -221,14 +330,35 @@ async fn two_columns(
     Ok(())
 }
 
+const NONE: u32 = u32::MAX;
+
+/// The resolved graph: every id with its group root, and per group the member that names
+/// it and the sticky shared id it keeps.
+struct Resolved {
+    ids: Interner,
+    /// Root of each id's group (fully compressed).
+    root: Vec<u32>,
+    /// Per root: group size.
+    size: Vec<u32>,
+    /// Per root: the smallest member id (names a new group's shared id).
+    smallest: Vec<u32>,
+    /// Per id: index of its previous shared id in `previous_ids`, or NONE.
+    previous: Vec<u32>,
+    /// Per root: the smallest previous shared id of its members, or NONE.
+    sticky: Vec<u32>,
+    previous_ids: Interner,
+    /// Ids in output order (sorted by id).
+    order: Vec<u32>,
+    _reservation: MemoryReservation,
+}
+
 async fn resolve(
     ctx: &SessionContext,
     spec: &IdentitySpec,
     reservation: MemoryReservation,
-) -> Result<RecordBatch> {
+) -> Result<Resolved> {
     let mut forest = Forest {
-        index: HashMap::new(),
-        names: Vec::new(),
+        ids: Interner::new(),
         parent: Vec::new(),
         reservation,
     };
@@ -247,14 +377,27 @@ async fn resolve(
         Ok(())
     })
     .await?;
+    let n = forest.ids.len();
+    let root: Vec<u32> = (0..n as u32).map(|i| forest.find(i)).collect();
+    drop(forest.parent);
+    let (ids, reservation) = (forest.ids, forest.reservation);
 
     // Previous shared ids of ids that are still in the graph.
-    let mut previous: HashMap<u32, String> = HashMap::new();
+    let mut previous = vec![NONE; n];
+    let mut previous_ids = Interner::new();
     if let Some(prev) = &spec.previous {
         two_columns(ctx, prev, "id", "shared_id", |id, sid| {
             if let (Some(id), Some(sid)) = (id, sid) {
-                if let Some(&i) = forest.index.get(id) {
-                    previous.insert(i, sid.to_string());
+                if let Some(i) = ids.find(id) {
+                    let (p, new) = previous_ids.intern(sid);
+                    if new {
+                        reservation.try_grow(id_cost(sid.len())).map_err(|_| {
+                            DataFusionError::ResourcesExhausted(
+                                "resolve_identities: the previous mapping does not fit in the memory limit; raise --memory-limit".into(),
+                            )
+                        })?;
+                    }
+                    previous[i as usize] = p;
                 }
             }
             Ok(())
@@ -262,64 +405,88 @@ async fn resolve(
         .await?;
     }
 
-    let n = forest.names.len();
-    let roots: Vec<u32> = (0..n as u32).map(|i| forest.find(i)).collect();
-    // Per group: size, smallest id, smallest previous shared id.
-    let mut size = vec![0i64; n];
-    let mut smallest: Vec<Option<u32>> = vec![None; n];
-    let mut sticky: Vec<Option<&str>> = vec![None; n];
-    for (i, &root) in roots.iter().enumerate() {
-        let r = root as usize;
+    let mut size = vec![0u32; n];
+    let mut smallest = vec![NONE; n];
+    let mut sticky = vec![NONE; n];
+    for i in 0..n {
+        let r = root[i] as usize;
         size[r] += 1;
-        let name = &forest.names[i];
-        if smallest[r]
-            .map(|s| name.as_ref() < forest.names[s as usize].as_ref())
-            .unwrap_or(true)
-        {
-            smallest[r] = Some(i as u32);
+        if smallest[r] == NONE || ids.get(i as u32) < ids.get(smallest[r]) {
+            smallest[r] = i as u32;
         }
-        if let Some(p) = previous.get(&(i as u32)) {
-            if sticky[r].map(|s| p.as_str() < s).unwrap_or(true) {
-                sticky[r] = Some(p.as_str());
-            }
+        let p = previous[i];
+        if p != NONE && (sticky[r] == NONE || previous_ids.get(p) < previous_ids.get(sticky[r])) {
+            sticky[r] = p;
         }
-    }
-    let ns = namespace(IDENTITY_NAMESPACE);
-    let mut group_id: Vec<Option<String>> = vec![None; n];
-    let (mut name_buf, mut uuid_buf) = (String::new(), [0u8; 36]);
-    for r in 0..n {
-        if size[r] == 0 {
-            continue;
-        }
-        group_id[r] = Some(match sticky[r] {
-            Some(s) => s.to_string(),
-            None => {
-                let key = &forest.names[smallest[r].unwrap_or(r as u32) as usize];
-                shared_id_of(&ns, &[key], &mut name_buf, &mut uuid_buf).to_string()
-            }
-        });
     }
     let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_by(|a, b| forest.names[*a as usize].cmp(&forest.names[*b as usize]));
-    let mut ids = StringBuilder::with_capacity(n, n * 16);
-    let mut sids = StringBuilder::with_capacity(n, n * 36);
-    let mut sizes = Int64Builder::with_capacity(n);
-    let mut prevs = StringBuilder::with_capacity(n, 0);
-    for i in order {
-        let r = roots[i as usize] as usize;
-        ids.append_value(&forest.names[i as usize]);
-        sids.append_value(group_id[r].as_deref().unwrap_or_default());
-        sizes.append_value(size[r]);
-        prevs.append_option(previous.get(&i));
+    order.sort_unstable_by(|a, b| ids.get(*a).cmp(ids.get(*b)));
+    Ok(Resolved {
+        ids,
+        root,
+        size,
+        smallest,
+        previous,
+        sticky,
+        previous_ids,
+        order,
+        _reservation: reservation,
+    })
+}
+
+/// The mapping, built one batch at a time as the consumer asks for it.
+struct MappingBatches {
+    resolved: Resolved,
+    next: usize,
+    batch_size: usize,
+}
+
+impl Iterator for MappingBatches {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let r = &self.resolved;
+        let end = (self.next + self.batch_size).min(r.order.len());
+        if self.next >= end {
+            return None;
+        }
+        let rows = &r.order[self.next..end];
+        self.next = end;
+        let ns = namespace(IDENTITY_NAMESPACE);
+        let mut ids = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
+        let mut sids = StringBuilder::with_capacity(rows.len(), rows.len() * 36);
+        let mut sizes = Int64Builder::with_capacity(rows.len());
+        let mut prevs = StringBuilder::with_capacity(rows.len(), 0);
+        let (mut name_buf, mut uuid_buf) = (String::new(), [0u8; 36]);
+        for &i in rows {
+            let root = r.root[i as usize] as usize;
+            ids.append_value(r.ids.get(i));
+            match r.sticky[root] {
+                NONE => sids.append_value(shared_id_of(
+                    &ns,
+                    &[r.ids.get(r.smallest[root])],
+                    &mut name_buf,
+                    &mut uuid_buf,
+                )),
+                p => sids.append_value(r.previous_ids.get(p)),
+            }
+            sizes.append_value(i64::from(r.size[root]));
+            match r.previous[i as usize] {
+                NONE => prevs.append_null(),
+                p => prevs.append_value(r.previous_ids.get(p)),
+            }
+        }
+        Some(
+            RecordBatch::try_new(
+                output_schema(),
+                vec![
+                    Arc::new(ids.finish()),
+                    Arc::new(sids.finish()),
+                    Arc::new(sizes.finish()),
+                    Arc::new(prevs.finish()),
+                ],
+            )
+            .map_err(DataFusionError::from),
+        )
     }
-    let batch = RecordBatch::try_new(
-        output_schema(),
-        vec![
-            Arc::new(ids.finish()),
-            Arc::new(sids.finish()),
-            Arc::new(sizes.finish()),
-            Arc::new(prevs.finish()),
-        ],
-    )?;
-    Ok(batch)
 }

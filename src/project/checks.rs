@@ -252,10 +252,171 @@ async fn values(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The first row of a query, each column as text.
+async fn first_row(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
+    let df = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(vec![]);
+    };
+    let mut out = Vec::with_capacity(b.num_columns());
+    for col in b.columns() {
+        let col = cast(col, &DataType::Utf8).map_err(|e| SluiceError::sql(e.to_string()))?;
+        let s = col.as_string::<i32>();
+        out.push(if s.is_null(0) {
+            "NULL".to_string()
+        } else {
+            s.value(0).to_string()
+        });
+    }
+    Ok(out)
+}
+
+/// The first column of the first row of a query as text; None for NULL or no rows.
+pub async fn first_value(ctx: &SessionContext, sql: &str) -> Result<Option<String>> {
+    let df = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let col = cast(b.column(0), &DataType::Utf8).map_err(|e| SluiceError::sql(e.to_string()))?;
+    let s = col.as_string::<i32>();
+    Ok((!s.is_null(0)).then(|| s.value(0).to_string()))
+}
+
 /// The single number a `SELECT count(*) ...` query returns.
 pub async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
     let v = values(ctx, sql).await?;
     Ok(v.first().and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// The condition a failing row meets, for checks that look at one row at a time.
+fn row_condition(kind: &CheckKind) -> Option<String> {
+    match kind {
+        CheckKind::NotNull(c) => Some(format!("{} IS NULL", ident(c))),
+        CheckKind::AcceptedValues(c, accepted) => {
+            let list = accepted
+                .iter()
+                .map(|v| literal(v))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some(format!(
+                "{c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({list})",
+                c = ident(c)
+            ))
+        }
+        CheckKind::Matches(c, re) => Some(format!(
+            "{c} IS NOT NULL AND NOT regexp_like(CAST({c} AS VARCHAR), {re})",
+            c = ident(c),
+            re = literal(re)
+        )),
+        _ => None,
+    }
+}
+
+fn result(check: &Check, failures: u64, samples: Vec<String>, message: String) -> CheckResult {
+    let status = if failures == 0 {
+        "pass"
+    } else if check.severity == Severity::Warn {
+        "warn"
+    } else {
+        "fail"
+    };
+    CheckResult {
+        check: check.name().to_string(),
+        column: check.column(),
+        status: status.to_string(),
+        severity: check.severity,
+        failures,
+        samples: samples.into_iter().take(5).collect(),
+        message,
+    }
+}
+
+/// Run all of a model's checks on `table`. The row-level checks (not_null, accepted_values,
+/// matches) share one scan; unique and relationships need a query each; row_count, volume
+/// and schema use what the writer already counted. Failing values are fetched only for
+/// checks that failed. An error names the check that could not run.
+pub async fn run_all(
+    ctx: &SessionContext,
+    table: &str,
+    checks: &[Check],
+    rows: u64,
+    schema: &[(String, String)],
+    baseline: &Baseline,
+) -> std::result::Result<Vec<CheckResult>, (usize, SluiceError)> {
+    let t = ident(table);
+    let row_level: Vec<(usize, String)> = checks
+        .iter()
+        .enumerate()
+        .filter_map(|(k, c)| row_condition(&c.kind).map(|cond| (k, cond)))
+        .collect();
+    let mut counts: Vec<Option<u64>> = vec![None; checks.len()];
+    if !row_level.is_empty() {
+        let aggregates = row_level
+            .iter()
+            .map(|(_, cond)| format!("count(*) FILTER (WHERE {cond})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // On an error, the checks run one at a time below, which names the one that failed.
+        if let Ok(row) = first_row(ctx, &format!("SELECT {aggregates} FROM {t}")).await {
+            for ((k, _), v) in row_level.iter().zip(row) {
+                counts[*k] = Some(v.parse().unwrap_or(0));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(checks.len());
+    for (k, check) in checks.iter().enumerate() {
+        let r = match (counts[k], row_condition(&check.kind)) {
+            (Some(n), Some(cond)) => row_level_result(ctx, &t, check, n, &cond).await,
+            _ => run_check(ctx, table, check, rows, schema, baseline).await,
+        };
+        out.push(r.map_err(|e| (k, e))?);
+    }
+    Ok(out)
+}
+
+/// The result of a row-level check whose failing rows were counted in the shared scan.
+async fn row_level_result(
+    ctx: &SessionContext,
+    t: &str,
+    check: &Check,
+    n: u64,
+    cond: &str,
+) -> Result<CheckResult> {
+    let samples = match (&check.kind, n) {
+        (_, 0) | (CheckKind::NotNull(_), _) => vec![],
+        (CheckKind::AcceptedValues(c, _) | CheckKind::Matches(c, _), _) => {
+            values(
+                ctx,
+                &format!(
+                    "SELECT DISTINCT CAST({c} AS VARCHAR) AS v FROM {t} WHERE {cond} ORDER BY v LIMIT 5",
+                    c = ident(c)
+                ),
+            )
+            .await?
+        }
+        _ => vec![],
+    };
+    let message = match &check.kind {
+        CheckKind::NotNull(c) => format!("{n} rows have NULL {c}"),
+        CheckKind::AcceptedValues(..) => format!("{n} rows have values not in the accepted list"),
+        CheckKind::Matches(_, re) => format!("{n} rows have values that do not match {re}"),
+        _ => String::new(),
+    };
+    Ok(result(check, n, samples, message))
 }
 
 /// Run one check against `table`; `rows` and `schema` describe the staged output.
@@ -269,13 +430,10 @@ pub async fn run_check(
 ) -> Result<CheckResult> {
     let t = ident(table);
     let (failures, samples, message): (u64, Vec<String>, String) = match &check.kind {
-        CheckKind::NotNull(c) => {
-            let n = count(
-                ctx,
-                &format!("SELECT count(*) FROM {t} WHERE {} IS NULL", ident(c)),
-            )
-            .await?;
-            (n, vec![], format!("{n} rows have NULL {c}"))
+        CheckKind::NotNull(_) | CheckKind::AcceptedValues(..) | CheckKind::Matches(..) => {
+            let cond = row_condition(&check.kind).unwrap_or_default();
+            let n = count(ctx, &format!("SELECT count(*) FROM {t} WHERE {cond}")).await?;
+            return row_level_result(ctx, &t, check, n, &cond).await;
         }
         CheckKind::Unique(cols) => {
             let list = cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
@@ -298,20 +456,6 @@ pub async fn run_check(
             let n = dup.len() as u64;
             (n, dup, format!("{n} duplicated values"))
         }
-        CheckKind::AcceptedValues(c, accepted) => {
-            let list = accepted
-                .iter()
-                .map(|v| literal(v))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let bad = values(
-                ctx,
-                &format!("SELECT DISTINCT CAST({c} AS VARCHAR) AS v FROM {t} WHERE {c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN ({list}) ORDER BY v", c = ident(c)),
-            )
-            .await?;
-            let n = bad.len() as u64;
-            (n, bad, format!("{n} values not in the accepted list"))
-        }
         CheckKind::Relationships(c, other, oc) => {
             let bad = values(
                 ctx,
@@ -325,19 +469,6 @@ pub async fn run_check(
             .await?;
             let n = bad.len() as u64;
             (n, bad, format!("{n} values have no match in {other}.{oc}"))
-        }
-        CheckKind::Matches(c, re) => {
-            let bad = values(
-                ctx,
-                &format!(
-                    "SELECT DISTINCT CAST({c} AS VARCHAR) AS v FROM {t} WHERE {c} IS NOT NULL AND NOT regexp_like(CAST({c} AS VARCHAR), {re}) ORDER BY v",
-                    c = ident(c),
-                    re = literal(re)
-                ),
-            )
-            .await?;
-            let n = bad.len() as u64;
-            (n, bad, format!("{n} values do not match {re}"))
         }
         CheckKind::RowCount { min, max } => {
             let low = min.map(|m| rows < m).unwrap_or(false);
@@ -402,20 +533,5 @@ pub async fn run_check(
             }
         },
     };
-    let status = if failures == 0 {
-        "pass"
-    } else if check.severity == Severity::Warn {
-        "warn"
-    } else {
-        "fail"
-    };
-    Ok(CheckResult {
-        check: check.name().to_string(),
-        column: check.column(),
-        status: status.to_string(),
-        severity: check.severity,
-        failures,
-        samples: samples.into_iter().take(5).collect(),
-        message,
-    })
+    Ok(result(check, failures, samples, message))
 }

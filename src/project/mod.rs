@@ -4,11 +4,14 @@
 pub mod checks;
 pub mod dag;
 pub mod model;
+pub mod notify;
+pub mod output;
+pub mod progress;
 pub mod publish;
 pub mod results;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,8 +24,13 @@ use crate::config::{Project, SourceFormat};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;
 use crate::sources::{open_source, ModelTable, SourceDef};
-use checks::{run_check, Baseline, CheckResult};
+use checks::{Baseline, CheckResult};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use model::{Materialized, Model, OutputFormat};
+use output::{Output, Stage};
+use progress::Reporter;
+use publish::OutputFile;
 use results::{History, ModelResult, RunResults};
 
 /// What `run` will do, computed before anything runs (and printed by `plan`).
@@ -150,15 +158,10 @@ impl ProjectPlan {
         }
     }
 
-    /// The folder a table model publishes to.
-    pub fn location(&self, project: &Project, i: usize) -> PathBuf {
+    /// Where a table model publishes: a local folder or an S3 prefix.
+    pub fn location(&self, project: &Project, i: usize) -> Output {
         let m = &self.models[i];
-        let target = PathBuf::from(project.target());
-        match &m.location {
-            Some(l) if Path::new(l).is_absolute() => PathBuf::from(l),
-            Some(l) => target.join(l),
-            None => target.join(&m.name),
-        }
+        Output::resolve(&project.target(), m.location.as_deref(), &m.name)
     }
 
     /// Human-readable plan: order, inputs, outputs and SQL.
@@ -213,15 +216,28 @@ impl ProjectPlan {
     }
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     pub select: Vec<String>,
     pub fail_fast: bool,
+    /// Rebuild incremental models from scratch.
+    pub full_refresh: bool,
+    /// Publish the run's models only when every model and check succeeded.
+    pub all_or_nothing: bool,
+    /// Models built at the same time.
+    pub threads: usize,
 }
 
-fn log(line: &str) {
-    let now = chrono::Local::now().format("%H:%M:%S");
-    eprintln!("{now} {line}");
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            select: Vec::new(),
+            fail_fast: false,
+            full_refresh: false,
+            all_or_nothing: false,
+            threads: 4,
+        }
+    }
 }
 
 fn new_run_id() -> String {
@@ -241,14 +257,14 @@ fn output_format(f: OutputFormat) -> SourceFormat {
     }
 }
 
-/// Register a folder of output files as a table (a published model, or a staged one).
-async fn register_folder(
+/// Register a folder or prefix of output files as a table (a published model, a staged one).
+async fn register_location(
     ctx: &SessionContext,
     name: &str,
-    folder: &Path,
+    url: &str,
     format: OutputFormat,
 ) -> Result<()> {
-    let def = SourceDef::folder(name, folder, output_format(format));
+    let def = SourceDef::prefix(name, url, output_format(format));
     let table = open_source(&ctx.state(), &def)
         .await
         .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
@@ -289,13 +305,16 @@ pub fn declare_models(session: &Session, plan: &ProjectPlan) {
                 sql: plan.sql[i].clone(),
             },
             _ => {
-                let loc = plan.location(&session.project, i);
-                if !loc.join("_SUCCESS").exists() {
-                    return None;
+                let output = plan.location(&session.project, i);
+                // On S3 whether it was published is known only by asking, on first use.
+                if let Output::Local(dir) = &output {
+                    if !dir.join("_SUCCESS").exists() {
+                        return None;
+                    }
                 }
-                ModelTable::Published(Box::new(SourceDef::folder(
+                ModelTable::Published(Box::new(SourceDef::prefix(
                     &m.name,
-                    &loc,
+                    &output.url(),
                     output_format(m.format),
                 )))
             }
@@ -305,19 +324,84 @@ pub fn declare_models(session: &Session, plan: &ProjectPlan) {
     session.schema.declare_models(models);
 }
 
-/// Build the selected models in order. Returns the results; the caller maps failures to
-/// exit codes (1 for a failed model, 3 for a failed check).
+/// A model written and checked, not yet published.
+struct Staged {
+    stage: Stage,
+    output: Output,
+    manifest: results::Manifest,
+}
+
+/// What building one model produced.
+struct Built {
+    result: ModelResult,
+    staged: Option<Staged>,
+}
+
+/// One line per finished model, for the log or the live display.
+fn outcome_line(m: &Model, result: &ModelResult) -> String {
+    let mut line = match result.status.as_str() {
+        "success" if result.materialized == "view" => format!(
+            "{:<28} ok     view{}",
+            m.name,
+            result
+                .rows
+                .map(|r| format!(", {r} rows checked"))
+                .unwrap_or_default()
+        ),
+        "success" => format!(
+            "{:<28} ok     {} rows, {} files, {:.2}s{}{}",
+            m.name,
+            result.rows.unwrap_or(0),
+            result.output_files.len(),
+            result.execution_time,
+            if result.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", result.message)
+            },
+            if result.checks.iter().any(|c| c.status == "warn") {
+                " (with warnings)"
+            } else {
+                ""
+            }
+        ),
+        status => format!("{:<28} {status}  {}", m.name, result.message),
+    };
+    for c in result.checks.iter().filter(|c| c.status != "pass") {
+        line.push_str(&format!(
+            "\n    check {}{} {}: {}{}",
+            c.check,
+            c.column
+                .as_ref()
+                .map(|col| format!("({col})"))
+                .unwrap_or_default(),
+            c.status,
+            c.message,
+            if c.samples.is_empty() {
+                String::new()
+            } else {
+                format!("; e.g. {}", c.samples.join(", "))
+            }
+        ));
+    }
+    line
+}
+
+/// Build the selected models, independent ones at the same time (up to `threads`), each
+/// as soon as the models it reads are done. Returns the results; the caller maps failures
+/// to exit codes (1 for a failed model, 3 for a failed check).
 pub async fn run(
     session: &Session,
     plan: &ProjectPlan,
     options: &RunOptions,
 ) -> Result<RunResults> {
     let project = &session.project;
-    let target = PathBuf::from(project.target());
-    std::fs::create_dir_all(&target).map_err(|e| SluiceError::io(&target, e))?;
-    let cleaned = publish::clean_staging(&target)?;
+    let records = project.records_dir();
+    std::fs::create_dir_all(&records).map_err(|e| SluiceError::io(&records, e))?;
+    let report = Reporter::new();
+    let cleaned = publish::clean_staging(&records)?;
     if cleaned > 0 {
-        log(&format!(
+        report.line(&format!(
             "removed {cleaned} leftover staging folder(s) of an interrupted run"
         ));
     }
@@ -326,87 +410,229 @@ pub async fn run(
     // built below is registered over its declaration.
     declare_models(session, plan);
     let run_id = new_run_id();
-    let history = History::new(&target);
+    let history = History::new(&records);
     let mut results = RunResults::new(&run_id, &project.name());
     let started = Instant::now();
+
+    let mut waiting: Vec<usize> = plan
+        .order
+        .iter()
+        .copied()
+        .filter(|i| selected.contains(i))
+        .collect();
+    let mut done: HashSet<usize> = HashSet::new();
     let mut failed: HashSet<usize> = HashSet::new();
+    let mut deferred: Vec<(usize, Staged)> = Vec::new();
     let mut stop = false;
-    for &i in &plan.order {
+    let mut running = FuturesUnordered::new();
+    let threads = options.threads.max(1);
+    loop {
+        // Start every model whose selected inputs are built, in plan order.
+        let mut k = 0;
+        while k < waiting.len() {
+            let i = waiting[k];
+            let m = &plan.models[i];
+            let inputs: Vec<usize> = plan.deps[i]
+                .iter()
+                .copied()
+                .filter(|d| selected.contains(d))
+                .collect();
+            let upstream_failed = inputs.iter().any(|d| failed.contains(d));
+            if stop || upstream_failed {
+                waiting.remove(k);
+                failed.insert(i);
+                done.insert(i);
+                let why = if upstream_failed {
+                    "an upstream model failed"
+                } else {
+                    "--fail-fast: an earlier model failed"
+                };
+                report.line(&format!("{:<28} skipped ({why})", m.name));
+                results.push(ModelResult::skipped(m, why));
+                results.write(&records)?;
+                continue;
+            }
+            if running.len() < threads && inputs.iter().all(|d| done.contains(d)) {
+                waiting.remove(k);
+                report.started(&m.name);
+                let build = build_model(session, plan, i, &run_id, &records, &history, options);
+                running.push(async move {
+                    let t0 = Instant::now();
+                    (i, build.await, t0.elapsed().as_secs_f64())
+                });
+                continue;
+            }
+            k += 1;
+        }
+        let Some((i, outcome, elapsed)) = running.next().await else {
+            break;
+        };
         let m = &plan.models[i];
-        if !selected.contains(&i) {
-            continue;
-        }
-        if stop || plan.deps[i].iter().any(|d| failed.contains(d)) {
-            failed.insert(i);
-            log(&format!(
-                "{:<28} skipped (an upstream model failed)",
-                m.name
-            ));
-            results.push(ModelResult::skipped(m, "an upstream model failed"));
-            results.write(&target)?;
-            continue;
-        }
-        log(&format!("{:<28} started", m.name));
-        let t0 = Instant::now();
-        let outcome = build_model(session, plan, i, &run_id, &target, &history).await;
         let mut result = match outcome {
-            Ok(r) => r,
+            Ok(Built { result, staged }) => {
+                let mut result = result;
+                if let Some(staged) = staged {
+                    if options.all_or_nothing {
+                        // Downstream models of this run read the staged output.
+                        let registered =
+                            match staged.stage.table_url(&session.ctx, &staged.manifest.files) {
+                                Ok(url) => {
+                                    register_location(&session.ctx, &m.name, &url, m.format).await
+                                }
+                                Err(e) => Err(e),
+                            };
+                        match registered {
+                            Ok(()) => deferred.push((i, staged)),
+                            Err(e) => {
+                                staged.stage.discard().await;
+                                result = ModelResult::error(m, &e.to_string());
+                            }
+                        }
+                    } else {
+                        match publish_staged(session, m, staged, &history).await {
+                            Ok(files) => result.output_files = files,
+                            Err(e) => result = ModelResult::error(m, &e.to_string()),
+                        }
+                    }
+                }
+                result
+            }
             Err(e) => ModelResult::error(m, &e.to_string()),
         };
-        result.execution_time = t0.elapsed().as_secs_f64();
-        let line = match result.status.as_str() {
-            "success" if result.materialized == "view" => {
-                format!(
-                    "{:<28} ok     view{}",
-                    m.name,
-                    result
-                        .rows
-                        .map(|r| format!(", {r} rows checked"))
-                        .unwrap_or_default()
-                )
-            }
-            "success" => format!(
-                "{:<28} ok     {} rows, {} files, {:.2}s{}",
-                m.name,
-                result.rows.unwrap_or(0),
-                result.output_files.len(),
-                result.execution_time,
-                if result.checks.iter().any(|c| c.status == "warn") {
-                    " (with warnings)"
-                } else {
-                    ""
-                }
-            ),
-            status => format!("{:<28} {status}  {}", m.name, result.message),
-        };
-        log(&line);
-        for c in result.checks.iter().filter(|c| c.status != "pass") {
-            log(&format!(
-                "    check {}{} {}: {}{}",
-                c.check,
-                c.column
-                    .as_ref()
-                    .map(|col| format!("({col})"))
-                    .unwrap_or_default(),
-                c.status,
-                c.message,
-                if c.samples.is_empty() {
-                    String::new()
-                } else {
-                    format!("; e.g. {}", c.samples.join(", "))
-                }
-            ));
-        }
+        result.execution_time = elapsed;
+        report.finished(&m.name, &outcome_line(m, &result));
+        done.insert(i);
         if result.status != "success" {
             failed.insert(i);
             stop = options.fail_fast;
         }
         results.push(result);
-        results.write(&target)?;
+        results.write(&records)?;
+    }
+
+    if options.all_or_nothing {
+        let all_ok = results.results.iter().all(|r| r.status == "success");
+        for (i, staged) in deferred {
+            let m = &plan.models[i];
+            let Some(pos) = results.results.iter().position(|r| r.name == m.name) else {
+                continue;
+            };
+            if all_ok {
+                match publish_staged(session, m, staged, &history).await {
+                    Ok(files) => results.results[pos].output_files = files,
+                    Err(e) => {
+                        results.results[pos].status = "error".into();
+                        results.results[pos].message = e.to_string();
+                    }
+                }
+            } else {
+                staged.stage.discard().await;
+                let r = &mut results.results[pos];
+                r.status = "skipped".into();
+                r.message =
+                    "built and checked, not published: another model failed (--all-or-nothing)"
+                        .into();
+            }
+        }
+        let published = if all_ok {
+            "published"
+        } else {
+            "nothing published"
+        };
+        report.line(&format!("--all-or-nothing: {published}"));
     }
     results.elapsed_time = started.elapsed().as_secs_f64();
-    results.write(&target)?;
+    results.write(&records)?;
     Ok(results)
+}
+
+/// Publish a checked stage (manifest last) and read the model from its new output.
+/// Returns the published data files.
+async fn publish_staged(
+    session: &Session,
+    m: &Model,
+    staged: Staged,
+    history: &History,
+) -> Result<Vec<String>> {
+    let Staged {
+        stage,
+        output,
+        manifest,
+    } = staged;
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SluiceError::sql(e.to_string()))?;
+    stage.publish(&json, &manifest.files).await?;
+    register_location(&session.ctx, &m.name, &output.url(), m.format).await?;
+    history.record(&manifest.run_id, &m.name, manifest.rows, &manifest.schema)?;
+    Ok(manifest
+        .files
+        .iter()
+        .map(|f| output.file(&f.path))
+        .collect())
+}
+
+/// How an incremental model adds to its published output this run.
+enum Increment {
+    /// Nothing published yet, or --full-refresh: build it whole.
+    Full,
+    /// Keep every published file; add the query's rows above the published maximum.
+    Append {
+        filter: String,
+        previous: Vec<OutputFile>,
+    },
+    /// Replace published rows whose key comes again; keep the rest.
+    Merge { filter: Option<String> },
+}
+
+async fn plan_increment(
+    ctx: &SessionContext,
+    m: &Model,
+    output: &Output,
+    full_refresh: bool,
+) -> Result<Increment> {
+    if m.materialized != Materialized::Incremental || full_refresh {
+        return Ok(Increment::Full);
+    }
+    let Some(manifest) = output.manifest(ctx).await? else {
+        return Ok(Increment::Full);
+    };
+    let previous_files: Vec<OutputFile> =
+        serde_json::from_value(manifest["files"].clone()).unwrap_or_default();
+    let previous = format!("__previous_{}", m.name);
+    register_location(ctx, &previous, &output.url(), m.format).await?;
+    let filter = match &m.watermark {
+        Some(col) => {
+            let max = checks::first_value(
+                ctx,
+                &format!(
+                    "SELECT CAST(max({c}) AS VARCHAR) FROM {p}",
+                    c = ident(col),
+                    p = ident(&previous)
+                ),
+            )
+            .await
+            .map_err(|e| SluiceError::Model {
+                model: m.name.clone(),
+                file: m.file.clone(),
+                message: format!("watermark `{col}` of the published output: {e}"),
+            })?;
+            max.map(|_| {
+                format!(
+                    "{c} > (SELECT max({c}) FROM {p})",
+                    c = ident(col),
+                    p = ident(&previous)
+                )
+            })
+        }
+        None => None,
+    };
+    Ok(match (m.unique_key.is_empty(), filter) {
+        (true, filter) => Increment::Append {
+            // An empty published output has no maximum: add everything.
+            filter: filter.unwrap_or_else(|| "true".into()),
+            previous: previous_files,
+        },
+        (false, filter) => Increment::Merge { filter },
+    })
 }
 
 async fn build_model(
@@ -414,12 +640,12 @@ async fn build_model(
     plan: &ProjectPlan,
     i: usize,
     run_id: &str,
-    target: &Path,
+    records: &Path,
     history: &History,
-) -> Result<ModelResult> {
+    options: &RunOptions,
+) -> Result<Built> {
     let ctx = &session.ctx;
     let m = &plan.models[i];
-    let sql = &plan.sql[i];
     let model_err = |e: datafusion::error::DataFusionError| SluiceError::Model {
         model: m.name.clone(),
         file: m.file.clone(),
@@ -427,6 +653,7 @@ async fn build_model(
     };
     let mut result = ModelResult::new(m);
     if m.materialized == Materialized::View {
+        let sql = &plan.sql[i];
         let df = ctx.sql(sql).await.map_err(model_err)?;
         let schema = output_schema(&df);
         register_view(ctx, &m.name, &df, sql)?;
@@ -442,10 +669,101 @@ async fn build_model(
         } else {
             "success".into()
         };
-        return Ok(result);
+        return Ok(Built {
+            result,
+            staged: None,
+        });
     }
 
-    let df = ctx.sql(sql).await.map_err(model_err)?;
+    let output = plan.location(&session.project, i);
+    result.location = Some(output.display());
+    let previous = format!("__previous_{}", m.name);
+    let increment = plan_increment(ctx, m, &output, options.full_refresh).await;
+    let increment = match increment {
+        Ok(inc) => inc,
+        Err(e) => {
+            let _ = ctx.deregister_table(&previous);
+            return Err(e);
+        }
+    };
+    let staging = publish::staging_dir(records, &m.name, run_id);
+    let stage = match Stage::begin(ctx, &output, staging.clone()).await {
+        Ok(stage) => stage,
+        Err(e) => {
+            let _ = ctx.deregister_table(&previous);
+            return Err(e);
+        }
+    };
+    let outcome = stage_and_check(
+        session,
+        plan,
+        i,
+        &increment,
+        &stage,
+        &staging.with_extension("new"),
+        run_id,
+        history,
+        &mut result,
+    )
+    .await;
+    let _ = ctx.deregister_table(&previous);
+    match outcome {
+        Ok(Some(manifest)) => {
+            result.status = "success".into();
+            Ok(Built {
+                result,
+                staged: Some(Staged {
+                    stage,
+                    output,
+                    manifest,
+                }),
+            })
+        }
+        Ok(None) => {
+            stage.discard().await;
+            Ok(Built {
+                result,
+                staged: None,
+            })
+        }
+        Err(e) => {
+            stage.discard().await;
+            Err(e)
+        }
+    }
+}
+
+/// Write a table model's output into its stage and run its checks there. Returns the
+/// manifest to publish, or None when a check failed (recorded in `result`).
+#[allow(clippy::too_many_arguments)]
+async fn stage_and_check(
+    session: &Session,
+    plan: &ProjectPlan,
+    i: usize,
+    increment: &Increment,
+    stage: &Stage,
+    scratch: &Path,
+    run_id: &str,
+    history: &History,
+    result: &mut ModelResult,
+) -> Result<Option<results::Manifest>> {
+    let ctx = &session.ctx;
+    let m = &plan.models[i];
+    let model_err = |e: datafusion::error::DataFusionError| SluiceError::Model {
+        model: m.name.clone(),
+        file: m.file.clone(),
+        message: describe_datafusion_error(&e),
+    };
+    let previous = format!("__previous_{}", m.name);
+    let model_sql = &plan.sql[i];
+    let new_rows_sql = match increment {
+        Increment::Append { filter, .. }
+        | Increment::Merge {
+            filter: Some(filter),
+        } => format!("SELECT * FROM ({model_sql}) AS __new WHERE {filter}"),
+        _ => model_sql.clone(),
+    };
+    let df = ctx.sql(&new_rows_sql).await.map_err(model_err)?;
     let schema = output_schema(&df);
     for col in &m.partition_by {
         if !schema.iter().any(|(n, _)| n == col) {
@@ -456,23 +774,146 @@ async fn build_model(
             });
         }
     }
-    let staged = publish::staging_dir(target, &m.name, run_id);
-    std::fs::create_dir_all(&staged).map_err(|e| SluiceError::io(&staged, e))?;
-    let dest = format!("{}/", staged.display());
-    let write_options = DataFrameWriteOptions::new().with_partition_by(m.partition_by.clone());
-    let written = match m.format {
-        OutputFormat::Parquet => df.write_parquet(&dest, write_options, None).await,
-        OutputFormat::Csv => df.write_csv(&dest, write_options, None).await,
-        OutputFormat::Ndjson => df.write_json(&dest, write_options, None).await,
+    let rewrite = match increment {
+        Increment::Full => false,
+        Increment::Merge { .. } => true,
+        // Published rows whose key was put on the erasure list since must go too.
+        Increment::Append { .. } => m.erasure.is_some(),
     };
-    let written = match written {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staged);
-            return Err(model_err(e));
+    let mut carried: &[OutputFile] = &[];
+    let mut kept_rows = 0u64;
+    if let (
+        Increment::Append {
+            previous: files, ..
+        },
+        false,
+    ) = (increment, rewrite)
+    {
+        // Keep every published file as it is; the new rows go next to them.
+        stage.carry(files)?;
+        carried = files;
+        kept_rows =
+            checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&previous))).await?;
+    }
+    let new_rows = if rewrite {
+        // New rows first (in a scratch folder), then the published rows that are neither
+        // replaced nor erased.
+        let new_name = format!("__new_{}", m.name);
+        std::fs::create_dir_all(scratch).map_err(|e| SluiceError::io(scratch, e))?;
+        let scratch_url = format!("{}/", scratch.display());
+        let written = match write_output(df, &scratch_url, m, false).await {
+            Ok(n) => register_location(ctx, &new_name, &scratch_url, m.format)
+                .await
+                .map(|()| n),
+            Err(e) => Err(model_err(e)),
+        };
+        let rows = match written {
+            Ok(n) => {
+                result.message = format!("{n} new rows");
+                let sql = merge_sql(m, &schema, &new_name, &previous);
+                match ctx.sql(&sql).await {
+                    Ok(df) => write_output(df, &stage.write_url(), m, true)
+                        .await
+                        .map_err(model_err),
+                    Err(e) => Err(SluiceError::Model {
+                        model: m.name.clone(),
+                        file: m.file.clone(),
+                        message: format!(
+                            "cannot merge with the published output (run with --full-refresh if the columns changed): {}",
+                            describe_datafusion_error(&e)
+                        ),
+                    }),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let _ = ctx.deregister_table(&new_name);
+        let _ = std::fs::remove_dir_all(scratch);
+        rows?
+    } else {
+        let n = write_output(df, &stage.write_url(), m, true)
+            .await
+            .map_err(model_err)?;
+        if matches!(increment, Increment::Append { .. }) {
+            result.message = format!("{n} new rows");
         }
+        n
     };
-    let rows: u64 = written
+    finish_staged(
+        session,
+        plan,
+        i,
+        new_rows + kept_rows,
+        &schema,
+        stage,
+        carried,
+        run_id,
+        history,
+        result,
+    )
+    .await
+}
+
+/// The rows of an incremental model after a merge: this run's new rows, then the published
+/// rows whose unique key did not come again and whose erasure key is not on the list.
+fn merge_sql(m: &Model, schema: &[(String, String)], new_rows: &str, previous: &str) -> String {
+    let columns = schema
+        .iter()
+        .map(|(c, _)| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut keep = Vec::new();
+    if !m.unique_key.is_empty() {
+        let on = m
+            .unique_key
+            .iter()
+            .map(|k| format!("n.{k} = p.{k}", k = ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        keep.push(format!(
+            "NOT EXISTS (SELECT 1 FROM {} AS n WHERE {on})",
+            ident(new_rows)
+        ));
+    }
+    if let Some(e) = &m.erasure {
+        keep.push(format!(
+            "NOT EXISTS (SELECT 1 FROM {list} AS e WHERE e.{c} = p.{c})",
+            list = ident(&e.list),
+            c = ident(&e.column)
+        ));
+    }
+    let filter = if keep.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", keep.join(" AND "))
+    };
+    format!(
+        "SELECT {columns} FROM {n} UNION ALL SELECT {columns} FROM {p} AS p{filter}",
+        n = ident(new_rows),
+        p = ident(previous),
+    )
+}
+
+/// Write a query's rows in the model's format (partitioned if asked) under `url`, a
+/// folder or prefix ending in `/`; the row count.
+async fn write_output(
+    df: DataFrame,
+    url: &str,
+    m: &Model,
+    partitioned: bool,
+) -> datafusion::error::Result<u64> {
+    let partition_by = if partitioned {
+        m.partition_by.clone()
+    } else {
+        vec![]
+    };
+    let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
+    let written = match m.format {
+        OutputFormat::Parquet => df.write_parquet(url, write_options, None).await,
+        OutputFormat::Csv => df.write_csv(url, write_options, None).await,
+        OutputFormat::Ndjson => df.write_json(url, write_options, None).await,
+    }?;
+    Ok(written
         .iter()
         .filter_map(|b| {
             b.column(0)
@@ -480,20 +921,45 @@ async fn build_model(
                 .downcast_ref::<datafusion::arrow::array::UInt64Array>()
                 .map(|a| a.iter().flatten().sum::<u64>())
         })
-        .sum();
-    let files = publish::data_files(&staged)?;
+        .sum())
+}
 
-    // Audit: every check runs on the staged files, exactly what would be published.
+/// Audit the staged output: every check runs on the staged files, exactly what would be
+/// published. Returns the manifest, or None when a check failed.
+#[allow(clippy::too_many_arguments)]
+async fn finish_staged(
+    session: &Session,
+    plan: &ProjectPlan,
+    i: usize,
+    rows: u64,
+    schema: &[(String, String)],
+    stage: &Stage,
+    carried: &[OutputFile],
+    run_id: &str,
+    history: &History,
+    result: &mut ModelResult,
+) -> Result<Option<results::Manifest>> {
+    let ctx = &session.ctx;
+    let m = &plan.models[i];
+    let mut files = stage.written_files().await?;
+    if let Stage::S3 { .. } = stage {
+        // Carried files stay where they are on S3; the new manifest lists them again.
+        files.extend(carried.iter().cloned());
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     let staged_name = format!("__staged_{}", m.name);
     let staged_table = if files.is_empty() {
         // Nothing was written (no rows): checks see an empty result of the model's query.
-        let empty = format!("SELECT * FROM ({sql}) AS __empty WHERE false");
+        let empty = format!("SELECT * FROM ({}) AS __empty WHERE false", plan.sql[i]);
         match ctx.sql(&empty).await {
             Ok(df) => register_view(ctx, &staged_name, &df, &empty),
-            Err(e) => Err(model_err(e)),
+            Err(e) => Err(SluiceError::sql(describe_datafusion_error(&e))),
         }
     } else {
-        register_folder(ctx, &staged_name, &staged, m.format).await
+        match stage.table_url(ctx, &files) {
+            Ok(url) => register_location(ctx, &staged_name, &url, m.format).await,
+            Err(e) => Err(e),
+        }
     };
     let checks = match staged_table {
         Ok(()) => {
@@ -502,7 +968,7 @@ async fn build_model(
                 &staged_name,
                 m,
                 rows,
-                &schema,
+                schema,
                 &history.baseline(&m.name),
             )
             .await
@@ -510,20 +976,10 @@ async fn build_model(
         Err(e) => Err(e),
     };
     let _ = ctx.deregister_table(&staged_name);
-    let checks = match checks {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staged);
-            return Err(e);
-        }
-    };
+    result.checks = checks?;
     result.rows = Some(rows);
     result.bytes = files.iter().map(|f| f.bytes).sum();
-    result.checks = checks;
-    let location = plan.location(&session.project, i);
-    result.location = Some(location.display().to_string());
     if result.checks.iter().any(CheckResult::failed) {
-        let _ = std::fs::remove_dir_all(&staged);
         result.status = "fail".into();
         let failed: Vec<String> = result
             .checks
@@ -541,33 +997,19 @@ async fn build_model(
             })
             .collect();
         result.message = format!("check failed: {}; nothing published", failed.join(", "));
-        return Ok(result);
+        return Ok(None);
     }
-
-    // Publish: markers are written last inside the staged folder, then one atomic swap.
-    let manifest = results::Manifest {
+    Ok(Some(results::Manifest {
         run_id: run_id.to_string(),
         model: m.name.clone(),
         format: m.format.extension().to_string(),
         rows,
-        files: files.clone(),
-        schema: schema.clone(),
+        files,
+        schema: schema.to_vec(),
         partition_by: m.partition_by.clone(),
         checks: result.checks.clone(),
         published_at: chrono::Utc::now().to_rfc3339(),
-    };
-    publish::write_durably(&staged.join("_SUCCESS"), b"")?;
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SluiceError::sql(e.to_string()))?;
-    publish::write_durably(&staged.join("_sluice.json"), &json)?;
-    publish::publish_dir(&staged, &location)?;
-    register_folder(ctx, &m.name, &location, m.format).await?;
-    history.record(run_id, &m.name, rows, &schema)?;
-    result.output_files = files
-        .iter()
-        .map(|f| location.join(&f.path).display().to_string())
-        .collect();
-    result.status = "success".into();
-    Ok(result)
+    }))
 }
 
 async fn run_checks(
@@ -578,16 +1020,115 @@ async fn run_checks(
     schema: &[(String, String)],
     baseline: &Baseline,
 ) -> Result<Vec<CheckResult>> {
-    let mut out = Vec::new();
-    for check in &m.checks {
-        let r = run_check(ctx, table, check, rows, schema, baseline)
+    checks::run_all(ctx, table, &m.checks, rows, schema, baseline)
+        .await
+        .map_err(|(k, e)| SluiceError::Model {
+            model: m.name.clone(),
+            file: m.file.clone(),
+            message: format!("check {} could not run: {e}", m.checks[k].name()),
+        })
+}
+
+/// `sluice test`: the checks of the selected models, run again on what is published now
+/// (tables) or on what the view returns now. Nothing is written but `test_results.json`.
+pub async fn test(session: &Session, plan: &ProjectPlan, select: &[String]) -> Result<RunResults> {
+    let project = &session.project;
+    let records = project.records_dir();
+    let selected = plan.select(select)?;
+    declare_models(session, plan);
+    let report = Reporter::new();
+    let history = History::new(&records);
+    let mut results = RunResults::new(&new_run_id(), &project.name());
+    let started = Instant::now();
+    for &i in &plan.order {
+        let m = &plan.models[i];
+        if !selected.contains(&i) || m.checks.is_empty() {
+            continue;
+        }
+        let t0 = Instant::now();
+        let mut result = match test_model(session, plan, i, &history).await {
+            Ok(r) => r,
+            Err(e) => ModelResult::error(m, &e.to_string()),
+        };
+        result.execution_time = t0.elapsed().as_secs_f64();
+        report.line(&outcome_line(m, &result));
+        results.push(result);
+    }
+    results.elapsed_time = started.elapsed().as_secs_f64();
+    if records.is_dir() {
+        results.write_as(&records, "test_results.json")?;
+    }
+    Ok(results)
+}
+
+async fn test_model(
+    session: &Session,
+    plan: &ProjectPlan,
+    i: usize,
+    history: &History,
+) -> Result<ModelResult> {
+    let ctx = &session.ctx;
+    let m = &plan.models[i];
+    let mut result = ModelResult::new(m);
+    let (table, rows, schema) = if m.materialized == Materialized::View {
+        let df = ctx
+            .table(ident(&m.name).as_str())
             .await
             .map_err(|e| SluiceError::Model {
                 model: m.name.clone(),
                 file: m.file.clone(),
-                message: format!("check {} could not run: {e}", check.name()),
+                message: describe_datafusion_error(&e),
             })?;
-        out.push(r);
+        let schema = output_schema(&df);
+        let rows = checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name))).await?;
+        (m.name.clone(), rows, schema)
+    } else {
+        let output = plan.location(&session.project, i);
+        result.location = Some(output.display());
+        let Some(manifest) = output.manifest(ctx).await? else {
+            return Ok(ModelResult::error(
+                m,
+                &format!(
+                    "nothing published at {}; run `sluice run` first",
+                    output.display()
+                ),
+            ));
+        };
+        // The schema the model had when it was published (files may read back with other
+        // string types).
+        let schema: Vec<(String, String)> =
+            serde_json::from_value(manifest["schema"].clone()).unwrap_or_default();
+        let table = format!("__published_{}", m.name);
+        register_location(ctx, &table, &output.url(), m.format).await?;
+        let rows = checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&table))).await?;
+        (table, rows, schema)
+    };
+    let checks = run_checks(ctx, &table, m, rows, &schema, &history.baseline(&m.name)).await;
+    if table != m.name {
+        let _ = ctx.deregister_table(&table);
     }
-    Ok(out)
+    result.checks = checks?;
+    result.rows = Some(rows);
+    let failed: Vec<String> = result
+        .checks
+        .iter()
+        .filter(|c| c.failed())
+        .map(|c| {
+            format!(
+                "{}{}",
+                c.check,
+                c.column
+                    .as_ref()
+                    .map(|col| format!("({col})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if failed.is_empty() {
+        result.status = "success".into();
+    } else {
+        result.status = "fail".into();
+        result.message = format!("check failed: {}", failed.join(", "));
+    }
+    Ok(result)
 }

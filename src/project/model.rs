@@ -64,6 +64,7 @@ struct RawConfig {
     partition_by: Vec<String>,
     #[serde(default)]
     unique_key: Vec<String>,
+    watermark: Option<String>,
     description: Option<String>,
     erasure: Option<Erasure>,
     #[serde(default)]
@@ -87,6 +88,8 @@ pub struct Model {
     pub location: Option<String>,
     pub partition_by: Vec<String>,
     pub unique_key: Vec<String>,
+    /// Incremental models: only rows above the published maximum of this column are added.
+    pub watermark: Option<String>,
     pub description: Option<String>,
     pub erasure: Option<Erasure>,
     pub tags: Vec<String>,
@@ -224,6 +227,31 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
                 .map_err(|m| config_error(line_of("[[checks]]"), Some("checks".into()), m))?,
         );
     }
+    let materialized = raw.materialized.unwrap_or_default();
+    if materialized == Materialized::Incremental
+        && raw.unique_key.is_empty()
+        && raw.watermark.is_none()
+    {
+        return Err(config_error(
+            line_of("materialized"),
+            Some("materialized".into()),
+            "an incremental model needs `watermark = \"column\"` (add rows above the published maximum) or `unique_key = [...]` (replace rows with the same key)".into(),
+        ));
+    }
+    if materialized == Materialized::View && (raw.watermark.is_some() || raw.location.is_some()) {
+        let key = if raw.watermark.is_some() {
+            "watermark"
+        } else {
+            "location"
+        };
+        return Err(config_error(
+            line_of(key),
+            Some(key.into()),
+            format!(
+                "`{key}` needs materialized = \"table\" or \"incremental\"; a view is not written"
+            ),
+        ));
+    }
     if sql.trim().trim_end_matches(';').trim().is_empty() {
         return Err(config_error(
             None,
@@ -236,11 +264,12 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         file: file.to_path_buf(),
         relative: relative.to_string(),
         sql: sql.trim().trim_end_matches(';').trim().to_string(),
-        materialized: raw.materialized.unwrap_or_default(),
+        materialized,
         format: raw.format.unwrap_or_default(),
         location: raw.location,
         partition_by: raw.partition_by,
         unique_key: raw.unique_key,
+        watermark: raw.watermark,
         description: raw.description,
         erasure: raw.erasure,
         tags: raw.tags,
@@ -304,7 +333,7 @@ mod tests {
             "/* @config\nmaterialized = \"table\"\nformatt = \"csv\"\n*/\nSELECT 1",
         )
         .unwrap_err();
-        assert_eq!(e.to_string(), "models/a.sql:3: key `formatt`: unknown field `formatt`, expected one of `materialized`, `format`, `location`, `partition_by`, `unique_key`, `description`, `erasure`, `tags`, `columns`, `checks`");
+        assert_eq!(e.to_string(), "models/a.sql:3: key `formatt`: unknown field `formatt`, expected one of `materialized`, `format`, `location`, `partition_by`, `unique_key`, `watermark`, `description`, `erasure`, `tags`, `columns`, `checks`");
         let e = parse_model(
             Path::new("models/a.sql"),
             "a.sql",

@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SluiceError};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputFile {
     pub path: String,
     pub bytes: u64,
@@ -115,4 +115,19 @@ pub fn clean_staging(target: &Path) -> Result<usize> {
         n += 1;
     }
     Ok(n)
+}
+
+/// Carry the published data files of an incremental model into its staging folder by hard
+/// link (a copy across filesystems), so the new output is the old files plus the new rows.
+pub fn link_files(from: &Path, to: &Path, files: &[OutputFile]) -> Result<()> {
+    for f in files {
+        let (src, dst) = (from.join(&f.path), to.join(&f.path));
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| SluiceError::io(parent, e))?;
+        }
+        if std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst).map_err(|e| SluiceError::io(&src, e))?;
+        }
+    }
+    Ok(())
 }

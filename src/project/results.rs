@@ -101,10 +101,15 @@ impl RunResults {
 
     /// Rewritten after every model, so a killed run still leaves a record.
     pub fn write(&self, target: &Path) -> Result<()> {
+        self.write_as(target, "run_results.json")
+    }
+
+    /// Replace `target/NAME` in one rename, so readers never see half a file.
+    pub fn write_as(&self, target: &Path, name: &str) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| SluiceError::sql(e.to_string()))?;
-        let tmp = target.join(".run_results.json.tmp");
+        let tmp = target.join(format!(".{name}.tmp"));
         write_durably(&tmp, &json)?;
-        let path = target.join("run_results.json");
+        let path = target.join(name);
         std::fs::rename(&tmp, &path).map_err(|e| SluiceError::io(&path, e))
     }
 

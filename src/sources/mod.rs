@@ -3,6 +3,7 @@
 //! source and its location) instead of the whole start-up.
 
 mod format;
+pub mod manifest;
 mod path;
 
 use std::collections::HashMap;
@@ -56,7 +57,12 @@ impl SourceDef {
 
     /// A folder of output files (a published or staged model) read as a table.
     pub fn folder(name: &str, folder: &std::path::Path, format: SourceFormat) -> SourceDef {
-        let location = format!("{}/", folder.display());
+        Self::prefix(name, &folder.display().to_string(), format)
+    }
+
+    /// A folder or object store prefix of files read as a table.
+    pub fn prefix(name: &str, location: &str, format: SourceFormat) -> SourceDef {
+        let location = format!("{}/", location.trim_end_matches('/'));
         SourceDef {
             name: name.to_string(),
             location: location.clone(),
@@ -67,6 +73,7 @@ impl SourceDef {
                 options: Default::default(),
                 schema: None,
                 description: None,
+                s3: None,
             },
         }
     }
@@ -250,8 +257,18 @@ pub async fn open_source(
     def: &SourceDef,
 ) -> DFResult<Arc<dyn TableProvider>> {
     let location = normalise_location(&def.location);
-    let url =
-        ListingTableUrl::parse(&location).map_err(|e| def.error(format!("bad location: {e}")))?;
+    // A published S3 prefix is read as its manifest lists it.
+    let location = if is_s3_prefix(&location) {
+        match manifest::published_files(state, &location).await {
+            Ok(Some(files)) => manifest::register_only_listed(state, &location, &files)
+                .map_err(|e| def.error(e))?,
+            Ok(None) => location,
+            Err(e) => return Err(def.error(describe_store(&location, &e.to_string()))),
+        }
+    } else {
+        location
+    };
+    let url = parse_table_url(&location).map_err(|e| def.error(format!("bad location: {e}")))?;
     let store = state
         .runtime_env()
         .object_store(&url)
@@ -262,10 +279,10 @@ pub async fn open_source(
     let files: Vec<_> = url
         .list_all_files(state, store.as_ref(), &options.file_extension)
         .await
-        .map_err(|e| def.error(format!("cannot list files: {e}")))?
+        .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
         .try_collect()
         .await
-        .map_err(|e| def.error(describe_missing(&e.to_string())))?;
+        .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?;
     if files.is_empty() {
         let what = if is_collection {
             format!("no {} files found", def.format.name())
@@ -291,10 +308,11 @@ pub async fn open_source(
     let schema = match &def.config.schema {
         Some(columns) => Arc::new(format::explicit_schema(columns).map_err(|e| def.error(e))?),
         None => options.infer_schema(state, &url).await.map_err(|e| {
-            def.error(format!(
-                "cannot read: {}",
-                crate::error::describe_datafusion_error(&e)
-            ))
+            let message = crate::error::describe_datafusion_error(&e);
+            def.error(
+                crate::storage::explain(&def.location, &message)
+                    .unwrap_or_else(|| format!("cannot read: {message}")),
+            )
         })?,
     };
     let config = ListingTableConfig::new(url)
@@ -304,16 +322,52 @@ pub async fn open_source(
     Ok(Arc::new(table))
 }
 
-/// Local folders need a trailing slash to be listed as collections.
+/// `ListingTableUrl::parse`, with globs in URLs too (`s3://raw/events/*.csv`): DataFusion
+/// splits the glob off local paths only.
+pub fn parse_table_url(location: &str) -> DFResult<ListingTableUrl> {
+    if let (true, Some(i)) = (location.contains("://"), location.find(['*', '?', '['])) {
+        let split = location[..i].rfind('/').map(|j| j + 1).unwrap_or(0);
+        let (prefix, glob) = location.split_at(split);
+        let url = url::Url::parse(prefix).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let pattern =
+            glob::Pattern::new(glob).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        return ListingTableUrl::try_new(url, Some(pattern));
+    }
+    ListingTableUrl::parse(location)
+}
+
+fn has_glob(location: &str) -> bool {
+    location.contains(['*', '?', '['])
+}
+
+/// An S3 location naming a prefix (a folder) rather than a file or a glob.
+fn is_s3_prefix(location: &str) -> bool {
+    crate::storage::bucket_of(location).is_some() && location.ends_with('/') && !has_glob(location)
+}
+
+/// Folders need a trailing slash to be listed as collections: local ones that exist, and
+/// S3 keys without a file extension.
 fn normalise_location(location: &str) -> String {
-    if !location.contains("://")
-        && !location.ends_with('/')
-        && std::path::Path::new(location).is_dir()
-    {
+    if location.ends_with('/') || has_glob(location) {
+        return location.to_string();
+    }
+    let folder = if crate::storage::bucket_of(location).is_some() {
+        let last = location.rsplit('/').next().unwrap_or_default();
+        SourceFormat::from_location(last).is_none() && !last.contains('.')
+            || location.trim_end_matches('/').matches('/').count() <= 2
+    } else {
+        !location.contains("://") && std::path::Path::new(location).is_dir()
+    };
+    if folder {
         format!("{location}/")
     } else {
         location.to_string()
     }
+}
+
+/// A listing or reading error said plainly: S3 errors name the bucket and key.
+fn describe_store(location: &str, message: &str) -> String {
+    crate::storage::explain(location, message).unwrap_or_else(|| describe_missing(message))
 }
 
 fn describe_missing(message: &str) -> String {

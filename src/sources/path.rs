@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock, Weak};
 use async_trait::async_trait;
 use datafusion::catalog::{TableProvider, UrlTableFactory};
 use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::context::SessionState;
+use futures::StreamExt;
 
 use super::{open_source, SessionStateLock, SourceDef};
 use crate::config::{SourceConfig, SourceFormat, SourceOptions};
@@ -48,24 +50,64 @@ fn format_of_folder(dir: &std::path::Path) -> Option<SourceFormat> {
     None
 }
 
+/// The format of the first data file under an object store prefix.
+async fn format_of_prefix(state: &SessionState, location: &str) -> DFResult<Option<SourceFormat>> {
+    let prefix = if location.ends_with('/') {
+        location.to_string()
+    } else {
+        format!("{location}/")
+    };
+    let failed = |e: &dyn std::fmt::Display| {
+        let message = e.to_string();
+        DataFusionError::Plan(format!(
+            "'{location}': {}",
+            crate::storage::explain(location, &message).unwrap_or(message)
+        ))
+    };
+    let url = super::parse_table_url(&prefix).map_err(|e| failed(&e))?;
+    let store = state
+        .runtime_env()
+        .object_store(&url)
+        .map_err(|e| failed(&e))?;
+    let mut files = url
+        .list_all_files(state, store.as_ref(), "")
+        .await
+        .map_err(|e| failed(&e))?;
+    while let Some(meta) = files.next().await {
+        let meta = meta.map_err(|e| failed(&e))?;
+        let Some(name) = meta.location.filename() else {
+            continue;
+        };
+        if name.starts_with('_') || name.starts_with('.') {
+            continue;
+        }
+        if let Some(f) = SourceFormat::from_location(name) {
+            return Ok(Some(f));
+        }
+    }
+    Ok(None)
+}
+
 #[async_trait]
 impl UrlTableFactory for PathTableFactory {
     async fn try_new(&self, url: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         if !looks_like_path(url) {
             return Ok(None);
         }
-        let format = match SourceFormat::from_location(url).or_else(|| format_of_folder(std::path::Path::new(url))) {
-            Some(f) => f,
-            None => {
-                return Err(DataFusionError::Plan(format!(
-                    "{url}: cannot tell the file format from the name; use a .csv, .parquet or .json path, or CREATE EXTERNAL TABLE"
-                )))
-            }
-        };
         let state = self.state.get().and_then(Weak::upgrade).ok_or_else(|| {
             DataFusionError::Internal("path tables are not attached to a session".into())
         })?;
         let state = state.read().clone();
+        let format = match SourceFormat::from_location(url) {
+            Some(f) => Some(f),
+            None if url.contains("://") => format_of_prefix(&state, url).await?,
+            None => format_of_folder(std::path::Path::new(url)),
+        };
+        let Some(format) = format else {
+            return Err(DataFusionError::Plan(format!(
+                "{url}: cannot tell the file format from the name; use a .csv, .parquet or .json path, or CREATE EXTERNAL TABLE"
+            )));
+        };
         let def = SourceDef {
             name: url.to_string(),
             location: url.to_string(),
@@ -76,6 +118,7 @@ impl UrlTableFactory for PathTableFactory {
                 options: SourceOptions::default(),
                 schema: None,
                 description: None,
+                s3: None,
             },
         };
         open_source(&state, &def).await.map(Some)

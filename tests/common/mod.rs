@@ -1,6 +1,8 @@
 //! Helpers for driving the real `sluice` binary in tests.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

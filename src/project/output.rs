@@ -1,0 +1,340 @@
+//! Where a table model is published, and the staging of one run's output there.
+//!
+//! Local folders: the output is written to a staging folder and swapped in by one atomic
+//! rename. S3 prefixes: new files get run-unique names next to the published ones, the
+//! manifest (`_sluice.json`) is written last, then files it does not list are deleted;
+//! sluice's readers follow the manifest, so a failed or killed publish changes nothing
+//! they see.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use super::publish::{self, OutputFile};
+use crate::error::{Result, SluiceError};
+use crate::sources::manifest::{self, MANIFEST};
+
+/// A table model's published location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Local(PathBuf),
+    /// `s3://bucket/prefix/`, always with the trailing slash.
+    S3(String),
+}
+
+impl Output {
+    /// A model's location: a full URL or absolute path as given, else under the target.
+    pub fn resolve(target: &str, location: Option<&str>, name: &str) -> Output {
+        let location = match location {
+            Some(l) if l.contains("://") || Path::new(l).is_absolute() => l.to_string(),
+            Some(l) => join(target, l),
+            None => join(target, name),
+        };
+        if crate::storage::bucket_of(&location).is_some() {
+            Output::S3(format!("{}/", location.trim_end_matches('/')))
+        } else {
+            Output::Local(PathBuf::from(location))
+        }
+    }
+
+    /// The location as a table URL (folders end with `/`).
+    pub fn url(&self) -> String {
+        match self {
+            Output::Local(p) => format!("{}/", p.display()),
+            Output::S3(u) => u.clone(),
+        }
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            Output::Local(p) => p.display().to_string(),
+            Output::S3(u) => u.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Where one published file lives.
+    pub fn file(&self, relative: &str) -> String {
+        match self {
+            Output::Local(p) => p.join(relative).display().to_string(),
+            Output::S3(u) => format!("{u}{relative}"),
+        }
+    }
+
+    /// The published manifest, when the model has been published.
+    pub async fn manifest(&self, ctx: &SessionContext) -> Result<Option<serde_json::Value>> {
+        let bytes = match self {
+            Output::Local(p) => {
+                if !p.join("_SUCCESS").exists() {
+                    return Ok(None);
+                }
+                let path = p.join(MANIFEST);
+                std::fs::read(&path).map_err(|e| SluiceError::io(&path, e))?
+            }
+            Output::S3(u) => {
+                let (store, prefix) = s3_store(ctx, u)?;
+                match store.get(&key(&prefix, MANIFEST)).await {
+                    Ok(got) => got.bytes().await.map_err(|e| store_error(u, &e))?.to_vec(),
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(store_error(u, &e)),
+                }
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SluiceError::sql(format!("{}{MANIFEST}: {e}", self.url())))
+    }
+
+    pub async fn is_published(&self, ctx: &SessionContext) -> Result<bool> {
+        Ok(self.manifest(ctx).await?.is_some())
+    }
+}
+
+fn join(base: &str, relative: &str) -> String {
+    if base.contains("://") {
+        format!("{}/{}", base.trim_end_matches('/'), relative)
+    } else {
+        Path::new(base).join(relative).display().to_string()
+    }
+}
+
+fn key(prefix: &ObjectPath, name: &str) -> ObjectPath {
+    if prefix.as_ref().is_empty() {
+        ObjectPath::from(name)
+    } else {
+        ObjectPath::from(format!("{prefix}/{name}"))
+    }
+}
+
+fn store_error(location: &str, e: &dyn std::fmt::Display) -> SluiceError {
+    let message = e.to_string();
+    SluiceError::sql(
+        crate::storage::explain(location, &message)
+            .unwrap_or_else(|| format!("{location}: {message}")),
+    )
+}
+
+/// The store of an `s3://bucket/prefix/` URL, and the prefix inside it.
+fn s3_store(ctx: &SessionContext, location: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+    let url = Url::parse(location).map_err(|e| SluiceError::sql(format!("{location}: {e}")))?;
+    let store = ctx
+        .runtime_env()
+        .object_store(
+            crate::sources::manifest::store_url(&url).map_err(|e| store_error(location, &e))?,
+        )
+        .map_err(|e| store_error(location, &e))?;
+    Ok((store, ObjectPath::from(url.path().trim_matches('/'))))
+}
+
+/// One run's output of one model, written but not yet published.
+pub enum Stage {
+    Local {
+        dir: PathBuf,
+        location: PathBuf,
+    },
+    S3 {
+        location: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+        /// Objects under the prefix before this run wrote anything.
+        before: HashSet<ObjectPath>,
+    },
+}
+
+impl Stage {
+    pub async fn begin(ctx: &SessionContext, output: &Output, staging: PathBuf) -> Result<Stage> {
+        match output {
+            Output::Local(location) => {
+                std::fs::create_dir_all(&staging).map_err(|e| SluiceError::io(&staging, e))?;
+                Ok(Stage::Local {
+                    dir: staging,
+                    location: location.clone(),
+                })
+            }
+            Output::S3(location) => {
+                let (store, prefix) = s3_store(ctx, location)?;
+                let before = list(&store, &prefix, location)
+                    .await?
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .collect();
+                Ok(Stage::S3 {
+                    location: location.clone(),
+                    store,
+                    prefix,
+                    before,
+                })
+            }
+        }
+    }
+
+    /// Where the writer puts this run's files.
+    pub fn write_url(&self) -> String {
+        match self {
+            Stage::Local { dir, .. } => format!("{}/", dir.display()),
+            Stage::S3 { location, .. } => location.clone(),
+        }
+    }
+
+    /// The data files this run wrote, relative to the output folder.
+    pub async fn written_files(&self) -> Result<Vec<OutputFile>> {
+        match self {
+            Stage::Local { dir, .. } => publish::data_files(dir),
+            Stage::S3 {
+                location,
+                store,
+                prefix,
+                before,
+            } => {
+                let mut files: Vec<OutputFile> = list(store, prefix, location)
+                    .await?
+                    .into_iter()
+                    .filter(|(p, _)| !before.contains(p))
+                    .filter_map(|(p, bytes)| {
+                        let relative = relative_to(prefix, &p)?;
+                        let name = relative.rsplit('/').next().unwrap_or_default();
+                        (!name.starts_with('_') && !name.starts_with('.')).then_some(OutputFile {
+                            path: relative,
+                            bytes,
+                        })
+                    })
+                    .collect();
+                files.sort_by(|a, b| a.path.cmp(&b.path));
+                Ok(files)
+            }
+        }
+    }
+
+    /// Keep the published files of an incremental model in the new output.
+    pub fn carry(&self, previous: &[OutputFile]) -> Result<()> {
+        match self {
+            Stage::Local { dir, location } => publish::link_files(location, dir, previous),
+            // They stay where they are; the new manifest lists them again.
+            Stage::S3 { .. } => Ok(()),
+        }
+    }
+
+    /// The table URL that reads exactly `files` of this stage.
+    pub fn table_url(&self, ctx: &SessionContext, files: &[OutputFile]) -> Result<String> {
+        match self {
+            Stage::Local { dir, .. } => Ok(format!("{}/", dir.display())),
+            Stage::S3 { location, .. } => {
+                let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+                manifest::register_only_listed(&ctx.state(), location, &paths)
+                    .map_err(|e| store_error(location, &e))
+            }
+        }
+    }
+
+    /// Publish: `_SUCCESS` and the manifest last, then (S3) delete what it does not list.
+    pub async fn publish(self, manifest_json: &[u8], files: &[OutputFile]) -> Result<()> {
+        match self {
+            Stage::Local { dir, location } => {
+                let published = publish::write_durably(&dir.join("_SUCCESS"), b"")
+                    .and_then(|()| publish::write_durably(&dir.join(MANIFEST), manifest_json))
+                    .and_then(|()| publish::publish_dir(&dir, &location));
+                if published.is_err() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                published
+            }
+            Stage::S3 {
+                location,
+                store,
+                prefix,
+                ..
+            } => {
+                store
+                    .put(&key(&prefix, "_SUCCESS"), PutPayload::new())
+                    .await
+                    .map_err(|e| store_error(&location, &e))?;
+                store
+                    .put(
+                        &key(&prefix, MANIFEST),
+                        PutPayload::from(manifest_json.to_vec()),
+                    )
+                    .await
+                    .map_err(|e| store_error(&location, &e))?;
+                // The new output is published; what follows is only tidying up.
+                let keep: HashSet<ObjectPath> = files
+                    .iter()
+                    .map(|f| key(&prefix, &f.path))
+                    .chain([key(&prefix, "_SUCCESS"), key(&prefix, MANIFEST)])
+                    .collect();
+                let stale: Vec<ObjectPath> = list(&store, &prefix, &location)
+                    .await?
+                    .into_iter()
+                    .map(|(p, _)| p)
+                    .filter(|p| !keep.contains(p))
+                    .collect();
+                delete(&store, stale, &location).await
+            }
+        }
+    }
+
+    /// Remove what this run wrote (a check failed, or the query did).
+    pub async fn discard(self) {
+        match self {
+            Stage::Local { dir, .. } => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            Stage::S3 {
+                location,
+                store,
+                prefix,
+                before,
+            } => {
+                if let Ok(now) = list(&store, &prefix, &location).await {
+                    let new: Vec<ObjectPath> = now
+                        .into_iter()
+                        .map(|(p, _)| p)
+                        .filter(|p| !before.contains(p))
+                        .collect();
+                    let _ = delete(&store, new, &location).await;
+                }
+            }
+        }
+    }
+}
+
+fn relative_to(prefix: &ObjectPath, path: &ObjectPath) -> Option<String> {
+    let p = prefix.as_ref();
+    let full = path.as_ref();
+    if p.is_empty() {
+        return Some(full.to_string());
+    }
+    full.strip_prefix(p)?.strip_prefix('/').map(str::to_string)
+}
+
+async fn list(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &ObjectPath,
+    location: &str,
+) -> Result<Vec<(ObjectPath, u64)>> {
+    let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+    store
+        .list(prefix)
+        .map_ok(|m| (m.location, m.size))
+        .try_collect()
+        .await
+        .map_err(|e| store_error(location, &e))
+}
+
+async fn delete(
+    store: &Arc<dyn ObjectStore>,
+    paths: Vec<ObjectPath>,
+    location: &str,
+) -> Result<()> {
+    let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+    store
+        .delete_stream(stream)
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|_| ())
+        .map_err(|e| store_error(location, &e))
+}
