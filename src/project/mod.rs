@@ -1051,7 +1051,17 @@ pub async fn test(session: &Session, plan: &ProjectPlan, select: &[String]) -> R
             Err(e) => ModelResult::error(m, &e.to_string()),
         };
         result.execution_time = t0.elapsed().as_secs_f64();
-        report.line(&outcome_line(m, &result));
+        let line = match result.status.as_str() {
+            "success" => format!(
+                "{:<28} pass   {} checks on {} rows, {:.2}s",
+                m.name,
+                result.checks.len(),
+                result.rows.unwrap_or(0),
+                result.execution_time
+            ),
+            _ => outcome_line(m, &result),
+        };
+        report.line(&line);
         results.push(result);
     }
     results.elapsed_time = started.elapsed().as_secs_f64();
