@@ -7,6 +7,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use datafusion::catalog::{DynamicFileCatalog, SchemaProvider, UrlTableFactory};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -77,6 +78,10 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(pool))
         .with_disk_manager_builder(DiskManagerBuilder::default())
+        // DataFusion caches file listings forever, keyed by path alone: a long-lived shell
+        // or server would never see new files, and a run would read a republished folder
+        // through its old listing. Listing again per query is what users expect.
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
         .with_object_store_registry(Arc::new(StoreRegistry::new(
             project.config.storage.s3.clone(),
             bucket_settings(&project)?,

@@ -51,6 +51,15 @@ fn s3_globs_prefixes_hive_partitions_and_external_tables() {
         ),
         "id,email\n1,a@x.com\n2,b@x.com\n3,c@x.com\n"
     );
+    // A glob across hive folders keeps the partition column.
+    assert_eq!(
+        csv(
+            &moto,
+            p.path(),
+            "SELECT day, count(*) AS n FROM 's3://raw/events/*/*.csv' GROUP BY day ORDER BY day"
+        ),
+        "day,n\n1,2\n2,3\n"
+    );
     // A prefix by URL: the format comes from the files in it.
     assert_eq!(
         csv(
@@ -121,6 +130,26 @@ fn s3_errors_name_bucket_and_key_never_the_secret() {
     assert!(
         r.stderr
             .contains("cannot reach the S3 endpoint for bucket `raw`"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("testing-secret"), "{}", r.stderr);
+}
+
+#[test]
+fn denied_access_is_said_plainly() {
+    // This server checks credentials: keys it never issued are refused.
+    let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let p = project(&[]);
+    let r = sluice_s3(
+        &moto,
+        p.path(),
+        &["shell", "-c", "SELECT * FROM 's3://raw/flat/*.csv'"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("access denied to s3://raw/flat/*.csv: check the credentials"),
         "{}",
         r.stderr
     );

@@ -314,6 +314,24 @@ fn folders_globs_and_hive_partitions() {
         "day,n\n2026-05-01,2\n2026-05-02,1\n"
     );
     assert_eq!(query_csv(p.path(), "SELECT sum(id) AS s FROM g"), "s\n6\n");
+    // A glob across hive folders matches the whole path and still finds the partitions.
+    let dir = p.path().display();
+    assert_eq!(
+        query_csv(
+            p.path(),
+            &format!(
+                "SELECT day, sum(id) AS s FROM '{dir}/data/ev/*/*.csv' GROUP BY day ORDER BY day"
+            )
+        ),
+        "day,s\n2026-05-01,3\n2026-05-02,3\n"
+    );
+    assert_eq!(
+        query_csv(
+            p.path(),
+            &format!("SELECT count(*) AS n FROM '{dir}/data/ev/day=2026-05-02/*.csv'")
+        ),
+        "n\n1\n"
+    );
 }
 
 #[test]

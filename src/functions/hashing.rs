@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::StringBuilder;
+use datafusion::arrow::array::{NullBufferBuilder, StringArray};
+use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{exec_err, plan_err};
 use datafusion::error::Result;
@@ -44,6 +45,60 @@ pub fn hex_digest<'a>(digest: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a str {
     }
     // Only ASCII hex digits were written.
     std::str::from_utf8(buf).unwrap_or_default()
+}
+
+/// A column of 64-character hex digests, written straight into one values buffer: every
+/// value has the same length, so there is nothing for a general string builder to do.
+pub struct HexColumn {
+    values: Vec<u8>,
+    offsets: Vec<i32>,
+    nulls: NullBufferBuilder,
+}
+
+/// `HEX_PAIRS[b]` is the two lowercase hex digits of byte `b`.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [HEX[i >> 4], HEX[i & 0x0f]];
+        i += 1;
+    }
+    table
+};
+
+impl HexColumn {
+    pub fn with_capacity(rows: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        HexColumn {
+            values: Vec::with_capacity(rows * 64),
+            offsets,
+            nulls: NullBufferBuilder::new(rows),
+        }
+    }
+
+    pub fn append_digest(&mut self, digest: &[u8; 32]) {
+        for b in digest {
+            self.values.extend_from_slice(&HEX_PAIRS[*b as usize]);
+        }
+        self.offsets.push(self.values.len() as i32);
+        self.nulls.append_non_null();
+    }
+
+    pub fn append_null(&mut self) {
+        self.offsets.push(self.values.len() as i32);
+        self.nulls.append_null();
+    }
+
+    pub fn finish(mut self) -> Result<StringArray> {
+        // Offsets only grow (by 64 or 0), and only ASCII hex digits were written.
+        Ok(StringArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
+            Buffer::from_vec(self.values),
+            self.nulls.finish(),
+        )?)
+    }
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -96,13 +151,12 @@ impl ScalarUDFImpl for Sha256Hex {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let all_const = all_scalar(&args.args);
         let input = arg_array(&args.args[0], all_const, args.number_rows)?;
-        let mut out = StringBuilder::with_capacity(input.len(), input.len() * 64);
-        let mut buf = [0u8; 64];
+        let mut out = HexColumn::with_capacity(input.len());
         for_each_bytes(&input, |v| match v {
-            Some(bytes) => out.append_value(hex_digest(&sha256(bytes), &mut buf)),
+            Some(bytes) => out.append_digest(&sha256(bytes)),
             None => out.append_null(),
         })?;
-        finish(Arc::new(out.finish()), all_const)
+        finish(Arc::new(out.finish()?), all_const)
     }
 }
 
@@ -225,18 +279,16 @@ impl ScalarUDFImpl for HmacSha256 {
         };
         let all_const = all_scalar(&args.args);
         let input = arg_array(&args.args[0], all_const, args.number_rows)?;
-        let mut out = StringBuilder::with_capacity(input.len(), input.len() * 64);
-        let mut buf = [0u8; 64];
+        let mut out = HexColumn::with_capacity(input.len());
         for_each_bytes(&input, |v| match v {
             Some(bytes) => {
                 let mut mac = base.clone();
                 mac.update(bytes);
-                let digest: [u8; 32] = mac.finalize().into_bytes().into();
-                out.append_value(hex_digest(&digest, &mut buf));
+                out.append_digest(&mac.finalize().into_bytes().into());
             }
             None => out.append_null(),
         })?;
-        finish(Arc::new(out.finish()), all_const)
+        finish(Arc::new(out.finish()?), all_const)
     }
 }
 

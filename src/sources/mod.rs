@@ -17,7 +17,7 @@ use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingT
 use datafusion::datasource::ViewTable;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::context::SessionState;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use indexmap::IndexMap;
 
 use crate::config::{Project, SourceConfig, SourceFormat};
@@ -265,6 +265,10 @@ pub async fn open_source(
             Ok(None) => location,
             Err(e) => return Err(def.error(describe_store(&location, &e.to_string()))),
         }
+    } else if has_glob(&location) {
+        expand_glob(state, &location)
+            .await
+            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
     } else {
         location
     };
@@ -334,6 +338,40 @@ pub fn parse_table_url(location: &str) -> DFResult<ListingTableUrl> {
         return ListingTableUrl::try_new(url, Some(pattern));
     }
     ListingTableUrl::parse(location)
+}
+
+/// Match a glob against whole paths below its fixed prefix, hive `key=value` folders
+/// included (DataFusion drops those segments before matching, so `events/*/*.csv` would
+/// find nothing under `events/day=1/`), and read the matches as one folder, so hive
+/// partitions are still discovered. Returns the URL to read.
+async fn expand_glob(state: &SessionState, location: &str) -> DFResult<String> {
+    let first = location.find(['*', '?', '[']).unwrap_or(location.len());
+    let split = location[..first].rfind('/').map(|j| j + 1).unwrap_or(0);
+    let (prefix, glob) = location.split_at(split);
+    let pattern =
+        glob::Pattern::new(glob).map_err(|e| DataFusionError::Plan(format!("bad glob: {e}")))?;
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    let prefix_url = parse_table_url(if prefix.is_empty() { "./" } else { prefix })?;
+    let store = state.runtime_env().object_store(&prefix_url)?;
+    let base = prefix_url.prefix().as_ref().to_string();
+    let mut matched = Vec::new();
+    let mut files = prefix_url.list_all_files(state, store.as_ref(), "").await?;
+    while let Some(meta) = files.next().await {
+        let meta = meta?;
+        let full = meta.location.as_ref();
+        let relative = full
+            .strip_prefix(base.as_str())
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(full);
+        if pattern.matches_with(relative, options) {
+            matched.push(relative.to_string());
+        }
+    }
+    manifest::register_only_listed(state, prefix_url.as_str(), &matched)
 }
 
 fn has_glob(location: &str) -> bool {

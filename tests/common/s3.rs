@@ -27,6 +27,12 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Self::start_with(&[])
+    }
+
+    /// With moto settings from the environment, e.g. INITIAL_NO_AUTH_ACTION_COUNT=0 to
+    /// check every request's credentials.
+    pub fn start_with(env: &[(&str, &str)]) -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -34,6 +40,7 @@ impl Moto {
             .port();
         let child = Command::new(venv_bin("moto_server"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
