@@ -39,6 +39,8 @@ pub enum Command {
     Plan(RunArgs),
     /// Run the models' checks again on what is published now (writes test_results.json)
     Test(TestArgs),
+    /// Serve sources and models over the Postgres wire protocol (and HTTP with --http)
+    Serve(ServeArgs),
     /// List sluice's SQL functions with signature, description and example
     Functions(FunctionsArgs),
 }
@@ -69,6 +71,34 @@ pub struct RunArgs {
     /// With --notify: post after every run, not only failed ones
     #[arg(long, requires = "notify")]
     pub notify_always: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Postgres address to listen on (default: [server].listen, else 127.0.0.1:5433)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Also serve /health, /metrics and POST /query over HTTP on this address
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// TLS certificate (PEM); with --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// TLS private key (PEM); with --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// Allow DDL, COPY, INSERT, engine settings and reading files by path
+    #[arg(long)]
+    pub allow_write: bool,
+    /// Connections open at once; more are refused (default: [server], else 64)
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Statements running at once; more wait their turn (default: [server], else the cores)
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_queries: Option<usize>,
+    /// Cancel statements running longer than this, e.g. 30s or 5m (default: [server], else none)
+    #[arg(long, value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Args)]
@@ -163,6 +193,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Run(args)) => run(&cli, args).await,
         Some(Command::Plan(args)) => plan(&cli, args),
         Some(Command::Test(args)) => test(&cli, args).await,
+        Some(Command::Serve(args)) => serve(&cli, args).await,
     }
 }
 
@@ -313,6 +344,70 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     }
     eprintln!("{summary}");
     Ok(())
+}
+
+/// `30s`, `5m`, `1h` or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let t = text.trim();
+    let (number, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| SluiceError::Usage(format!("{text}: expected a duration like 30s or 5m")))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(SluiceError::Usage(format!(
+                "{text}: unknown unit `{other}`, use ms, s, m or h"
+            )))
+        }
+    };
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(SluiceError::Usage(format!(
+            "{text}: must be more than zero"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
+    let project = load_project(cli)?;
+    let server = &project.config.server;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let timeout = match args
+        .statement_timeout
+        .as_ref()
+        .or(server.statement_timeout.as_ref())
+    {
+        Some(t) => Some(parse_duration(t)?),
+        None => None,
+    };
+    let options = crate::server::ServeOptions {
+        listen: args
+            .listen
+            .clone()
+            .or_else(|| server.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:5433".into()),
+        http: args.http.clone().or_else(|| server.http.clone()),
+        tls_cert: args.tls_cert.clone(),
+        tls_key: args.tls_key.clone(),
+        allow_write: args.allow_write,
+        max_connections: args
+            .max_connections
+            .or(server.max_connections)
+            .unwrap_or(64),
+        max_concurrent_queries: args
+            .max_concurrent_queries
+            .or(server.max_concurrent_queries)
+            .unwrap_or(cores),
+        statement_timeout: timeout,
+    };
+    crate::server::serve(project.clone(), session_options(cli)?, options).await
 }
 
 async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod functions;
 pub mod project;
+pub mod server;
 pub mod session;
 pub mod shell;
 pub mod sources;

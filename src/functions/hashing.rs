@@ -79,8 +79,15 @@ impl HexColumn {
     }
 
     pub fn append_digest(&mut self, digest: &[u8; 32]) {
-        for b in digest {
-            self.values.extend_from_slice(&HEX_PAIRS[*b as usize]);
+        let start = self.values.len();
+        self.values.resize(start + 64, 0);
+        // A fixed-size window: the loop below compiles without bounds checks.
+        if let Ok(out) = <&mut [u8; 64]>::try_from(&mut self.values[start..]) {
+            for (i, b) in digest.iter().enumerate() {
+                let [high, low] = HEX_PAIRS[*b as usize];
+                out[2 * i] = high;
+                out[2 * i + 1] = low;
+            }
         }
         self.offsets.push(self.values.len() as i32);
         self.nulls.append_non_null();

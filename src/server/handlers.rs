@@ -1,0 +1,540 @@
+//! The pgwire handlers: datafusion-postgres's session service (pg_catalog, simple and
+//! extended protocols, types), wrapped with sluice's authentication, read-only guard,
+//! concurrency limit, statement timeout, metrics and one log line per query.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::DfSessionService;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::Sink;
+use futures::StreamExt;
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth, SCRAM_ITERATIONS};
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::portal::Portal;
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DescribePortalResponse, DescribeStatementResponse, Response};
+use pgwire::api::stmt::StoredStatement;
+use pgwire::api::store::PortalStore;
+use pgwire::api::ConnectionHandle;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
+    METADATA_USER,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::guard;
+use super::metrics::Metrics;
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )))
+}
+
+/// The refusal of a statement on a read-only server, as a Postgres error.
+fn refused(statement: &Statement) -> Option<PgWireError> {
+    // 25006: read_only_sql_transaction, what Postgres answers on a read-only standby.
+    guard::refusal(statement).map(|m| user_error("25006", m))
+}
+
+/// Refuses writes, DDL, engine settings and file paths before anything is planned.
+pub struct ReadOnly;
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        refused(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        refused(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        refused(statement).map(Err)
+    }
+}
+
+/// `[server.users]` with their SCRAM salted passwords, computed once at start.
+#[derive(Debug)]
+pub struct Users {
+    salted: HashMap<String, (Vec<u8>, Vec<u8>)>,
+}
+
+impl Users {
+    pub fn new(passwords: Vec<(String, String)>) -> Users {
+        let salted = passwords
+            .into_iter()
+            .map(|(user, password)| {
+                let seed = format!("{user}:{:?}:{}", Instant::now(), std::process::id());
+                let salt = Sha256::digest(seed.as_bytes())[..16].to_vec();
+                let salted = gen_salted_password(&password, &salt, SCRAM_ITERATIONS);
+                (user, (salt, salted))
+            })
+            .collect();
+        Users { salted }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.salted.is_empty()
+    }
+}
+
+#[async_trait]
+impl AuthSource for Users {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        match self.salted.get(user) {
+            Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
+            None => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                "28P01".to_string(),
+                format!("password authentication failed for user \"{user}\""),
+            )))),
+        }
+    }
+}
+
+/// No users configured: anyone on loopback may connect.
+pub struct Open {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for Open {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+/// One connection's startup: SCRAM keeps per-connection state, so each gets its own.
+pub enum Startup {
+    Open(Open),
+    Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Open(h) => h.on_startup(client, message).await,
+            // pgwire leaves the user out of this message; psql users expect Postgres's words.
+            Startup::Scram(h) => h.on_startup(client, message).await.map_err(|e| match e {
+                PgWireError::InvalidPassword(_) => {
+                    PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".to_string(),
+                        "28P01".to_string(),
+                        format!(
+                            "password authentication failed for user \"{}\"",
+                            user_of(client)
+                        ),
+                    )))
+                }
+                other => other,
+            }),
+        }
+    }
+}
+
+/// Limits and instrumentation around datafusion-postgres's session service.
+pub struct Service {
+    inner: Arc<DfSessionService>,
+    gate: Arc<Semaphore>,
+    timeout: Option<Duration>,
+    metrics: Arc<Metrics>,
+}
+
+fn user_of<C: ClientInfo>(client: &C) -> String {
+    client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Fires when the client cancels the statement (pgwire's cancel request).
+type CancelSignal = Shared<BoxFuture<'static, ()>>;
+
+/// Listen for a cancel request of the statement whose result is about to stream.
+/// pgwire watches for cancels only until `do_query` returns; the result is produced while
+/// it streams, so the listening moves to the stream.
+async fn cancel_signal<C: ClientInfo>(client: &C) -> Option<CancelSignal> {
+    let handle = client.session_extensions().get::<Arc<ConnectionHandle>>()?;
+    let rx = handle.start_query().await;
+    Some(
+        async move {
+            if rx.await.is_err() {
+                // Replaced by the next statement's listener: this one never fires.
+                futures::future::pending::<()>().await;
+            }
+        }
+        .boxed()
+        .shared(),
+    )
+}
+
+fn canceled() -> PgWireError {
+    user_error("57014", "canceling statement due to user request".into())
+}
+
+fn timed_out(limit: Duration) -> PgWireError {
+    user_error(
+        "57014",
+        format!(
+            "canceling statement due to statement timeout ({} s)",
+            limit.as_secs_f64()
+        ),
+    )
+}
+
+/// Make a query result's row stream obey the statement's deadline and the client's cancel,
+/// and hold the concurrency permit until the last row is sent.
+fn bounded(
+    response: Response,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+    permit: Arc<OwnedSemaphorePermit>,
+    cancel: Option<CancelSignal>,
+) -> Response {
+    let Response::Query(mut query) = response else {
+        return response;
+    };
+    let rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
+    let cancel = cancel.unwrap_or_else(|| futures::future::pending::<()>().boxed().shared());
+    let (at, limit) = deadline.unwrap_or((
+        tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400),
+        Duration::ZERO,
+    ));
+    let state = (
+        rows,
+        Box::pin(tokio::time::sleep_until(at)),
+        cancel,
+        permit,
+        false,
+    );
+    let limited = futures::stream::unfold(
+        state,
+        move |(mut rows, mut sleep, cancel, permit, stop)| async move {
+            if stop {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.clone() => Some((Err(canceled()), (rows, sleep, cancel, permit, true))),
+                _ = &mut sleep => Some((Err(timed_out(limit)), (rows, sleep, cancel, permit, true))),
+                item = rows.next() => item.map(|r| (r, (rows, sleep, cancel, permit, false))),
+            }
+        },
+    );
+    *query.data_rows() = Box::pin(limited);
+    Response::Query(query)
+}
+
+impl Service {
+    /// Wait for a turn under the concurrency gate; the deadline starts once admitted.
+    async fn admit(
+        &self,
+    ) -> PgWireResult<(
+        Arc<OwnedSemaphorePermit>,
+        Option<(tokio::time::Instant, Duration)>,
+        Instant,
+    )> {
+        let queued = Instant::now();
+        let permit = self
+            .gate
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| user_error("57P03", "the server is shutting down".into()))?;
+        let deadline = self
+            .timeout
+            .map(|limit| (tokio::time::Instant::now() + limit, limit));
+        Ok((Arc::new(permit), deadline, queued))
+    }
+
+    /// Run planning (and whatever the handler does before streaming) within the deadline.
+    async fn within<T>(
+        deadline: Option<(tokio::time::Instant, Duration)>,
+        work: impl std::future::Future<Output = PgWireResult<T>>,
+    ) -> PgWireResult<T> {
+        match deadline {
+            Some((at, limit)) => tokio::time::timeout_at(at, work)
+                .await
+                .unwrap_or_else(|_| Err(timed_out(limit))),
+            None => work.await,
+        }
+    }
+
+    /// Count and log one statement (no SQL text, no parameters: they may carry personal data).
+    fn record(&self, user: &str, protocol: &str, queued: Instant, failed: Option<&PgWireError>) {
+        let elapsed = queued.elapsed();
+        self.metrics.query_done(elapsed, failed.is_some());
+        let status = match failed {
+            None => "status=ok".to_string(),
+            Some(e) => format!("status=error error={:?}", short_error(e)),
+        };
+        super::log(&format!(
+            "query user={user} protocol={protocol} planned_ms={} {status}",
+            elapsed.as_millis()
+        ));
+    }
+}
+
+fn short_error(e: &PgWireError) -> String {
+    match e {
+        PgWireError::UserError(info) => format!("{} {}", info.code, info.message),
+        other => other.to_string(),
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Service {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let user = user_of(client);
+        let (permit, deadline, queued) = self.admit().await?;
+        let result = Self::within(
+            deadline,
+            SimpleQueryHandler::do_query(self.inner.as_ref(), client, query),
+        )
+        .await;
+        self.record(&user, "simple", queued, result.as_ref().err());
+        let responses = result?;
+        let cancel = cancel_signal(client).await;
+        Ok(responses
+            .into_iter()
+            .map(|r| bounded(r, deadline, permit.clone(), cancel.clone()))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Service {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_describe_statement<C>(
+        &self,
+        client: &mut C,
+        target: &StoredStatement<Self::Statement>,
+    ) -> PgWireResult<DescribeStatementResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.inner.do_describe_statement(client, target).await
+    }
+
+    async fn do_describe_portal<C>(
+        &self,
+        client: &mut C,
+        target: &Portal<Self::Statement>,
+    ) -> PgWireResult<DescribePortalResponse>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.inner.do_describe_portal(client, target).await
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let user = user_of(client);
+        let (permit, deadline, queued) = self.admit().await?;
+        let result = Self::within(
+            deadline,
+            ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows),
+        )
+        .await;
+        self.record(&user, "extended", queued, result.as_ref().err());
+        let response = result?;
+        let cancel = cancel_signal(client).await;
+        Ok(bounded(response, deadline, permit, cancel))
+    }
+}
+
+struct QuietErrors;
+
+impl ErrorHandler for QuietErrors {
+    fn on_error<C>(&self, _client: &C, _error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        // Errors are logged once, with the query, by `Service`.
+    }
+}
+
+/// Everything pgwire needs to serve a connection.
+pub struct Handlers {
+    service: Arc<Service>,
+    users: Arc<Users>,
+    connections: Arc<ConnectionManager>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+pub struct Limits {
+    /// Shared with HTTP: at most this many statements run at once; others wait.
+    pub gate: Arc<Semaphore>,
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Handlers {
+    pub fn new(
+        ctx: Arc<SessionContext>,
+        users: Users,
+        read_only: bool,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Handlers {
+        let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
+        if read_only {
+            hooks.push(Arc::new(ReadOnly));
+        }
+        hooks.push(Arc::new(CursorStatementHook));
+        hooks.push(Arc::new(SetShowHook));
+        hooks.push(Arc::new(TransactionStatementHook));
+        let inner = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
+        let connections = Arc::new(ConnectionManager::new());
+        Handlers {
+            service: Arc::new(Service {
+                inner,
+                gate: limits.gate,
+                timeout: limits.statement_timeout,
+                metrics,
+            }),
+            users: Arc::new(users),
+            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+            connections,
+        }
+    }
+}
+
+impl Handlers {
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// HTTP basic auth against the same users (always true when there are none).
+    pub fn check_password(&self, user: &str, password: &str) -> bool {
+        if self.users.is_empty() {
+            return true;
+        }
+        match self.users.salted.get(user) {
+            Some((salt, salted)) => {
+                let given = gen_salted_password(password, salt, SCRAM_ITERATIONS);
+                // Same length always; compare every byte so timing says nothing.
+                given.len() == salted.len()
+                    && given
+                        .iter()
+                        .zip(salted)
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            }
+            None => false,
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.service.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        if self.users.is_empty() {
+            return Arc::new(Startup::Open(Open {
+                connections: self.connections.clone(),
+            }));
+        }
+        let mut params = DefaultServerParameterProvider::default();
+        params.server_version = format!("16.0 (sluice {})", env!("CARGO_PKG_VERSION"));
+        let scram = ScramAuth::new(self.users.clone() as Arc<dyn AuthSource>);
+        Arc::new(Startup::Scram(
+            SASLAuthStartupHandler::new(Arc::new(params))
+                .with_scram(scram)
+                .with_connection_manager(self.connections.clone()),
+        ))
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(QuietErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}

@@ -1,0 +1,224 @@
+//! `sluice serve`: the project's sources and models over the Postgres wire protocol (psql,
+//! psycopg, JDBC, BI tools, pgbench), and `/health`, `/metrics` and `POST /query` over HTTP.
+//! The session comes from the same builder as the shell and `run`.
+
+mod guard;
+mod handlers;
+mod http;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{read_secret, Project};
+use crate::error::{Result, SluiceError};
+use crate::session::{build_session, SessionOptions};
+use handlers::{Handlers, Limits, Users};
+use metrics::Metrics;
+
+/// One timestamped line on standard error per connection, query and server event.
+pub(crate) fn log(line: &str) {
+    eprintln!(
+        "{} {line}",
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
+    );
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub http: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub allow_write: bool,
+    pub max_connections: usize,
+    pub max_concurrent_queries: usize,
+    pub statement_timeout: Option<Duration>,
+}
+
+fn usage(message: String) -> SluiceError {
+    SluiceError::Usage(message)
+}
+
+/// A TLS acceptor from PEM files; any problem stops the server (never plaintext instead).
+fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|e| usage(format!("TLS: cannot read {path}: {e}")))
+    };
+    let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| usage(format!("TLS: {cert} is not a PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(usage(format!("TLS: no certificate in {cert}")));
+    }
+    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| usage(format!("TLS: {key} is not a PEM private key: {e}")))?
+        .ok_or_else(|| usage(format!("TLS: no private key in {key}")))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| {
+            usage(format!(
+                "TLS: {cert} and {key} do not make a TLS setup: {e}"
+            ))
+        })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Serve until interrupted (Ctrl-C or SIGTERM).
+pub async fn serve(
+    project: Arc<Project>,
+    mut session_options: SessionOptions,
+    options: ServeOptions,
+) -> Result<()> {
+    let listen: SocketAddr = options
+        .listen
+        .parse()
+        .map_err(|e| usage(format!("--listen {}: {e}", options.listen)))?;
+    let mut passwords = Vec::new();
+    for (name, user) in &project.config.server.users {
+        let secret = read_secret(
+            &format!("server.users.{name}.password"),
+            &user.password,
+            &project.root,
+        )?;
+        let password = String::from_utf8(secret)
+            .map_err(|_| usage(format!("server.users.{name}.password is not UTF-8 text")))?;
+        passwords.push((name.clone(), password));
+    }
+    let users = Users::new(passwords);
+    if users.is_empty() && !is_loopback(&listen) {
+        return Err(usage(format!(
+            "no [server.users] configured: refusing to listen on {listen} without passwords; listen on 127.0.0.1 or add users"
+        )));
+    }
+    let tls = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err(usage("TLS needs both --tls-cert and --tls-key".into())),
+    };
+
+    // Reading files by path is a write-mode feature: the read-only server serves the
+    // project's tables only.
+    session_options.query_files_by_path = options.allow_write;
+    let session = build_session(project.clone(), &session_options)?;
+    match crate::project::build_plan(&project, &project.vars()) {
+        Ok(plan) => crate::project::declare_models(&session, &plan),
+        Err(e) => log(&format!("warning: models not served: {e}")),
+    }
+    setup_pg_catalog(&session.ctx, "datafusion", EmptyContextProvider)
+        .map_err(|e| usage(format!("cannot set up pg_catalog: {e}")))?;
+    let ctx = Arc::new(session.ctx.clone());
+
+    let metrics = Arc::new(Metrics::default());
+    let gate = Arc::new(Semaphore::new(options.max_concurrent_queries.max(1)));
+    let handlers = Arc::new(Handlers::new(
+        ctx.clone(),
+        users,
+        !options.allow_write,
+        Limits {
+            gate: gate.clone(),
+            statement_timeout: options.statement_timeout,
+        },
+        metrics.clone(),
+    ));
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    log(&format!(
+        "sluice {} serving project {} on postgres://{bound} ({}, {}, {})",
+        env!("CARGO_PKG_VERSION"),
+        project.name(),
+        if tls.is_some() { "TLS" } else { "no TLS" },
+        if handlers.has_users() {
+            "SCRAM-SHA-256 passwords"
+        } else {
+            "no [server.users]: loopback only, no password"
+        },
+        if options.allow_write {
+            "read-write"
+        } else {
+            "read-only"
+        }
+    ));
+
+    if let Some(addr) = &options.http {
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| usage(format!("--http {addr}: {e}")))?;
+        let http_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| usage(format!("cannot listen on {addr}: {e}")))?;
+        log(&format!(
+            "HTTP on http://{} (/health, /metrics, POST /query)",
+            http_listener.local_addr().unwrap_or(addr)
+        ));
+        let state = Arc::new(http::HttpState {
+            ctx: ctx.clone(),
+            metrics: metrics.clone(),
+            handlers: handlers.clone(),
+            read_only: !options.allow_write,
+            gate,
+            timeout: options.statement_timeout,
+        });
+        tokio::spawn(http::serve(http_listener, state));
+    }
+
+    let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| usage(format!("cannot watch for SIGTERM: {e}")))?;
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    log(&format!("accept failed: {e}"));
+                    continue;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics.connection_refused();
+            log(&format!(
+                "connection from {peer} refused: {} connections open (--max-connections)",
+                options.max_connections
+            ));
+            drop(socket);
+            continue;
+        };
+        let (handlers, tls, metrics) = (handlers.clone(), tls.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            metrics.connection_opened();
+            log(&format!("connection from {peer} opened"));
+            // A client that sends garbage or disconnects only ends its own connection.
+            let outcome = pgwire::tokio::process_socket(socket, tls, handlers).await;
+            metrics.connection_closed();
+            log(&format!(
+                "connection from {peer} closed after {} ms{}",
+                started.elapsed().as_millis(),
+                outcome.err().map(|e| format!(": {e}")).unwrap_or_default()
+            ));
+        });
+    }
+    log("shutting down");
+    Ok(())
+}

@@ -1,0 +1,489 @@
+//! `sluice serve` with real clients on loopback: psql (catalog commands, queries, a wrong
+//! password, every refused write), psycopg (parameters, prepared statements, types, timeout,
+//! cancel), pgbench (simple and extended, 8 clients), HTTP, and misbehaving clients.
+
+mod common;
+use common::s3::venv_bin;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    http: u16,
+}
+
+impl Server {
+    fn start(project: &Path, extra: &[&str]) -> Server {
+        let (port, http) = (free_port(), free_port());
+        let child = sluice()
+            .arg("--project")
+            .arg(project)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(extra)
+            .env("SLUICE_ANALYST_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sluice serve did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, port, http }
+    }
+
+    fn psql(&self, password: &str, sql: &str) -> Run {
+        let out = Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=analyst dbname=sluice sslmode=disable",
+                self.port
+            ))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-F",
+                ",",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", password)
+            .output()
+            .expect("psql runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Stop the server and return what it logged.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let mut log = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut log);
+        }
+        let _ = self.child.wait();
+        log
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn served_project() -> tempfile::TempDir {
+    project(&[
+        (
+            "sluice.toml",
+            "[sources.people]\nlocation = \"data/people.csv\"\n[sources.amounts]\nlocation = \"data/amounts.csv\"\nschema = { id = \"BIGINT\", amount = \"DECIMAL(10,2)\", at = \"TIMESTAMP\", note = \"VARCHAR\" }\n[server.users.analyst]\npassword = { env = \"SLUICE_ANALYST_PASSWORD\" }\n",
+        ),
+        ("data/people.csv", "id,name,country\n1,ann,KR\n2,bob,US\n3,cy,KR\n"),
+        (
+            "data/amounts.csv",
+            "id,amount,at,note\n1,10.50,2026-05-01T10:00:00,first\n2,0.05,2026-05-02T11:30:00,\n",
+        ),
+        (
+            "models/kr_people.sql",
+            "SELECT id, upper(name) AS name FROM people WHERE country = 'KR'\n",
+        ),
+    ])
+}
+
+#[test]
+fn psql_catalog_queries_auth_and_refused_writes() {
+    let p = served_project();
+    let server = Server::start(p.path(), &[]);
+    let r = server.psql(PASSWORD, "SELECT id, name FROM people ORDER BY id");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "1,ann\n2,bob\n3,cy\n");
+    // Models are served as views.
+    let r = server.psql(PASSWORD, "SELECT name FROM kr_people ORDER BY id");
+    assert_eq!(r.stdout, "ANN\nCY\n", "{}", r.stderr);
+    let r = server.psql(PASSWORD, "\\dt");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("people"), "{}", r.stdout);
+    let r = server.psql(PASSWORD, "\\d people");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("country"), "{}", r.stdout);
+    // sluice's functions run on the server too.
+    let r = server.psql(PASSWORD, "SELECT sha256_hex('abc')");
+    assert_eq!(
+        r.stdout,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
+    );
+
+    let r = server.psql("wrong", "SELECT 1");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("password authentication failed for user \"analyst\""),
+        "{}",
+        r.stderr
+    );
+    for (sql, expected) in [
+        (
+            "INSERT INTO people VALUES (9, 'x', 'KR')",
+            "INSERT is not allowed",
+        ),
+        ("CREATE TABLE t AS SELECT 1", "DDL is not allowed"),
+        ("COPY people TO '/tmp/out.csv'", "COPY is not allowed"),
+        (
+            "SELECT * FROM '/etc/hosts.csv'",
+            "reading files or URLs by path (/etc/hosts.csv) is not allowed",
+        ),
+        (
+            "SET datafusion.execution.batch_size = 1",
+            "SET of engine settings is not allowed",
+        ),
+        ("DROP TABLE people", "DDL is not allowed"),
+    ] {
+        let r = server.psql(PASSWORD, sql);
+        assert_eq!(r.code, 1, "{sql}: {}", r.stderr);
+        assert!(r.stderr.contains(expected), "{sql}: {}", r.stderr);
+        assert!(r.stderr.contains("--allow-write"), "{sql}: {}", r.stderr);
+    }
+    let log = server.stop();
+    assert!(log.contains("query user=analyst protocol=simple"), "{log}");
+    assert!(log.contains("SCRAM-SHA-256"), "{log}");
+    assert!(!log.contains(PASSWORD), "{log}");
+    assert!(
+        !log.contains("ORDER BY"),
+        "the log must not carry SQL text: {log}"
+    );
+}
+
+#[test]
+fn psycopg_parameters_prepared_types_timeout_and_cancel() {
+    let p = served_project();
+    let server = Server::start(p.path(), &["--statement-timeout", "2s"]);
+    let script = format!(
+        r#"
+import psycopg, json, threading, time
+conn = psycopg.connect(host="127.0.0.1", port={port}, user="analyst", password="{PASSWORD}", dbname="sluice", autocommit=True)
+out = {{}}
+cur = conn.cursor()
+cur.execute("SELECT name FROM people WHERE id = %s", (2,))
+out["param"] = cur.fetchall()
+cur.execute("SELECT name FROM people WHERE country = %s ORDER BY id", ("KR",), prepare=True)
+out["prepared"] = cur.fetchall()
+cur.execute("SELECT name FROM people WHERE country = %s ORDER BY id", ("US",), prepare=True)
+out["prepared_again"] = cur.fetchall()
+cur.execute("SELECT id, amount, at, note FROM amounts ORDER BY id")
+rows = cur.fetchall()
+out["types"] = [[r[0], str(r[1]), r[2].isoformat(), r[3]] for r in rows]
+out["type_names"] = [type(v).__name__ for v in rows[0]]
+cur.execute("SELECT make_array(1, 2, 3) AS a, arrow_cast('view', 'Utf8View') AS v")
+out["list_and_view"] = [str(x) for x in cur.fetchone()]
+try:
+    cur.execute("SELECT count(*) FROM generate_series(1, 2000000000) a, generate_series(1, 10) b")
+    out["timeout"] = "finished"
+except Exception as e:
+    out["timeout"] = type(e).__name__ + ": " + str(e).strip()
+conn2 = psycopg.connect(host="127.0.0.1", port={port}, user="analyst", password="{PASSWORD}", dbname="sluice", autocommit=True)
+threading.Timer(0.5, conn2.cancel).start()
+t0 = time.time()
+try:
+    conn2.execute("SELECT count(*) FROM generate_series(1, 2000000000) a, generate_series(1, 10) b")
+    out["cancel"] = "finished"
+except Exception as e:
+    out["cancel"] = type(e).__name__
+out["cancel_fast"] = time.time() - t0 < 1.9
+out["after"] = conn.execute("SELECT count(*) FROM people").fetchone()[0]
+print(json.dumps(out))
+"#,
+        port = server.port
+    );
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["param"], serde_json::json!([["bob"]]));
+    assert_eq!(v["prepared"], serde_json::json!([["ann"], ["cy"]]));
+    assert_eq!(v["prepared_again"], serde_json::json!([["bob"]]));
+    assert_eq!(
+        v["types"],
+        serde_json::json!([
+            [1, "10.50", "2026-05-01T10:00:00", "first"],
+            [2, "0.05", "2026-05-02T11:30:00", null]
+        ])
+    );
+    assert_eq!(
+        v["type_names"],
+        serde_json::json!(["int", "Decimal", "datetime", "str"])
+    );
+    assert_eq!(v["list_and_view"], serde_json::json!(["[1, 2, 3]", "view"]));
+    assert!(
+        v["timeout"]
+            .as_str()
+            .unwrap()
+            .contains("canceling statement due to statement timeout"),
+        "{v}"
+    );
+    assert_eq!(v["cancel"], "QueryCanceled", "{v}");
+    assert_eq!(v["after"], 3);
+}
+
+#[test]
+fn pgbench_simple_and_extended_with_8_clients() {
+    let p = served_project();
+    let server = Server::start(p.path(), &[]);
+    let script = p.path().join("bench.sql");
+    std::fs::write(
+        &script,
+        "\\set id random(1, 3)\nSELECT name FROM people WHERE id = :id;\n",
+    )
+    .unwrap();
+    for mode in ["simple", "extended"] {
+        let out = Command::new("pgbench")
+            .args(["-n", "-M", mode, "-c", "8", "-j", "2", "-t", "25", "-f"])
+            .arg(&script)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "-U",
+                "analyst",
+                "sluice",
+            ])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{mode}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("number of transactions actually processed: 200/200"),
+            "{mode}: {text}"
+        );
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{mode}: {text}"
+        );
+    }
+}
+
+fn http(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn post_query(port: u16, auth: Option<&str>, accept: &str, sql: &str) -> String {
+    let body = serde_json::json!({ "sql": sql }).to_string();
+    let auth = auth
+        .map(|a| format!("Authorization: Basic {a}\r\n"))
+        .unwrap_or_default();
+    http(
+        port,
+        &format!(
+            "POST /query HTTP/1.1\r\nHost: x\r\n{auth}Accept: {accept}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+#[test]
+fn http_health_metrics_and_query() {
+    let p = served_project();
+    let server = Server::start(p.path(), &[]);
+    assert!(http(server.http, "GET /health HTTP/1.1\r\n\r\n").ends_with("\r\n\r\nok\n"));
+    // base64("analyst:correct horse battery")
+    let auth = "YW5hbHlzdDpjb3JyZWN0IGhvcnNlIGJhdHRlcnk=";
+    let r = post_query(
+        server.http,
+        Some(auth),
+        "application/json",
+        "SELECT id, name FROM people ORDER BY id LIMIT 2",
+    );
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    assert!(
+        r.ends_with(r#"[{"id":1,"name":"ann"},{"id":2,"name":"bob"}]"#),
+        "{r}"
+    );
+    let r = post_query(
+        server.http,
+        Some(auth),
+        "text/csv",
+        "SELECT id, name FROM people ORDER BY id",
+    );
+    assert!(r.ends_with("\r\n\r\nid,name\n1,ann\n2,bob\n3,cy\n"), "{r}");
+    let r = post_query(server.http, None, "application/json", "SELECT 1");
+    assert!(r.starts_with("HTTP/1.1 401 Unauthorized"), "{r}");
+    let r = post_query(
+        server.http,
+        Some(auth),
+        "application/json",
+        "DROP TABLE people",
+    );
+    assert!(r.starts_with("HTTP/1.1 403 Forbidden"), "{r}");
+    let metrics = http(server.http, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(metrics.contains("sluice_queries_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_query_duration_seconds_count 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn garbage_and_abandoned_clients_do_not_disturb_others() {
+    let p = served_project();
+    let server = Server::start(p.path(), &[]);
+    // Random bytes, a truncated startup message, and a client that leaves mid-result.
+    let mut junk = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    junk.write_all(b"\x00\x00\x00\x08garbage!garbage").unwrap();
+    let mut truncated = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    truncated.write_all(b"\x00\x00\x01\x00\x00\x03").unwrap();
+    let mut leaver = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=analyst dbname=sluice sslmode=disable",
+            server.port
+        ))
+        .args(["-X", "-c", "SELECT * FROM generate_series(1, 5000000)"])
+        .env("PGPASSWORD", PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = leaver.kill();
+    let _ = leaver.wait();
+    drop(junk);
+    let r = server.psql(PASSWORD, "SELECT count(*) FROM people");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "3\n");
+    drop(truncated);
+}
+
+#[test]
+fn no_users_means_loopback_only_and_tls_problems_stop_the_server() {
+    let p = project(&[("sluice.toml", "")]);
+    let r = run(p.path(), &["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "no [server.users] configured: refusing to listen on 0.0.0.0:0 without passwords"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = run(
+        p.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("TLS: cannot read /nonexistent/cert.pem"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn tls_with_a_certificate() {
+    let p = served_project();
+    let (cert, key) = (p.path().join("cert.pem"), p.path().join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl makes a test certificate");
+    let server = Server::start(
+        p.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let out = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=analyst dbname=sluice sslmode=require",
+            server.port
+        ))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT ssl FROM (SELECT 'on' AS ssl)",
+        ])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "on\n");
+    let log = server.stop();
+    assert!(
+        log.contains("(TLS, SCRAM-SHA-256 passwords, read-only)"),
+        "{log}"
+    );
+}
