@@ -27,4 +27,5 @@ fi
 
 cargo fmt --check
 cargo build --all-targets --locked
-cargo test --locked --all-targets -- --test-threads 2
+# Benches are built above and run by their scripts (criterion takes no test-harness flags).
+cargo test --locked --lib --bins --tests -- --test-threads 2
