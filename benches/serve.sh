@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# pgbench and result streaming: `sluice serve` against a real PostgreSQL on loopback, over
+# the same small table. Prints tps of each and the ratio, and the time to stream 1M rows to
+# psql from each.   benches/serve.sh [path/to/sluice]
+set -euo pipefail
+bin=$(realpath "${1:-target/release/sluice}")
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if [ -z "$pg_bin" ] || ! command -v pgbench >/dev/null; then
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq postgresql postgresql-client
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+work=$(mktemp -d); chmod 777 "$work"
+pg_port=55432; sl_port=55433
+cleanup() {
+  [ -n "${sl_pid:-}" ] && kill "$sl_pid" 2>/dev/null || true
+  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The same 1,000-row table for both.
+python3 - "$work" <<'PY'
+import sys
+with open(sys.argv[1] + "/people.csv", "w") as f:
+    f.write("id,name,country\n")
+    for i in range(1, 1001):
+        f.write(f"{i},user{i},{['KR','US','JP'][i % 3]}\n")
+PY
+mkdir -p "$work/project"
+printf '[sources.people]\nlocation = "%s/people.csv"\n' "$work" > "$work/project/sluice.toml"
+
+runuser -u postgres -- "$pg_bin/initdb" -D "$work/pg" -A trust >/dev/null
+runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -o "-p $pg_port -k $work -c listen_addresses=127.0.0.1" -l "$work/pg.log" start >/dev/null
+sleep 2
+psql -X -q -h 127.0.0.1 -p $pg_port -U postgres -c "CREATE TABLE people (id bigint, name text, country text)" \
+  -c "\\copy people FROM '$work/people.csv' CSV HEADER" postgres
+
+"$bin" --project "$work/project" serve --listen 127.0.0.1:$sl_port 2>"$work/sluice.log" &
+sl_pid=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$sl_port) 2>/dev/null && break; sleep 0.1; done
+
+printf '\\set id random(1, 1000)\nSELECT name, country FROM people WHERE id = :id;\n' > "$work/bench.sql"
+tps() { # port user mode
+  pgbench -n -M "$3" -c 8 -j 2 -T 10 -f "$work/bench.sql" -h 127.0.0.1 -p "$1" -U "$2" "$4" 2>/dev/null |
+    awk '/^tps/ {print $3; exit}'
+}
+stream() { # port user db
+  local t0 t1
+  t0=$(date +%s.%N)
+  psql -X -q -h 127.0.0.1 -p "$1" -U "$2" -c "SELECT * FROM generate_series(1, 1000000)" "$3" > /dev/null
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc
+}
+printf '%-28s %12s %12s %8s\n' "" "sluice" "postgresql" "ratio"
+for mode in simple extended; do
+  s=$(tps $sl_port sluice $mode sluice); p=$(tps $pg_port postgres $mode postgres)
+  printf '%-28s %12.0f %12.0f %8.2f\n' "pgbench tps ($mode, 8 clients)" "$s" "$p" "$(echo "$s / $p" | bc -l)"
+done
+s=$(stream $sl_port sluice sluice); p=$(stream $pg_port postgres postgres)
+printf '%-28s %12.2f %12.2f %8.2f\n' "stream 1M rows to psql (s)" "$s" "$p" "$(echo "$s / $p" | bc -l)"
