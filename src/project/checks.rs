@@ -1,6 +1,6 @@
 //! Data quality checks of a model, run on the staged output before it is published.
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
@@ -206,6 +206,14 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
+    /// `check(column)`, or just the check for table-level checks.
+    pub fn label(&self) -> String {
+        match &self.column {
+            Some(col) => format!("{}({col})", self.check),
+            None => self.check.clone(),
+        }
+    }
+
     pub fn failed(&self) -> bool {
         self.status == "fail"
     }
@@ -226,16 +234,20 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Rows of the first column of a query as text.
-async fn values(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
+/// Every batch a query returns.
+async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
     let df = ctx
         .sql(sql)
         .await
         .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-    let batches = df
-        .collect()
+    df.collect()
         .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))
+}
+
+/// Rows of the first column of a query as text.
+async fn values(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
+    let batches = collect(ctx, sql).await?;
     let mut out = Vec::new();
     for b in batches {
         let col =
@@ -254,14 +266,7 @@ async fn values(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
 
 /// The first row of a query, each column as text.
 async fn first_row(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
-    let df = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let batches = collect(ctx, sql).await?;
     let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(vec![]);
     };
@@ -280,14 +285,7 @@ async fn first_row(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
 
 /// The first column of the first row of a query as text; None for NULL or no rows.
 pub async fn first_value(ctx: &SessionContext, sql: &str) -> Result<Option<String>> {
-    let df = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+    let batches = collect(ctx, sql).await?;
     let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Ok(None);
     };

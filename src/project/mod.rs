@@ -369,12 +369,8 @@ fn outcome_line(m: &Model, result: &ModelResult) -> String {
     };
     for c in result.checks.iter().filter(|c| c.status != "pass") {
         line.push_str(&format!(
-            "\n    check {}{} {}: {}{}",
-            c.check,
-            c.column
-                .as_ref()
-                .map(|col| format!("({col})"))
-                .unwrap_or_default(),
+            "\n    check {} {}: {}{}",
+            c.label(),
             c.status,
             c.message,
             if c.samples.is_empty() {
@@ -985,16 +981,7 @@ async fn finish_staged(
             .checks
             .iter()
             .filter(|c| c.failed())
-            .map(|c| {
-                format!(
-                    "{}{}",
-                    c.check,
-                    c.column
-                        .as_ref()
-                        .map(|col| format!("({col})"))
-                        .unwrap_or_default()
-                )
-            })
+            .map(CheckResult::label)
             .collect();
         result.message = format!("check failed: {}; nothing published", failed.join(", "));
         return Ok(None);
@@ -1123,16 +1110,7 @@ async fn test_model(
         .checks
         .iter()
         .filter(|c| c.failed())
-        .map(|c| {
-            format!(
-                "{}{}",
-                c.check,
-                c.column
-                    .as_ref()
-                    .map(|col| format!("({col})"))
-                    .unwrap_or_default()
-            )
-        })
+        .map(CheckResult::label)
         .collect();
     if failed.is_empty() {
         result.status = "success".into();
