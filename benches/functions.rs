@@ -1,10 +1,11 @@
 //! Rows per second of sluice's hashing and identity functions on 1M rows, next to the raw
-//! `sha2` crate on the same bytes. Run with `cargo bench --bench functions`.
+//! `sha2` crate on the same bytes. Functions are called per 8192-row batch, as in a query.
+//! Run with `cargo bench --bench functions`.
 
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::ScalarValue;
@@ -39,23 +40,41 @@ fn text(s: &str) -> ColumnarValue {
     ColumnarValue::Scalar(ScalarValue::Utf8(Some(s.to_string())))
 }
 
-/// Call a registered scalar function on whole arrays, as DataFusion's executor does.
-fn invoke(session: &Session, name: &str, args: Vec<ColumnarValue>) -> ArrayRef {
+/// DataFusion's default batch size: scalar functions are called once per batch.
+const BATCH: usize = 8192;
+
+/// Call a registered scalar function over `ROWS` rows in batches of `BATCH`, as DataFusion's
+/// executor does; array arguments are sliced (no copy), scalars passed as they are.
+fn invoke(session: &Session, name: &str, args: Vec<ColumnarValue>) -> usize {
     let udf = session.ctx.udf(name).expect("registered");
-    let arg_fields = args
+    let arg_fields: Vec<_> = args
         .iter()
         .map(|a| Arc::new(Field::new("a", a.data_type(), true)))
         .collect();
-    let out = udf
-        .invoke_with_args(ScalarFunctionArgs {
-            args,
-            arg_fields,
-            number_rows: ROWS,
-            return_field: Arc::new(Field::new("r", DataType::Utf8, true)),
-            config_options: Arc::new(ConfigOptions::default()),
-        })
-        .expect("invoke");
-    out.into_array(ROWS).expect("array")
+    let config_options = Arc::new(ConfigOptions::default());
+    let return_field = Arc::new(Field::new("r", DataType::Utf8, true));
+    let mut produced = 0;
+    for offset in (0..ROWS).step_by(BATCH) {
+        let rows = BATCH.min(ROWS - offset);
+        let batch_args = args
+            .iter()
+            .map(|a| match a {
+                ColumnarValue::Array(array) => ColumnarValue::Array(array.slice(offset, rows)),
+                scalar => scalar.clone(),
+            })
+            .collect();
+        let out = udf
+            .invoke_with_args(ScalarFunctionArgs {
+                args: batch_args,
+                arg_fields: arg_fields.clone(),
+                number_rows: rows,
+                return_field: return_field.clone(),
+                config_options: config_options.clone(),
+            })
+            .expect("invoke");
+        produced += out.into_array(rows).expect("array").len();
+    }
+    produced
 }
 
 fn hashing(c: &mut Criterion) {

@@ -7,30 +7,6 @@ use datafusion::common::{exec_err, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::ColumnarValue;
 
-/// Call `f` with each row of a string or binary array as bytes (None for NULL).
-pub fn for_each_bytes<'a>(array: &'a ArrayRef, mut f: impl FnMut(Option<&'a [u8]>)) -> Result<()> {
-    match array.data_type() {
-        DataType::Utf8 => array
-            .as_string::<i32>()
-            .iter()
-            .for_each(|v| f(v.map(str::as_bytes))),
-        DataType::LargeUtf8 => array
-            .as_string::<i64>()
-            .iter()
-            .for_each(|v| f(v.map(str::as_bytes))),
-        DataType::Utf8View => array
-            .as_string_view()
-            .iter()
-            .for_each(|v| f(v.map(str::as_bytes))),
-        DataType::Binary => array.as_binary::<i32>().iter().for_each(&mut f),
-        DataType::LargeBinary => array.as_binary::<i64>().iter().for_each(&mut f),
-        DataType::BinaryView => array.as_binary_view().iter().for_each(&mut f),
-        DataType::Null => (0..array.len()).for_each(|_| f(None)),
-        other => return exec_err!("expected a string or binary argument, got {other}"),
-    }
-    Ok(())
-}
-
 /// Call `f` with each row of a string array (None for NULL).
 pub fn for_each_str<'a>(array: &'a ArrayRef, mut f: impl FnMut(Option<&'a str>)) -> Result<()> {
     match array.data_type() {
