@@ -17,12 +17,16 @@ if ! venv_ok; then
   venv_ok || { echo "test.sh: could not install the Python test tools into .venv" >&2; exit 1; }
 fi
 
-# psql and pgbench (Debian's postgresql-client) for the server tests.
-if ! command -v psql >/dev/null || ! command -v pgbench >/dev/null; then
+# psql and pgbench (Debian's postgresql-client) for the server tests, headless Chromium for
+# the docs site test.
+missing=()
+command -v psql >/dev/null && command -v pgbench >/dev/null || missing+=(postgresql-client)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  $sudo_cmd apt-get install -y -qq postgresql-client
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
 
 cargo fmt --check

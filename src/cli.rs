@@ -39,10 +39,19 @@ pub enum Command {
     Plan(RunArgs),
     /// Run the models' checks again on what is published now (writes test_results.json)
     Test(TestArgs),
+    /// Apply the current erasure lists to published outputs, rewriting only affected files
+    Erase(TestArgs),
+    /// Table and column lineage of the models, as JSON, Mermaid or Graphviz dot
+    Lineage(LineageArgs),
+    /// Write a static HTML site documenting sources, models, checks and lineage
+    Docs(DocsArgs),
     /// Serve sources and models over the Postgres wire protocol (and HTTP with --http)
     Serve(ServeArgs),
     /// List sluice's SQL functions with signature, description and example
     Functions(FunctionsArgs),
+    /// Generate synthetic data sets for benchmarks and load tests
+    #[command(subcommand)]
+    Gen(GenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -106,6 +115,53 @@ pub struct TestArgs {
     /// Models to test: name, +name, name+, folder/, tag:x
     #[arg(short = 's', long, value_name = "SELECTOR", num_args = 1..)]
     pub select: Vec<String>,
+    /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenCommand {
+    /// Launch events with messy emails and phones, exporter duplicates, migrated accounts
+    /// and deletion requests, in the example project's schema (deterministic per seed)
+    Launch(GenLaunchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenLaunchArgs {
+    /// Event rows in total (exporter duplicates included); accounts are rows / 20
+    #[arg(long, value_name = "N")]
+    pub rows: u64,
+    /// Folder to write into (launch_events/day=*/, accounts, migrations, deletions, countries)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 20260501)]
+    pub seed: u64,
+    /// Format of the event files
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: crate::gen::GenFormat,
+    /// Days of events, one folder each from 2026-05-01
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct LineageArgs {
+    /// Models whose lineage to show: name, +name, name+, folder/, tag:x (default: all)
+    #[arg(short = 's', long, value_name = "SELECTOR", num_args = 1..)]
+    pub select: Vec<String>,
+    /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: crate::project::lineage::LineageFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DocsArgs {
+    /// Folder to write the site into (index.html)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
     /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
@@ -193,6 +249,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Run(args)) => run(&cli, args).await,
         Some(Command::Plan(args)) => plan(&cli, args),
         Some(Command::Test(args)) => test(&cli, args).await,
+        Some(Command::Gen(GenCommand::Launch(args))) => gen_launch(args),
+        Some(Command::Erase(args)) => erase(&cli, args).await,
+        Some(Command::Lineage(args)) => lineage(&cli, args).await,
+        Some(Command::Docs(args)) => docs(&cli, args).await,
         Some(Command::Serve(args)) => serve(&cli, args).await,
     }
 }
@@ -438,6 +498,78 @@ async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
             r.name, r.message
         )));
     }
+    Ok(())
+}
+
+fn gen_launch(args: &GenLaunchArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    let options = crate::gen::GenOptions {
+        rows: args.rows,
+        out: args.out.clone(),
+        seed: args.seed,
+        format: args.format,
+        days: args.days,
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+    };
+    let s = crate::gen::launch(&options)?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {} events over {} days, {} accounts ({} migrated), {} deletion requests: {:.1} MB in {secs:.2}s ({:.2} M events/s) to {}",
+        s.events,
+        args.days,
+        s.accounts,
+        s.migrations,
+        s.deletion_requests,
+        s.bytes as f64 / 1e6,
+        s.events as f64 / secs / 1e6,
+        args.out.display()
+    );
+    Ok(())
+}
+
+async fn erase(cli: &Cli, args: &TestArgs) -> Result<()> {
+    let project = load_project(cli)?;
+    let vars = vars(&project, &args.vars)?;
+    let plan = crate::project::build_plan(&project, &vars)?;
+    let session = build_session(project, &session_options(cli)?)?;
+    let results = crate::project::erase::erase(&session, &plan, &args.select).await?;
+    if results.results.is_empty() {
+        eprintln!("no published model names an erasure list");
+    }
+    if let Some(r) = results.results.iter().find(|r| r.status == "error") {
+        return Err(SluiceError::sql(format!(
+            "model `{}`: {}",
+            r.name, r.message
+        )));
+    }
+    if let Some(r) = results.results.iter().find(|r| r.status == "fail") {
+        return Err(SluiceError::Check(format!(
+            "model `{}`: {}",
+            r.name, r.message
+        )));
+    }
+    Ok(())
+}
+
+async fn lineage(cli: &Cli, args: &LineageArgs) -> Result<()> {
+    let project = load_project(cli)?;
+    let vars = vars(&project, &args.vars)?;
+    let plan = crate::project::build_plan(&project, &vars)?;
+    let session = build_session(project, &session_options(cli)?)?;
+    let lineage = crate::project::lineage::lineage(&session, &plan, &args.select).await?;
+    println!("{}", lineage.render(args.format));
+    Ok(())
+}
+
+async fn docs(cli: &Cli, args: &DocsArgs) -> Result<()> {
+    let project = load_project(cli)?;
+    let vars = vars(&project, &args.vars)?;
+    let plan = crate::project::build_plan(&project, &vars)?;
+    let session = build_session(project, &session_options(cli)?)?;
+    let index = crate::project::docs::write_site(&session, &plan, &args.out).await?;
+    eprintln!("wrote {}", index.display());
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod functions;
+pub mod gen;
 pub mod project;
 pub mod server;
 pub mod session;

@@ -47,31 +47,6 @@ fn published(p: &Path) -> String {
     )
 }
 
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in walk(dir) {
-        out.push((
-            entry.strip_prefix(dir).unwrap().display().to_string(),
-            std::fs::read(&entry).unwrap(),
-        ));
-    }
-    out.sort();
-    out
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn run_publishes_checked_partitioned_output() {
     let p = delivery_project();
@@ -296,21 +271,6 @@ fn example_project_runs_with_every_check_passing() {
     let r = run(dir.path(), &["test"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("0 failed, 0 errors"), "{}", r.stderr);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let dest = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            if p.file_name().unwrap() != "target" {
-                copy_dir(&p, &dest);
-            }
-        } else {
-            std::fs::copy(&p, &dest).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -40,7 +40,7 @@ pub const DOC: FunctionDoc = FunctionDoc {
 /// The namespace new groups' shared ids are derived in.
 pub const IDENTITY_NAMESPACE: &str = "sluice.identity";
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ResolveIdentities;
 
 impl ResolveIdentities {
@@ -83,6 +83,26 @@ impl TableFunctionImpl for ResolveIdentities {
             schema: output_schema(),
         }))
     }
+}
+
+/// What a `resolve_identities(...)` table reads, for lineage: the edges table with its two
+/// id columns, and the previous mapping table when one was given.
+pub struct IdentityInputs {
+    pub edges: String,
+    pub left: String,
+    pub right: String,
+    pub previous: Option<String>,
+}
+
+/// The inputs of a provider made by `resolve_identities`, or None for any other table.
+pub fn identity_inputs(table: &dyn TableProvider) -> Option<IdentityInputs> {
+    let spec = &table.downcast_ref::<IdentityTable>()?.spec;
+    Some(IdentityInputs {
+        edges: spec.edges.clone(),
+        left: spec.left.clone(),
+        right: spec.right.clone(),
+        previous: spec.previous.clone(),
+    })
 }
 
 pub fn output_schema() -> SchemaRef {

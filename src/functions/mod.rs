@@ -4,7 +4,7 @@
 mod args;
 mod funnel;
 mod hashing;
-mod identity;
+pub mod identity;
 mod pii;
 mod retention;
 mod shared_id;

@@ -3,6 +3,9 @@
 
 pub mod checks;
 pub mod dag;
+pub mod docs;
+pub mod erase;
+pub mod lineage;
 pub mod model;
 pub mod notify;
 pub mod output;

@@ -171,16 +171,38 @@ impl History {
             schema: schema.to_vec(),
             finished_at: chrono::Utc::now().to_rfc3339(),
         };
-        let mut line =
-            serde_json::to_string(&entry).map_err(|e| SluiceError::sql(e.to_string()))?;
-        line.push('\n');
+        let line = serde_json::to_string(&entry).map_err(|e| SluiceError::sql(e.to_string()))?;
+        self.append(&line)
+    }
+
+    fn append(&self, line: &str) -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| SluiceError::io(&self.path, e))?;
-        f.write_all(line.as_bytes())
+        f.write_all(format!("{line}\n").as_bytes())
             .map_err(|e| SluiceError::io(&self.path, e))
+    }
+
+    /// A rewrite by `sluice erase`: how many rows left which files. A line of its own kind,
+    /// next to the publish line `record` writes for the rewritten output.
+    pub fn record_erasure(
+        &self,
+        run_id: &str,
+        model: &str,
+        erased_rows: u64,
+        rewritten: &[super::publish::OutputFile],
+    ) -> Result<()> {
+        let entry = serde_json::json!({
+            "run_id": run_id,
+            "model": model,
+            "action": "erase",
+            "erased_rows": erased_rows,
+            "rewritten_files": rewritten.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            "finished_at": chrono::Utc::now().to_rfc3339(),
+        });
+        self.append(&entry.to_string())
     }
 
     /// The last successful publish of a model.

@@ -95,3 +95,45 @@ pub fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Every file under `dir` (relative path and bytes), sorted.
+pub fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        out.push((
+            entry.strip_prefix(dir).unwrap().display().to_string(),
+            std::fs::read(&entry).unwrap(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Copy a project folder, leaving out its `target/`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            if p.file_name().unwrap() != "target" {
+                copy_dir(&p, &dest);
+            }
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The delivery-pipeline benchmark: sluice vs DuckDB vs PySpark (local mode) on the same
+# generated data, 2 threads each, results cross-checked, times printed as ratios.
+#
+#   benches/pipeline/run.sh [ROWS ...]      (default: 1000000 10000000)
+#   SLUICE_ONLY=1 MEMORY_LIMIT=4G benches/pipeline/run.sh 100000000   (sluice alone, bounded)
+#
+# Installs DuckDB and PySpark into .venv-bench, builds sluice in release mode, generates
+# the data with `sluice gen launch` (kept under target/bench-pipeline/ between runs), and
+# runs each engine once per size. Spark's time excludes the JVM start; sluice's and
+# DuckDB's include their start-up. Peak RSS comes from /usr/bin/time.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=${BENCH_WORK:-$root/target/bench-pipeline}
+threads=2
+seed=20260501
+venv=$root/.venv-bench
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(1000000 10000000)
+
+if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import duckdb, pyspark' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb==1.*' 'pyspark==3.5.*'
+fi
+command -v java >/dev/null || { echo "run.sh: PySpark needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+command -v /usr/bin/time >/dev/null || { echo "run.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
+
+(cd "$root" && cargo build --release --locked --bin sluice)
+sluice=$root/target/release/sluice
+py=$venv/bin/python
+
+# Run a command; print "seconds peak_rss_kib" of it on fd 3.
+measure() {
+  /usr/bin/time -f '%e %M' -o "$work/.time" "$@" >"$work/.out" 2>"$work/.err" || {
+    echo "failed: $*" >&2; cat "$work/.err" >&2; exit 1; }
+  cat "$work/.time"
+}
+
+mkdir -p "$work"
+declare -a table
+for rows in "${sizes[@]}"; do
+  dir=$work/$rows
+  if ! [ -f "$dir/data/.complete-$seed" ]; then
+    rm -rf "$dir/data"
+    "$sluice" gen launch --rows "$rows" --out "$dir/data" --seed "$seed"
+    touch "$dir/data/.complete-$seed"
+  fi
+  csv_mb=$(du -sm "$dir/data" | cut -f1)
+
+  rm -rf "$dir/sluice" "$dir/duckdb-out" "$dir/spark-out"
+  mkdir -p "$dir/sluice"
+  cp -r "$here/project/." "$dir/sluice/"
+  ln -s "$dir/data" "$dir/sluice/data"
+  limit=()
+  [ -z "${MEMORY_LIMIT:-}" ] || limit=(--memory-limit "$MEMORY_LIMIT")
+  read -r s_time s_rss < <(measure "$sluice" "${limit[@]}" --project "$dir/sluice" run)
+  if [ -n "${SLUICE_ONLY:-}" ]; then
+    echo "rows=$rows data=${csv_mb}MB sluice ${s_time}s peak RSS $((s_rss / 1024)) MB ${MEMORY_LIMIT:+(--memory-limit $MEMORY_LIMIT)}"
+    "$py" "$here/pipeline.py" check "$dir/sluice/out/delivery"
+    continue
+  fi
+  read -r d_time d_rss < <(measure "$py" "$here/pipeline.py" duckdb "$dir/data" "$dir/duckdb-out" "$threads")
+  d_query=$(cat "$work/.out")
+  read -r k_time k_rss < <(measure "$py" "$here/pipeline.py" spark "$dir/data" "$dir/spark-out" "$threads")
+  k_query=$(cat "$work/.out")
+
+  mapfile -t stats < <("$py" "$here/pipeline.py" check "$dir/sluice/out/delivery" "$dir/duckdb-out" "$dir/spark-out")
+  echo "rows=$rows data=${csv_mb}MB  (rows, distinct event_id/shared_key/email/phone, sum(event_id), countries)"
+  echo "  sluice: ${stats[0]}"
+  echo "  duckdb: ${stats[1]}"
+  echo "  spark:  ${stats[2]}"
+  if [ "${stats[0]}" != "${stats[1]}" ] || [ "${stats[0]}" != "${stats[2]}" ]; then
+    echo "run.sh: the three outputs differ" >&2; exit 1
+  fi
+  table+=("$(printf '%-10s %9.2f %9.2f %9.2f %8.2fx %8.2fx %10s %10s' "$rows" "$s_time" "$d_query" "$k_query" \
+    "$(echo "$d_query / $s_time" | bc -l)" "$(echo "$k_query / $s_time" | bc -l)" \
+    "$((s_rss / 1024))MB" "$((d_rss / 1024))MB")")
+done
+
+[ ${#table[@]} -gt 0 ] || exit 0
+echo
+printf '%-10s %9s %9s %9s %9s %9s %10s %10s\n' rows sluice_s duckdb_s spark_s vs_duckdb vs_spark sluice_rss duckdb_rss
+printf '%s\n' "${table[@]}"
+echo "(vs_x: x's time / sluice's time; above 1 means sluice is faster)"

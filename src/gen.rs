@@ -1,0 +1,758 @@
+//! `sluice gen launch`: deterministic synthetic launch data with the example project's
+//! schema, at any size, for benchmarks and load tests.
+//!
+//! Nothing is held in memory but one buffer per writer: every account's attributes are a
+//! pure function of (seed, account number), so events pick an account number and derive
+//! its email, phone and ids on the spot, and each day's events come from their own seeded
+//! stream, so days are written in parallel and the output does not depend on the threads.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayBuilder, ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Result, SluiceError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenFormat {
+    Csv,
+    Parquet,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    /// Event rows in total, exporter duplicates included.
+    pub rows: u64,
+    pub out: PathBuf,
+    pub seed: u64,
+    pub format: GenFormat,
+    /// Days of events, one `day=YYYY-MM-DD` folder each, from 2026-05-01.
+    pub days: u32,
+    pub threads: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct GenSummary {
+    pub events: u64,
+    pub accounts: u64,
+    pub migrations: u64,
+    pub deletion_requests: u64,
+    pub bytes: u64,
+}
+
+const FIRST: [&str; 12] = [
+    "minji", "jisoo", "hyun", "emma", "liam", "yuki", "haruto", "olivia", "noah", "sora", "daniel",
+    "ava",
+];
+const DOMAINS: [&str; 6] = [
+    "gmail.com",
+    "naver.com",
+    "kakao.com",
+    "yahoo.co.jp",
+    "outlook.com",
+    "googlemail.com",
+];
+const STEPS: [&str; 4] = ["session_start", "draw_entry", "click", "purchase"];
+const PLATFORMS: [&str; 3] = ["ios", "android", "pc"];
+/// One event in this many is written twice, as the real exporter's retries do.
+const DUPLICATE_ONE_IN: u32 = 12;
+/// One account in this many asked to be erased.
+const ERASED_ONE_IN: u64 = 200;
+
+/// splitmix64: a well-mixed 64-bit hash of a counter, so account attributes need no state.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Country {
+    Kr,
+    Us,
+    Jp,
+}
+
+impl Country {
+    fn code(self) -> &'static str {
+        match self {
+            Country::Kr => "KR",
+            Country::Us => "US",
+            Country::Jp => "JP",
+        }
+    }
+}
+
+/// Everything about account number `n` (1-based), derived from the seed.
+struct Account {
+    n: u64,
+    name: &'static str,
+    domain: &'static str,
+    /// 0: padded upper case, 1: capitalised, else as is.
+    email_style: u64,
+    country: Country,
+    phone_style: u64,
+    digits: u64,
+    has_phone: bool,
+    migrated: bool,
+    erased: bool,
+    created_day: u64,
+    created_minute: u64,
+}
+
+impl Account {
+    fn new(seed: u64, n: u64) -> Account {
+        let a = mix(seed ^ n.wrapping_mul(0xd1b5_4a32_d192_ed03));
+        let b = mix(a);
+        let country = match a % 7 {
+            0..=2 => Country::Kr,
+            3 | 5 => Country::Us,
+            _ => Country::Jp,
+        };
+        Account {
+            n,
+            name: FIRST[((a >> 8) % 12) as usize],
+            domain: DOMAINS[((a >> 16) % 6) as usize],
+            email_style: (a >> 24) % 4,
+            country,
+            phone_style: (a >> 28) % 3,
+            digits: 10_000_000 + (b % 90_000_000),
+            has_phone: (b >> 32) % 20 != 0,
+            migrated: country != Country::Kr && (b >> 40) % 10 < 6,
+            erased: (b >> 44) % ERASED_ONE_IN == 0,
+            created_day: 10 + (b >> 54) % 18,
+            created_minute: (a >> 40) % 1440,
+        }
+    }
+
+    fn id(&self, out: &mut Vec<u8>) {
+        out.push(b'A');
+        push_padded(out, self.n, 7);
+    }
+
+    /// Legacy overseas ids are unique: a bijection of the account number below 10^9.
+    fn legacy_id(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"OS-");
+        push_padded(out, (self.n.wrapping_mul(7919)) % 1_000_000_000, 9);
+    }
+
+    fn email(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        if self.email_style == 0 {
+            out.extend_from_slice(b"  ");
+        }
+        let local = out.len();
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b'.');
+        push_int(out, self.n);
+        out.push(b'@');
+        out.extend_from_slice(self.domain.as_bytes());
+        match self.email_style {
+            0 => {
+                out[local..].make_ascii_uppercase();
+                out.push(b' ');
+            }
+            1 => out[local] = out[local].to_ascii_uppercase(),
+            _ => {}
+        }
+        debug_assert!(out.len() > start);
+    }
+
+    /// The email as a deletion request gives it: trimmed, lower case.
+    fn clean_email(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.name.as_bytes());
+        out.push(b'.');
+        push_int(out, self.n);
+        out.push(b'@');
+        out.extend_from_slice(self.domain.as_bytes());
+    }
+
+    fn phone(&self, out: &mut Vec<u8>) {
+        if !self.has_phone {
+            return;
+        }
+        let (hi, lo) = (self.digits / 10_000, self.digits % 10_000);
+        let four = |out: &mut Vec<u8>, v: u64| push_padded(out, v, 4);
+        match (self.country, self.phone_style) {
+            (Country::Kr, 0) => {
+                out.extend_from_slice(b"010-");
+                four(out, hi);
+                out.push(b'-');
+                four(out, lo);
+            }
+            (Country::Kr, 1) => {
+                out.extend_from_slice(b"+82 10 ");
+                four(out, hi);
+                out.push(b' ');
+                four(out, lo);
+            }
+            (Country::Kr, _) => {
+                out.extend_from_slice(b"010");
+                four(out, hi);
+                four(out, lo);
+            }
+            (Country::Us, 0) => {
+                out.extend_from_slice(b"(415) 555-");
+                four(out, lo);
+            }
+            (Country::Us, 1) => {
+                out.extend_from_slice(b"+1 415 555 ");
+                four(out, lo);
+            }
+            (Country::Us, _) => {
+                out.extend_from_slice(b"415.555.");
+                four(out, lo);
+            }
+            (Country::Jp, 0) | (Country::Jp, 2) => {
+                out.extend_from_slice(b"090-");
+                four(out, hi);
+                out.push(b'-');
+                four(out, lo);
+            }
+            (Country::Jp, _) => {
+                out.extend_from_slice(b"+81 90 ");
+                four(out, hi);
+                out.push(b' ');
+                four(out, lo);
+            }
+        }
+    }
+}
+
+fn push_int(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut buf = itoa::Buffer::new();
+    let s = buf.format(v);
+    out.extend(std::iter::repeat_n(b'0', width.saturating_sub(s.len())));
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Write the data set; see the module comment for what it holds.
+pub fn launch(options: &GenOptions) -> Result<GenSummary> {
+    if options.days == 0 || options.rows == 0 {
+        return Err(SluiceError::Usage(
+            "--rows and --days must be at least 1".into(),
+        ));
+    }
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(|e| SluiceError::io(out, e))?;
+    let accounts = (options.rows / 20).max(100);
+    let mut summary = GenSummary {
+        accounts,
+        ..GenSummary::default()
+    };
+    let (migrations, erased, bytes) = write_accounts(options, accounts)?;
+    summary.migrations = migrations;
+    summary.deletion_requests = erased;
+    summary.bytes += bytes;
+    let countries = out.join("countries.csv");
+    std::fs::write(
+        &countries,
+        "code,name\nKR,Korea\nUS,United States\nJP,Japan\n",
+    )
+    .map_err(|e| SluiceError::io(&countries, e))?;
+
+    // Days in parallel, each from its own stream; rows spread evenly over the days.
+    let days: Vec<u32> = (0..options.days).collect();
+    let threads = options.threads.clamp(1, days.len());
+    let per_thread: Vec<Vec<u32>> = (0..threads)
+        .map(|t| {
+            days.iter()
+                .copied()
+                .filter(|d| *d as usize % threads == t)
+                .collect()
+        })
+        .collect();
+    let results: Vec<Result<(u64, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = per_thread
+            .iter()
+            .map(|mine| {
+                scope.spawn(move || {
+                    let mut total = (0u64, 0u64);
+                    for &day in mine {
+                        let (rows, bytes) = write_day(options, accounts, day)?;
+                        total.0 += rows;
+                        total.1 += bytes;
+                    }
+                    Ok(total)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(SluiceError::Usage("a writer thread panicked".into())))
+            })
+            .collect()
+    });
+    for r in results {
+        let (rows, bytes) = r?;
+        summary.events += rows;
+        summary.bytes += bytes;
+    }
+    Ok(summary)
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| SluiceError::io(parent, e))?;
+    }
+    File::create(path)
+        .map(|f| BufWriter::with_capacity(1 << 20, f))
+        .map_err(|e| SluiceError::io(path, e))
+}
+
+/// accounts.csv, accounts.parquet, account_migrations.csv and deletion_requests.csv, in
+/// one pass over the accounts. Returns (migrations, deletion requests, bytes).
+fn write_accounts(options: &GenOptions, accounts: u64) -> Result<(u64, u64, u64)> {
+    let out = &options.out;
+    let paths = [
+        out.join("accounts.csv"),
+        out.join("account_migrations.csv"),
+        out.join("deletion_requests.csv"),
+    ];
+    let mut csv = create(&paths[0])?;
+    let mut migrations = create(&paths[1])?;
+    let mut deletions = create(&paths[2])?;
+    let parquet_path = out.join("accounts.parquet");
+    let schema = Arc::new(Schema::new(
+        [
+            "account_id",
+            "legacy_account_id",
+            "first_name",
+            "email",
+            "phone",
+            "country",
+            "created_at",
+        ]
+        .iter()
+        .map(|n| Field::new(*n, DataType::Utf8, true))
+        .collect::<Vec<_>>(),
+    ));
+    let mut parquet = ParquetOut::create(&parquet_path, schema)?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| SluiceError::io(&path, e)
+    };
+    csv.write_all(b"account_id,legacy_account_id,first_name,email,phone,country,created_at\n")
+        .map_err(io(&paths[0]))?;
+    migrations
+        .write_all(b"legacy_account_id,account_id,migrated_at\n")
+        .map_err(io(&paths[1]))?;
+    deletions
+        .write_all(b"email,requested_at\n")
+        .map_err(io(&paths[2]))?;
+    let (mut n_migrations, mut n_erased) = (0, 0);
+    let mut line = Vec::with_capacity(256);
+    let mut fields: [Vec<u8>; 7] = Default::default();
+    let mut columns: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::new()).collect();
+    for n in 1..=accounts {
+        let a = Account::new(options.seed, n);
+        fields.iter_mut().for_each(Vec::clear);
+        a.id(&mut fields[0]);
+        if a.migrated {
+            a.legacy_id(&mut fields[1]);
+        }
+        let name = a.name.as_bytes();
+        fields[2].push(name[0].to_ascii_uppercase());
+        fields[2].extend_from_slice(&name[1..]);
+        a.email(&mut fields[3]);
+        a.phone(&mut fields[4]);
+        fields[5].extend_from_slice(a.country.code().as_bytes());
+        fields[6].extend_from_slice(b"2026-0");
+        push_int(&mut fields[6], 1 + a.n % 4);
+        fields[6].push(b'-');
+        push_int(&mut fields[6], a.created_day);
+        fields[6].push(b' ');
+        push_padded(&mut fields[6], a.created_minute / 60, 2);
+        fields[6].push(b':');
+        push_padded(&mut fields[6], a.created_minute % 60, 2);
+        fields[6].extend_from_slice(b":00");
+        line.clear();
+        for (k, f) in fields.iter().enumerate() {
+            if k > 0 {
+                line.push(b',');
+            }
+            line.extend_from_slice(f);
+            // Every value is ASCII; empty means NULL in the CSV and in Parquet.
+            let text = std::str::from_utf8(f).unwrap_or_default();
+            if text.is_empty() {
+                columns[k].append_null();
+            } else {
+                columns[k].append_value(text);
+            }
+        }
+        line.push(b'\n');
+        csv.write_all(&line).map_err(io(&paths[0]))?;
+        if a.migrated {
+            line.clear();
+            line.extend_from_slice(&fields[1]);
+            line.push(b',');
+            line.extend_from_slice(&fields[0]);
+            line.extend_from_slice(b",2026-04-01\n");
+            migrations.write_all(&line).map_err(io(&paths[1]))?;
+            n_migrations += 1;
+        }
+        if a.erased {
+            line.clear();
+            a.clean_email(&mut line);
+            line.extend_from_slice(b",2026-04-28\n");
+            deletions.write_all(&line).map_err(io(&paths[2]))?;
+            n_erased += 1;
+        }
+        if columns[0].len() == BATCH_ROWS {
+            parquet.write(
+                columns
+                    .iter_mut()
+                    .map(|c| Arc::new(c.finish()) as ArrayRef)
+                    .collect(),
+            )?;
+        }
+    }
+    if !columns[0].is_empty() {
+        parquet.write(
+            columns
+                .iter_mut()
+                .map(|c| Arc::new(c.finish()) as ArrayRef)
+                .collect(),
+        )?;
+    }
+    let mut bytes = parquet.close()?;
+    for (w, path) in [csv, migrations, deletions].into_iter().zip(&paths) {
+        let f = w
+            .into_inner()
+            .map_err(|e| SluiceError::io(path, e.into_error()))?;
+        bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    Ok((n_migrations, n_erased, bytes))
+}
+
+const BATCH_ROWS: usize = 65_536;
+
+/// A Parquet file written batch by batch (zstd, as the delivery outputs are).
+struct ParquetOut {
+    path: PathBuf,
+    schema: SchemaRef,
+    writer: ArrowWriter<BufWriter<File>>,
+}
+
+impl ParquetOut {
+    fn create(path: &Path, schema: SchemaRef) -> Result<ParquetOut> {
+        let file = create(path)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .map_err(|e| SluiceError::sql(format!("{}: {e}", path.display())))?;
+        Ok(ParquetOut {
+            path: path.to_path_buf(),
+            schema,
+            writer,
+        })
+    }
+
+    fn write(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| SluiceError::sql(format!("{}: {e}", self.path.display())))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| SluiceError::sql(format!("{}: {e}", self.path.display())))
+    }
+
+    fn close(self) -> Result<u64> {
+        self.writer
+            .close()
+            .map_err(|e| SluiceError::sql(format!("{}: {e}", self.path.display())))?;
+        Ok(std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0))
+    }
+}
+
+/// One day's events; (rows, bytes).
+fn write_day(options: &GenOptions, accounts: u64, day: u32) -> Result<(u64, u64)> {
+    let per_day = options.rows / options.days as u64;
+    let rows = per_day + u64::from((day as u64) < options.rows % options.days as u64);
+    let first_id = day as u64 * per_day + (day as u64).min(options.rows % options.days as u64);
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 5, 1)
+        .and_then(|d| d.checked_add_days(chrono::Days::new(day as u64)))
+        .ok_or_else(|| SluiceError::Usage(format!("day {day} is out of range")))?;
+    let midnight = date
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp())
+        .unwrap_or(0);
+    let date = date.format("%Y-%m-%d").to_string();
+    let folder = options
+        .out
+        .join("launch_events")
+        .join(format!("day={date}"));
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(options.seed) ^ u64::from(day));
+    let mut event = Event::default();
+    let mut written = 0u64;
+    let mut next_id = first_id;
+    let mut sink = EventSink::create(&folder, options.format)?;
+    while written < rows {
+        next_id += 1;
+        event.fill(&mut rng, options.seed, accounts, next_id, &date, midnight);
+        sink.push(&event)?;
+        written += 1;
+        if written < rows && rng.random_ratio(1, DUPLICATE_ONE_IN) {
+            sink.push(&event)?;
+            written += 1;
+        }
+    }
+    Ok((written, sink.close()?))
+}
+
+/// One event's fields, as text (the CSV bytes; Parquet parses the two numbers back).
+#[derive(Default)]
+struct Event {
+    id: u64,
+    account: Vec<u8>,
+    kind: &'static str,
+    /// Microseconds since the epoch, and the same as `YYYY-MM-DD hh:mm:ss`.
+    ts_micros: i64,
+    ts: Vec<u8>,
+    email: Vec<u8>,
+    phone: Vec<u8>,
+    platform: &'static str,
+}
+
+impl Event {
+    /// A random event of day `date`, whose midnight is `midnight` (seconds since the epoch).
+    fn fill(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        seed: u64,
+        accounts: u64,
+        id: u64,
+        date: &str,
+        midnight: i64,
+    ) {
+        let a = Account::new(seed, rng.random_range(1..=accounts));
+        self.id = id;
+        self.account.clear();
+        // Half the events of a migrated account still carry the legacy id.
+        if a.migrated && rng.random_bool(0.5) {
+            a.legacy_id(&mut self.account);
+        } else {
+            a.id(&mut self.account);
+        }
+        // Each step about 40% as likely as the one before.
+        let step = (0..3).take_while(|_| rng.random_bool(0.4)).count();
+        self.kind = STEPS[step];
+        let second = rng.random_range(0..86_400u32);
+        self.ts.clear();
+        self.ts.extend_from_slice(date.as_bytes());
+        self.ts.push(b' ');
+        push_padded(&mut self.ts, (second / 3600).into(), 2);
+        self.ts.push(b':');
+        push_padded(&mut self.ts, (second / 60 % 60).into(), 2);
+        self.ts.push(b':');
+        push_padded(&mut self.ts, (second % 60).into(), 2);
+        self.ts_micros = (midnight + i64::from(second)) * 1_000_000;
+        self.email.clear();
+        a.email(&mut self.email);
+        self.phone.clear();
+        a.phone(&mut self.phone);
+        self.platform = PLATFORMS[rng.random_range(0..3)];
+    }
+}
+
+/// Where a day's events go: one CSV or Parquet file in the day's folder.
+enum EventSink {
+    Csv {
+        path: PathBuf,
+        out: BufWriter<File>,
+        line: Vec<u8>,
+    },
+    Parquet {
+        out: Box<ParquetOut>,
+        columns: Box<EventColumns>,
+    },
+}
+
+#[derive(Default)]
+struct EventColumns {
+    id: Int64Builder,
+    account: StringBuilder,
+    kind: StringBuilder,
+    ts: TimestampMicrosecondBuilder,
+    email: StringBuilder,
+    phone: StringBuilder,
+    platform: StringBuilder,
+}
+
+impl EventColumns {
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.id.finish()),
+            Arc::new(self.account.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.email.finish()),
+            Arc::new(self.phone.finish()),
+            Arc::new(self.platform.finish()),
+        ]
+    }
+}
+
+fn event_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Int64, false),
+        Field::new("account_id", DataType::Utf8, false),
+        Field::new("event_type", DataType::Utf8, false),
+        Field::new(
+            "event_ts",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new("email", DataType::Utf8, true),
+        Field::new("phone", DataType::Utf8, true),
+        Field::new("platform", DataType::Utf8, false),
+    ]))
+}
+
+impl EventSink {
+    fn create(folder: &Path, format: GenFormat) -> Result<EventSink> {
+        match format {
+            GenFormat::Csv => {
+                let path = folder.join("events.csv");
+                let mut out = create(&path)?;
+                out.write_all(b"event_id,account_id,event_type,event_ts,email,phone,platform\n")
+                    .map_err(|e| SluiceError::io(&path, e))?;
+                Ok(EventSink::Csv {
+                    path,
+                    out,
+                    line: Vec::with_capacity(256),
+                })
+            }
+            GenFormat::Parquet => {
+                std::fs::create_dir_all(folder).map_err(|e| SluiceError::io(folder, e))?;
+                Ok(EventSink::Parquet {
+                    out: Box::new(ParquetOut::create(
+                        &folder.join("events.parquet"),
+                        event_schema(),
+                    )?),
+                    columns: Box::default(),
+                })
+            }
+        }
+    }
+
+    fn push(&mut self, e: &Event) -> Result<()> {
+        match self {
+            EventSink::Csv { path, out, line } => {
+                line.clear();
+                push_int(line, e.id);
+                line.push(b',');
+                line.extend_from_slice(&e.account);
+                line.push(b',');
+                line.extend_from_slice(e.kind.as_bytes());
+                line.push(b',');
+                line.extend_from_slice(&e.ts);
+                line.push(b',');
+                line.extend_from_slice(&e.email);
+                line.push(b',');
+                line.extend_from_slice(&e.phone);
+                line.push(b',');
+                line.extend_from_slice(e.platform.as_bytes());
+                line.push(b'\n');
+                out.write_all(line)
+                    .map_err(|err| SluiceError::io(&*path, err))
+            }
+            EventSink::Parquet { out, columns } => {
+                // Every generated value is ASCII.
+                fn text(b: &[u8]) -> &str {
+                    std::str::from_utf8(b).unwrap_or_default()
+                }
+                columns.id.append_value(e.id as i64);
+                columns.account.append_value(text(&e.account));
+                columns.kind.append_value(e.kind);
+                columns.ts.append_value(e.ts_micros);
+                columns.email.append_value(text(&e.email));
+                if e.phone.is_empty() {
+                    columns.phone.append_null();
+                } else {
+                    columns.phone.append_value(text(&e.phone));
+                }
+                columns.platform.append_value(e.platform);
+                if columns.id.len() == BATCH_ROWS {
+                    out.write(columns.finish())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Flush and close; the file's size.
+    fn close(self) -> Result<u64> {
+        match self {
+            EventSink::Csv { path, out, .. } => {
+                let f = out
+                    .into_inner()
+                    .map_err(|e| SluiceError::io(&path, e.into_error()))?;
+                Ok(f.metadata().map(|m| m.len()).unwrap_or(0))
+            }
+            EventSink::Parquet {
+                mut out,
+                mut columns,
+            } => {
+                if columns.id.len() > 0 {
+                    out.write(columns.finish())?;
+                }
+                out.close()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_are_a_pure_function_of_seed_and_number() {
+        let (a, b) = (Account::new(7, 42), Account::new(7, 42));
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        a.email(&mut x);
+        b.email(&mut y);
+        assert_eq!(x, y);
+        let mut ids = std::collections::HashSet::new();
+        for n in 1..=100_000 {
+            let mut id = Vec::new();
+            Account::new(7, n).legacy_id(&mut id);
+            assert!(ids.insert(id), "legacy ids repeat at {n}");
+        }
+    }
+
+    #[test]
+    fn messy_emails_and_phones_look_like_the_exports() {
+        let mut seen_padded = false;
+        for n in 1..200 {
+            let a = Account::new(1, n);
+            let mut e = Vec::new();
+            a.email(&mut e);
+            let e = String::from_utf8(e).unwrap();
+            let mut clean = Vec::new();
+            a.clean_email(&mut clean);
+            assert_eq!(e.trim().to_lowercase(), String::from_utf8(clean).unwrap());
+            seen_padded |= e.starts_with("  ") && e.ends_with(' ');
+        }
+        assert!(seen_padded);
+    }
+}

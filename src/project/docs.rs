@@ -1,0 +1,462 @@
+//! `sluice docs --out DIR`: one self-contained `index.html` (styles, script and the lineage
+//! graph inline; no server, network or CDN) describing the project's sources and models:
+//! descriptions, columns and types, the columns each is computed from, checks with their
+//! last results, the last run's status and the published row counts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::lineage::{self, Lineage};
+use super::model::Materialized;
+use super::ProjectPlan;
+use crate::error::{Result, SluiceError};
+use crate::session::Session;
+
+/// What the page says about one table (source or model).
+struct Table {
+    name: String,
+    kind: &'static str,
+    description: String,
+    location: String,
+    columns: Vec<(String, String)>,
+    /// Why the columns could not be read, when they could not.
+    problem: Option<String>,
+}
+
+/// Write the site and return the path of its `index.html`.
+pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Result<PathBuf> {
+    let project = &session.project;
+    // Plans every model (registering each as a table of its output schema), so the schemas
+    // below come from the same plans as the lineage.
+    let lineage = lineage::lineage(session, plan, &[]).await?;
+    let ctx = &session.ctx;
+    let mut tables = Vec::new();
+    for (name, source) in &project.config.sources {
+        let (columns, problem) = columns_of(session, name).await;
+        tables.push(Table {
+            name: name.clone(),
+            kind: "source",
+            description: source.description.clone().unwrap_or_default(),
+            location: source.location.clone(),
+            columns,
+            problem,
+        });
+    }
+    for &i in &plan.order {
+        let m = &plan.models[i];
+        let (columns, problem) = columns_of(session, &m.name).await;
+        tables.push(Table {
+            name: m.name.clone(),
+            kind: match m.materialized {
+                Materialized::View => "view",
+                Materialized::Table => "table",
+                Materialized::Incremental => "incremental",
+            },
+            description: m.description.clone().unwrap_or_default(),
+            location: match m.materialized {
+                Materialized::View => String::new(),
+                _ => plan.location(project, i).display(),
+            },
+            columns,
+            problem,
+        });
+    }
+
+    let records = project.records_dir();
+    let last_run = read_json(&records.join("run_results.json"));
+    let last_test = read_json(&records.join("test_results.json"));
+    let results_by_model = |doc: &Option<Value>| -> HashMap<String, Value> {
+        doc.as_ref()
+            .and_then(|d| d["results"].as_array())
+            .map(|rs| {
+                rs.iter()
+                    .filter_map(|r| Some((r["name"].as_str()?.to_string(), r.clone())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let runs = results_by_model(&last_run);
+    let tests = results_by_model(&last_test);
+    let mut published = HashMap::new();
+    for &i in &plan.order {
+        let m = &plan.models[i];
+        if m.materialized != Materialized::View {
+            if let Ok(Some(manifest)) = plan.location(project, i).manifest(ctx).await {
+                published.insert(m.name.clone(), manifest);
+            }
+        }
+    }
+
+    let mut html = String::new();
+    let title = format!("{} · sluice docs", project.name());
+    let _ = write!(
+        html,
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        esc(&title)
+    );
+    let _ = writeln!(
+        html,
+        "<header><h1>{}</h1><p class=\"muted\">{} sources, {} models{}</p>\
+         <input id=\"filter\" type=\"search\" placeholder=\"Filter tables and columns\" aria-label=\"Filter\"></header>",
+        esc(&project.name()),
+        project.config.sources.len(),
+        plan.models.len(),
+        last_run
+            .as_ref()
+            .and_then(|d| d["metadata"]["generated_at"].as_str())
+            .map(|t| format!(" · last run {}", esc(t)))
+            .unwrap_or_default()
+    );
+    html.push_str("<section id=\"lineage\"><h2>Lineage</h2>\n");
+    html.push_str(&graph_svg(&tables, &lineage));
+    html.push_str("</section>\n");
+
+    let feeds = feeds_by_column(&lineage);
+    for t in &tables {
+        let m = plan
+            .models
+            .iter()
+            .find(|m| m.name == t.name && t.kind != "source");
+        let _ = write!(
+            html,
+            "<section class=\"table {kind}\" id=\"{id}\" data-name=\"{name}\">\n<h2>{name} <span class=\"badge {kind}\">{kind}</span></h2>\n",
+            kind = t.kind,
+            id = anchor(&t.name),
+            name = esc(&t.name)
+        );
+        if !t.description.is_empty() {
+            let _ = writeln!(html, "<p>{}</p>", esc(&t.description));
+        }
+        if !t.location.is_empty() {
+            let _ = writeln!(
+                html,
+                "<p class=\"muted\">Location: <code>{}</code></p>",
+                esc(&t.location)
+            );
+        }
+        if let Some(m) = m {
+            let _ = writeln!(
+                html,
+                "<p class=\"muted\">File: <code>models/{}</code>{}</p>",
+                esc(&m.relative),
+                if m.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · tags: {}", esc(&m.tags.join(", ")))
+                }
+            );
+            html.push_str(&status_html(runs.get(&t.name), published.get(&t.name)));
+        }
+        if let Some(p) = &t.problem {
+            let _ = writeln!(
+                html,
+                "<p class=\"error\">Columns unavailable: {}</p>",
+                esc(p)
+            );
+        }
+        html.push_str("<table class=\"columns\"><thead><tr><th>Column</th><th>Type</th><th>Description</th><th>Computed from</th></tr></thead><tbody>\n");
+        for (column, ty) in &t.columns {
+            let description = m
+                .and_then(|m| m.column_descriptions.get(column))
+                .cloned()
+                .unwrap_or_default();
+            let from = feeds
+                .get(&format!("{}.{column}", t.name))
+                .map(|f| {
+                    f.iter()
+                        .map(|c| {
+                            let table = c.split_once('.').map(|(t, _)| t).unwrap_or(c);
+                            format!("<a href=\"#{}\"><code>{}</code></a>", anchor(table), esc(c))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                html,
+                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{from}</td></tr>",
+                esc(column),
+                esc(ty),
+                esc(&description)
+            );
+        }
+        html.push_str("</tbody></table>\n");
+        if let Some(m) = m {
+            if !m.checks.is_empty() {
+                let last = tests
+                    .get(&t.name)
+                    .filter(|_| newer(&last_test, &last_run))
+                    .or(runs.get(&t.name));
+                html.push_str(&checks_html(m, last));
+            }
+        }
+        html.push_str("</section>\n");
+    }
+    let _ = write!(html, "<script>{SCRIPT}</script>\n</body>\n</html>\n");
+
+    std::fs::create_dir_all(out).map_err(|e| SluiceError::io(out, e))?;
+    let index = out.join("index.html");
+    std::fs::write(&index, html).map_err(|e| SluiceError::io(&index, e))?;
+    Ok(index)
+}
+
+/// A table's columns and types as the engine plans them, or why they cannot be read.
+async fn columns_of(session: &Session, name: &str) -> (Vec<(String, String)>, Option<String>) {
+    match session.ctx.table(format!("\"{name}\"").as_str()).await {
+        Ok(df) => (
+            df.schema()
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().to_string()))
+                .collect(),
+            None,
+        ),
+        Err(e) => (
+            Vec::new(),
+            Some(crate::error::describe_datafusion_error(&e)),
+        ),
+    }
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Whether results document `a` was generated after `b` (RFC 3339 times sort as text).
+fn newer(a: &Option<Value>, b: &Option<Value>) -> bool {
+    let at = |d: &Option<Value>| {
+        d.as_ref()
+            .and_then(|d| d["metadata"]["generated_at"].as_str().map(str::to_string))
+    };
+    at(a) > at(b)
+}
+
+fn feeds_by_column(lineage: &Lineage) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in &lineage.columns {
+        out.entry(e.to.clone()).or_default().insert(e.from.clone());
+    }
+    out
+}
+
+fn status_html(run: Option<&Value>, manifest: Option<&Value>) -> String {
+    let mut s = String::from("<dl class=\"status\">");
+    if let Some(r) = run {
+        let status = r["status"].as_str().unwrap_or("unknown");
+        let _ = write!(
+            s,
+            "<dt>Last run</dt><dd><span class=\"status-{status}\">{}</span>{}{}</dd>",
+            esc(status),
+            r["rows"]
+                .as_u64()
+                .map(|n| format!(", {n} rows"))
+                .unwrap_or_default(),
+            r["execution_time"]
+                .as_f64()
+                .map(|t| format!(", {t:.2}s"))
+                .unwrap_or_default()
+        );
+        if let Some(m) = r["message"].as_str().filter(|m| !m.is_empty()) {
+            let _ = write!(s, "<dt>Message</dt><dd>{}</dd>", esc(m));
+        }
+    }
+    if let Some(m) = manifest {
+        let _ = write!(
+            s,
+            "<dt>Published</dt><dd>{} rows in {} files, {}</dd>",
+            m["rows"].as_u64().unwrap_or(0),
+            m["files"].as_array().map(Vec::len).unwrap_or(0),
+            esc(m["published_at"].as_str().unwrap_or("at an unknown time"))
+        );
+    } else if run.is_some_and(|r| r["materialized"] != "view") {
+        s.push_str("<dt>Published</dt><dd>not yet</dd>");
+    }
+    s.push_str("</dl>\n");
+    s
+}
+
+fn checks_html(m: &super::model::Model, last: Option<&Value>) -> String {
+    let results: Vec<&Value> = last
+        .and_then(|r| r["checks"].as_array())
+        .map(|c| c.iter().collect())
+        .unwrap_or_default();
+    let mut s = String::from(
+        "<table class=\"checks\"><thead><tr><th>Check</th><th>Column</th><th>Last result</th></tr></thead><tbody>\n",
+    );
+    for c in &m.checks {
+        let column = c.column();
+        let result = results.iter().find(|r| {
+            r["check"].as_str() == Some(c.name()) && r["column"].as_str() == column.as_deref()
+        });
+        let (status, message) = match result {
+            Some(r) => (
+                r["status"].as_str().unwrap_or("unknown").to_string(),
+                r["message"].as_str().unwrap_or_default().to_string(),
+            ),
+            None => ("not run".to_string(), String::new()),
+        };
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td><span class=\"status-{}\">{}</span> {}</td></tr>",
+            esc(c.name()),
+            column
+                .map(|c| format!("<code>{}</code>", esc(&c)))
+                .unwrap_or_default(),
+            esc(&status.replace(' ', "-")),
+            esc(&status),
+            esc(&message)
+        );
+    }
+    s.push_str("</tbody></table>\n");
+    s
+}
+
+/// The table-level lineage as an inline SVG: one column of boxes per depth (sources at
+/// depth 0, each model one right of its deepest input), edges as curves, each box a link
+/// to its section.
+fn graph_svg(tables: &[Table], lineage: &Lineage) -> String {
+    const W: f64 = 170.0;
+    const H: f64 = 34.0;
+    const GAP_X: f64 = 56.0;
+    const GAP_Y: f64 = 18.0;
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    let mut depth: HashMap<&str, usize> = names.iter().map(|n| (*n, 0)).collect();
+    // Longest path from a source; the edges form a DAG, so |tables| rounds settle it.
+    for _ in 0..names.len() {
+        for e in &lineage.tables {
+            let d = depth.get(e.from.as_str()).copied().unwrap_or(0) + 1;
+            if let Some(slot) = depth.get_mut(e.to.as_str()) {
+                *slot = (*slot).max(d);
+            }
+        }
+    }
+    let mut rows_at: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut pos: HashMap<&str, (f64, f64)> = HashMap::new();
+    for t in tables {
+        let d = depth.get(t.name.as_str()).copied().unwrap_or(0);
+        let row = rows_at.entry(d).or_insert(0);
+        pos.insert(
+            &t.name,
+            (
+                10.0 + d as f64 * (W + GAP_X),
+                10.0 + *row as f64 * (H + GAP_Y),
+            ),
+        );
+        *row += 1;
+    }
+    let width = 20.0 + (rows_at.len().max(1)) as f64 * (W + GAP_X) - GAP_X;
+    let height = 20.0 + rows_at.values().max().copied().unwrap_or(1) as f64 * (H + GAP_Y) - GAP_Y;
+    let mut s = format!(
+        "<svg id=\"lineage-graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Table lineage\">\n\
+         <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#8a94a6\"/></marker></defs>\n"
+    );
+    for e in &lineage.tables {
+        let (Some(&(x1, y1)), Some(&(x2, y2))) = (pos.get(e.from.as_str()), pos.get(e.to.as_str()))
+        else {
+            continue;
+        };
+        let (ax, ay, bx, by) = (x1 + W, y1 + H / 2.0, x2, y2 + H / 2.0);
+        let mid = (ax + bx) / 2.0;
+        let _ = writeln!(
+            s,
+            "<path class=\"edge\" data-from=\"{}\" data-to=\"{}\" d=\"M{ax},{ay} C{mid},{ay} {mid},{by} {bx},{by}\" marker-end=\"url(#arrow)\"/>",
+            esc(&e.from),
+            esc(&e.to)
+        );
+    }
+    for t in tables {
+        let Some(&(x, y)) = pos.get(t.name.as_str()) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "<a href=\"#{id}\"><g class=\"node {kind}\" data-name=\"{name}\"><rect x=\"{x}\" y=\"{y}\" width=\"{W}\" height=\"{H}\" rx=\"6\"/><text x=\"{tx}\" y=\"{ty}\">{name}</text></g></a>",
+            id = anchor(&t.name),
+            kind = t.kind,
+            name = esc(&t.name),
+            tx = x + 10.0,
+            ty = y + H / 2.0 + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn anchor(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("t-{clean}")
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:16px 28px;display:flex;gap:20px;align-items:baseline;flex-wrap:wrap}
+header h1{margin:0;font-size:20px}header .muted{color:#b9c0cc}
+#filter{margin-left:auto;padding:6px 10px;border-radius:6px;border:0;min-width:260px}
+section{background:#fff;margin:18px 28px;padding:14px 20px;border-radius:8px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+section h2{margin:4px 0 8px;font-size:17px}
+#lineage{overflow-x:auto}
+.muted{color:#667085}.error{color:#b42318}
+.badge{font-size:11px;padding:2px 7px;border-radius:10px;vertical-align:middle;font-weight:500}
+.badge.source{background:#e0f2fe;color:#075985}.badge.view{background:#f3e8ff;color:#6b21a8}
+.badge.table,.badge.incremental{background:#dcfce7;color:#166534}
+table{border-collapse:collapse;width:100%;margin:8px 0}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceef2;vertical-align:top}
+th{font-weight:600;color:#475467;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
+code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
+dl.status{display:grid;grid-template-columns:max-content auto;gap:2px 12px;margin:6px 0}
+dt{color:#667085}dd{margin:0}
+.status-success,.status-pass{color:#067647;font-weight:600}
+.status-fail,.status-error{color:#b42318;font-weight:600}
+.status-warn,.status-skipped{color:#b54708;font-weight:600}
+.node rect{fill:#fff;stroke:#98a2b3;stroke-width:1.2}
+.node.source rect{fill:#e0f2fe;stroke:#0284c7}.node.view rect{fill:#f3e8ff;stroke:#9333ea}
+.node.table rect,.node.incremental rect{fill:#dcfce7;stroke:#16a34a}
+.node text{font:12px ui-monospace,monospace;fill:#1d2330}
+.edge{fill:none;stroke:#8a94a6;stroke-width:1.4}
+.edge.hl{stroke:#f04438;stroke-width:2.4}.hidden{display:none}
+"#;
+
+/// Filtering by name or column, and highlighting a table's edges on hover.
+const SCRIPT: &str = r#"
+const filter=document.getElementById('filter');
+filter.addEventListener('input',()=>{
+  const q=filter.value.trim().toLowerCase();
+  document.querySelectorAll('section.table').forEach(s=>{
+    s.classList.toggle('hidden',q!==''&&!s.textContent.toLowerCase().includes(q));
+  });
+});
+document.querySelectorAll('#lineage-graph .node').forEach(n=>{
+  const name=n.dataset.name;
+  const edges=[...document.querySelectorAll('#lineage-graph .edge')]
+    .filter(e=>e.dataset.from===name||e.dataset.to===name);
+  n.addEventListener('mouseenter',()=>edges.forEach(e=>e.classList.add('hl')));
+  n.addEventListener('mouseleave',()=>edges.forEach(e=>e.classList.remove('hl')));
+});
+"#;

@@ -1,0 +1,396 @@
+//! `sluice lineage`: which tables feed each model (from the DAG) and which columns feed
+//! each output column (from DataFusion's logical plan of the model's SQL).
+//!
+//! Every model is planned over the models it reads, registered as empty tables of their
+//! output schema, so lineage needs no data and stops at each model: a model's columns point at
+//! the columns of the models and sources it reads, and following the edges from model to
+//! model leads down to the sources.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::DFSchema;
+use datafusion::datasource::{source_as_provider, MemTable};
+use datafusion::logical_expr::{Distinct, Expr, JoinType, LogicalPlan};
+use serde::Serialize;
+
+use super::{replace_table, ProjectPlan};
+use crate::error::{describe_datafusion_error, Result, SluiceError};
+use crate::functions::identity::identity_inputs;
+use crate::session::Session;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LineageFormat {
+    Json,
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Edge {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Lineage {
+    /// `source_or_model -> model`.
+    pub tables: Vec<Edge>,
+    /// `table.column -> model.column`.
+    pub columns: Vec<Edge>,
+}
+
+/// The source columns (`table.column`) behind each output column of a plan.
+type Feeds = Vec<BTreeSet<String>>;
+
+/// Lineage of the selected models (all when `select` is empty).
+pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -> Result<Lineage> {
+    let selected = plan.select(select)?;
+    let ctx = &session.ctx;
+    let mut tables = BTreeSet::new();
+    let mut columns = BTreeSet::new();
+    for &i in &plan.order {
+        let m = &plan.models[i];
+        let planned = ctx
+            .sql(&plan.sql[i])
+            .await
+            .map_err(|e| SluiceError::Model {
+                model: m.name.clone(),
+                file: m.file.clone(),
+                message: describe_datafusion_error(&e),
+            })?;
+        // Later models read this one as an empty table of its output schema: a scan that
+        // stops at the model (a view would be inlined into the reader's plan).
+        let schema = Arc::new(planned.schema().as_arrow().clone());
+        let table = MemTable::try_new(schema, vec![vec![]])
+            .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+        replace_table(ctx, &m.name, Arc::new(table))?;
+        if !selected.contains(&i) {
+            continue;
+        }
+        for input in &plan.reads[i] {
+            tables.insert(Edge {
+                from: input.clone(),
+                to: m.name.clone(),
+            });
+        }
+        if let Some(e) = &m.erasure {
+            tables.insert(Edge {
+                from: e.list.clone(),
+                to: m.name.clone(),
+            });
+        }
+        let feeds = trace(planned.logical_plan());
+        for (field, sources) in planned.schema().fields().iter().zip(feeds) {
+            for from in sources {
+                columns.insert(Edge {
+                    from,
+                    to: format!("{}.{}", m.name, field.name()),
+                });
+            }
+        }
+    }
+    Ok(Lineage {
+        tables: tables.into_iter().collect(),
+        columns: columns.into_iter().collect(),
+    })
+}
+
+/// Which `table.column`s each output column of `plan` is computed from.
+fn trace(plan: &LogicalPlan) -> Feeds {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let provider = source_as_provider(&scan.source).ok();
+            if let Some(inputs) = provider.as_deref().and_then(identity_inputs) {
+                let edges = BTreeSet::from([
+                    format!("{}.{}", inputs.edges, inputs.left),
+                    format!("{}.{}", inputs.edges, inputs.right),
+                ]);
+                let previous = inputs
+                    .previous
+                    .map(|p| BTreeSet::from([format!("{p}.shared_id")]))
+                    .unwrap_or_default();
+                return scan
+                    .projected_schema
+                    .fields()
+                    .iter()
+                    .map(|f| match f.name().as_str() {
+                        "previous_shared_id" => previous.clone(),
+                        "shared_id" => edges.union(&previous).cloned().collect(),
+                        _ => edges.clone(),
+                    })
+                    .collect();
+            }
+            let table = scan.table_name.table();
+            scan.projected_schema
+                .fields()
+                .iter()
+                .map(|f| BTreeSet::from([format!("{table}.{}", f.name())]))
+                .collect()
+        }
+        LogicalPlan::Projection(p) => {
+            let input = trace(&p.input);
+            p.expr
+                .iter()
+                .map(|e| expr_feeds(e, p.input.schema(), &input))
+                .collect()
+        }
+        LogicalPlan::Aggregate(a) => {
+            let input = trace(&a.input);
+            let out: Feeds = a
+                .group_expr
+                .iter()
+                .chain(&a.aggr_expr)
+                .map(|e| expr_feeds(e, a.input.schema(), &input))
+                .collect();
+            if out.len() == a.schema.fields().len() {
+                out
+            } else {
+                // Grouping sets expand into more columns than expressions.
+                by_name(plan)
+            }
+        }
+        LogicalPlan::Window(w) => {
+            let mut out = trace(&w.input);
+            out.extend(
+                w.window_expr
+                    .iter()
+                    .map(|e| expr_feeds(e, w.input.schema(), &trace(&w.input))),
+            );
+            out
+        }
+        LogicalPlan::Join(j) => {
+            let (left, right) = (trace(&j.left), trace(&j.right));
+            match j.join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti => left,
+                JoinType::RightSemi | JoinType::RightAnti => right,
+                JoinType::LeftMark => left.into_iter().chain([BTreeSet::new()]).collect(),
+                JoinType::RightMark => right.into_iter().chain([BTreeSet::new()]).collect(),
+                _ => left.into_iter().chain(right).collect(),
+            }
+        }
+        LogicalPlan::Union(u) => {
+            let mut out: Feeds = vec![BTreeSet::new(); u.schema.fields().len()];
+            for input in &u.inputs {
+                for (slot, feeds) in out.iter_mut().zip(trace(input)) {
+                    slot.extend(feeds);
+                }
+            }
+            out
+        }
+        LogicalPlan::Distinct(Distinct::On(d)) => {
+            let input = trace(&d.input);
+            d.select_expr
+                .iter()
+                .map(|e| expr_feeds(e, d.input.schema(), &input))
+                .collect()
+        }
+        LogicalPlan::Subquery(s) => trace(&s.subquery),
+        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+            vec![BTreeSet::new(); plan.schema().fields().len()]
+        }
+        _ => {
+            // Filter, Sort, Limit, SubqueryAlias, Distinct, Repartition...: columns pass
+            // through in place.
+            let inputs = plan.inputs();
+            match inputs.as_slice() {
+                [input] if input.schema().fields().len() == plan.schema().fields().len() => {
+                    trace(input)
+                }
+                _ => by_name(plan),
+            }
+        }
+    }
+}
+
+/// For plans without a positional rule: an output column is fed by the input column of the
+/// same name, or, when there is none, by everything the inputs read.
+fn by_name(plan: &LogicalPlan) -> Feeds {
+    let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut all = BTreeSet::new();
+    for input in plan.inputs() {
+        for (field, feeds) in input.schema().fields().iter().zip(trace(input)) {
+            all.extend(feeds.iter().cloned());
+            named.entry(field.name().clone()).or_default().extend(feeds);
+        }
+    }
+    plan.schema()
+        .fields()
+        .iter()
+        .map(|f| named.get(f.name()).cloned().unwrap_or_else(|| all.clone()))
+        .collect()
+}
+
+/// The source columns an expression reads: its column references, resolved in the input,
+/// and the output of any scalar subquery inside it.
+fn expr_feeds(expr: &Expr, schema: &DFSchema, input: &Feeds) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for column in expr.column_refs() {
+        if let Some(feeds) = schema
+            .index_of_column(column)
+            .ok()
+            .and_then(|k| input.get(k))
+        {
+            out.extend(feeds.iter().cloned());
+        }
+    }
+    let _ = expr.apply(|e| {
+        if let Expr::ScalarSubquery(sq) = e {
+            out.extend(trace(&sq.subquery).into_iter().flatten());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+impl Lineage {
+    pub fn render(&self, format: LineageFormat) -> String {
+        match format {
+            LineageFormat::Json => serde_json::to_string_pretty(self).unwrap_or_default(),
+            LineageFormat::Mermaid => self.mermaid(),
+            LineageFormat::Dot => self.dot(),
+        }
+    }
+
+    /// Each table with the columns that appear in an edge, in name order.
+    fn tables_with_columns(&self) -> BTreeMap<&str, BTreeSet<&str>> {
+        let mut out: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for e in &self.tables {
+            out.entry(e.from.as_str()).or_default();
+            out.entry(e.to.as_str()).or_default();
+        }
+        for e in &self.columns {
+            for c in [&e.from, &e.to] {
+                let (table, column) = split(c);
+                out.entry(table).or_default().insert(column);
+            }
+        }
+        out
+    }
+
+    /// Table edges that no column edge already draws (e.g. a model counting rows only).
+    fn bare_table_edges(&self) -> Vec<&Edge> {
+        let linked: BTreeSet<(&str, &str)> = self
+            .columns
+            .iter()
+            .map(|e| (split(&e.from).0, split(&e.to).0))
+            .collect();
+        self.tables
+            .iter()
+            .filter(|e| !linked.contains(&(e.from.as_str(), e.to.as_str())))
+            .collect()
+    }
+
+    fn mermaid(&self) -> String {
+        let tables = self.tables_with_columns();
+        let ids = node_ids(&tables);
+        let mut s = String::from("flowchart LR\n");
+        for (t, (tid, columns)) in tables.iter().zip(ids.iter()) {
+            let _ = writeln!(s, "  subgraph {tid}[\"{}\"]", t.0);
+            for (c, cid) in t.1.iter().zip(columns) {
+                let _ = writeln!(s, "    {cid}[\"{c}\"]");
+            }
+            s.push_str("  end\n");
+        }
+        let id = |qualified: &str| node_id(&tables, &ids, qualified);
+        for e in &self.columns {
+            let _ = writeln!(s, "  {} --> {}", id(&e.from), id(&e.to));
+        }
+        for e in self.bare_table_edges() {
+            let _ = writeln!(
+                s,
+                "  {} -.-> {}",
+                table_id(&tables, &ids, &e.from),
+                table_id(&tables, &ids, &e.to)
+            );
+        }
+        s
+    }
+
+    fn dot(&self) -> String {
+        let tables = self.tables_with_columns();
+        let mut s = String::from(
+            "digraph lineage {\n  rankdir=LR;\n  compound=true;\n  node [shape=box, fontsize=10];\n",
+        );
+        for (k, (table, columns)) in tables.iter().enumerate() {
+            let _ = writeln!(s, "  subgraph cluster_{k} {{\n    label={};", quote(table));
+            // An invisible anchor so table-level edges have an end inside the cluster.
+            let _ = writeln!(s, "    {} [shape=point, style=invis];", quote(table));
+            for c in columns {
+                let _ = writeln!(
+                    s,
+                    "    {} [label={}];",
+                    quote(&format!("{table}.{c}")),
+                    quote(c)
+                );
+            }
+            s.push_str("  }\n");
+        }
+        for e in &self.columns {
+            let _ = writeln!(s, "  {} -> {};", quote(&e.from), quote(&e.to));
+        }
+        for e in self.bare_table_edges() {
+            let _ = writeln!(
+                s,
+                "  {} -> {} [style=dashed];",
+                quote(&e.from),
+                quote(&e.to)
+            );
+        }
+        s.push_str("}\n");
+        s
+    }
+}
+
+/// `table.column` -> (`table`, `column`); model and source names have no dots.
+fn split(qualified: &str) -> (&str, &str) {
+    qualified.split_once('.').unwrap_or((qualified, ""))
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Mermaid ids: `t3` for the fourth table, `t3c1` for its second column.
+fn node_ids(tables: &BTreeMap<&str, BTreeSet<&str>>) -> Vec<(String, Vec<String>)> {
+    tables
+        .values()
+        .enumerate()
+        .map(|(k, cols)| {
+            (
+                format!("t{k}"),
+                (0..cols.len()).map(|c| format!("t{k}c{c}")).collect(),
+            )
+        })
+        .collect()
+}
+
+fn table_id(
+    tables: &BTreeMap<&str, BTreeSet<&str>>,
+    ids: &[(String, Vec<String>)],
+    table: &str,
+) -> String {
+    tables
+        .keys()
+        .position(|t| *t == table)
+        .map(|k| ids[k].0.clone())
+        .unwrap_or_default()
+}
+
+fn node_id(
+    tables: &BTreeMap<&str, BTreeSet<&str>>,
+    ids: &[(String, Vec<String>)],
+    qualified: &str,
+) -> String {
+    let (table, column) = split(qualified);
+    tables
+        .iter()
+        .position(|(t, _)| *t == table)
+        .and_then(|k| {
+            let c = tables[table].iter().position(|c| *c == column)?;
+            Some(ids[k].1[c].clone())
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,251 @@
+//! `sluice lineage` and `sluice docs` on the example project: column lineage traced from
+//! the sources through views, CTEs and the identity linkage, and the static docs site
+//! loaded in headless Chromium.
+
+mod common;
+use common::*;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::Command;
+
+fn example() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("sql"), dir.path());
+    dir
+}
+
+fn lineage_json(p: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["lineage"];
+    all.extend_from_slice(args);
+    let r = run(p, &all);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+fn edges(v: &serde_json::Value, kind: &str) -> Vec<(String, String)> {
+    v[kind]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_string(),
+                e["to"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The columns that feed `to` directly.
+fn feeds(columns: &[(String, String)], to: &str) -> BTreeSet<String> {
+    columns
+        .iter()
+        .filter(|(_, t)| t == to)
+        .map(|(f, _)| f.clone())
+        .collect()
+}
+
+/// Every column `to` is computed from, following the edges down to the sources.
+fn sources_of(columns: &[(String, String)], to: &str) -> BTreeSet<String> {
+    let mut by_to: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (f, t) in columns {
+        by_to.entry(t).or_default().push(f);
+    }
+    let mut out = BTreeSet::new();
+    let mut stack = vec![to];
+    while let Some(c) = stack.pop() {
+        match by_to.get(c) {
+            Some(froms) => stack.extend(froms.iter().copied()),
+            None if c != to => {
+                out.insert(c.to_string());
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn lineage_traces_columns_through_views_and_the_identity_linkage() {
+    let p = example();
+    let v = lineage_json(p.path(), &[]);
+    let tables = edges(&v, "tables");
+    for (from, to) in [
+        ("launch_events", "stg_launch_events"),
+        ("account_migrations", "stg_launch_events"),
+        ("identity_edges", "account_links"),
+        ("stg_launch_events", "eda_launch_events"),
+        ("account_links", "eda_launch_events"),
+        ("erased_emails", "eda_launch_events"),
+        ("eda_launch_events", "daily_activity"),
+    ] {
+        assert!(
+            tables.contains(&(from.to_string(), to.to_string())),
+            "{from} -> {to} missing from {tables:?}"
+        );
+    }
+    let columns = edges(&v, "columns");
+    // email -> normalised email (a view) -> email hash.
+    assert_eq!(
+        feeds(&columns, "stg_launch_events.email"),
+        BTreeSet::from(["launch_events.email".to_string()])
+    );
+    assert_eq!(
+        feeds(&columns, "eda_launch_events.email_sha256"),
+        BTreeSet::from(["stg_launch_events.email".to_string()])
+    );
+    assert_eq!(
+        sources_of(&columns, "eda_launch_events.email_sha256"),
+        BTreeSet::from(["launch_events.email".to_string()])
+    );
+    // COALESCE(m.account_id, e.account_id): both account ids.
+    assert_eq!(
+        feeds(&columns, "stg_launch_events.account_id"),
+        BTreeSet::from([
+            "account_migrations.account_id".to_string(),
+            "launch_events.account_id".to_string()
+        ])
+    );
+    // Account ids -> shared user id through resolve_identities over the edges view.
+    assert_eq!(
+        feeds(&columns, "account_links.shared_id"),
+        BTreeSet::from([
+            "identity_edges.left_id".to_string(),
+            "identity_edges.right_id".to_string()
+        ])
+    );
+    assert_eq!(
+        feeds(&columns, "eda_launch_events.shared_id"),
+        BTreeSet::from(["account_links.shared_id".to_string()])
+    );
+    assert_eq!(
+        sources_of(&columns, "eda_launch_events.shared_id"),
+        BTreeSet::from([
+            "account_migrations.account_id".to_string(),
+            "account_migrations.legacy_account_id".to_string(),
+            "accounts.account_id".to_string(),
+        ])
+    );
+    // An aggregate: count(DISTINCT shared_id) reads shared_id only.
+    assert_eq!(
+        feeds(&columns, "daily_activity.active_users"),
+        BTreeSet::from(["eda_launch_events.shared_id".to_string()])
+    );
+    // The phone hash does not come from the email.
+    assert!(!sources_of(&columns, "eda_launch_events.phone_sha256").contains("launch_events.email"));
+
+    // --select keeps the edges into the selected models.
+    let v = lineage_json(p.path(), &["--select", "account_links"]);
+    assert_eq!(
+        edges(&v, "tables"),
+        vec![("identity_edges".to_string(), "account_links".to_string())]
+    );
+    assert!(edges(&v, "columns")
+        .iter()
+        .all(|(_, to)| to.starts_with("account_links.")));
+
+    // The same graph as Mermaid and dot.
+    let r = run(p.path(), &["lineage", "--format", "mermaid"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("flowchart LR\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("subgraph") && r.stdout.contains("[\"email_sha256\"]"));
+    assert_eq!(
+        r.stdout.lines().filter(|l| l.contains(" --> ")).count(),
+        columns.len()
+    );
+    let r = run(p.path(), &["lineage", "--format", "dot"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("digraph lineage {"), "{}", r.stdout);
+    assert!(r
+        .stdout
+        .contains("\"stg_launch_events.email\" -> \"eda_launch_events.email_sha256\";"));
+}
+
+fn chromium() -> Command {
+    let found = Command::new("chromium").arg("--version").output();
+    assert!(
+        found.map(|o| o.status.success()).unwrap_or(false),
+        "chromium is missing: ./test.sh installs it (Debian package `chromium`)"
+    );
+    let mut c = Command::new("chromium");
+    let profile = tempfile::tempdir().unwrap().keep();
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--allow-file-access-from-files",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+#[test]
+fn docs_site_opens_from_the_file_system_in_chromium() {
+    let p = example();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let site = p.path().join("site");
+    let r = run(p.path(), &["docs", "--out", site.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let index = site.join("index.html");
+    let html = std::fs::read_to_string(&index).unwrap();
+    // Nothing is fetched from anywhere.
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("url(http"),
+        "the page must not load anything remote"
+    );
+
+    let url = format!("file://{}", index.display());
+    let out = chromium().arg("--dump-dom").arg(&url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for model in [
+        "stg_launch_events",
+        "erased_emails",
+        "identity_edges",
+        "account_links",
+        "eda_launch_events",
+        "daily_activity",
+        "launch_funnel",
+    ] {
+        assert!(
+            dom.contains(&format!("id=\"t-{model}\"")),
+            "section of {model} missing"
+        );
+        assert!(
+            dom.contains(&format!("data-name=\"{model}\"><rect")),
+            "graph node of {model} missing"
+        );
+    }
+    // 5 sources + 7 models in the graph, and an edge per table dependency.
+    assert_eq!(dom.matches("<g class=\"node ").count(), 12);
+    assert!(dom.matches("<path class=\"edge\"").count() >= 10);
+    // Columns with types, the column lineage, and the last results.
+    assert!(dom.contains("<code>email_sha256</code></td><td><code>Utf8"));
+    assert!(dom.contains("<code>stg_launch_events.email</code>"));
+    assert!(dom.contains("class=\"status-success\">success</span>"));
+    assert!(dom.contains("Published</dt><dd>"));
+    assert!(dom.contains("class=\"status-pass\">pass</span>"));
+
+    let shot = p.path().join("docs.png");
+    let out = chromium()
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1400,1800")
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
+}
