@@ -19,8 +19,6 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Result, SluiceError};
 
@@ -66,7 +64,7 @@ const DOMAINS: [&str; 6] = [
 const STEPS: [&str; 4] = ["session_start", "draw_entry", "click", "purchase"];
 const PLATFORMS: [&str; 3] = ["ios", "android", "pc"];
 /// One event in this many is written twice, as the real exporter's retries do.
-const DUPLICATE_ONE_IN: u32 = 12;
+const DUPLICATE_ONE_IN: u64 = 12;
 /// One account in this many asked to be erased.
 const ERASED_ONE_IN: u64 = 200;
 
@@ -76,6 +74,27 @@ fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// A day's random stream: splitmix64 over a counter. Its output is fixed by the seed for
+/// every version of sluice, which is what reproducible benchmark data needs.
+struct Stream(u64);
+
+impl Stream {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(1);
+        mix(self.0)
+    }
+
+    /// Uniform in `0..n` (n is far below 2^32, so the bias of the multiply is negligible).
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() >> 32) * n) >> 32
+    }
+
+    /// True with probability `percent` / 100.
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -500,7 +519,7 @@ fn write_day(options: &GenOptions, accounts: u64, day: u32) -> Result<(u64, u64)
         .out
         .join("launch_events")
         .join(format!("day={date}"));
-    let mut rng = ChaCha8Rng::seed_from_u64(mix(options.seed) ^ u64::from(day));
+    let mut rng = Stream(mix(options.seed) ^ mix(u64::from(day) + 1));
     let mut event = Event::default();
     let mut written = 0u64;
     let mut next_id = first_id;
@@ -510,7 +529,7 @@ fn write_day(options: &GenOptions, accounts: u64, day: u32) -> Result<(u64, u64)
         event.fill(&mut rng, options.seed, accounts, next_id, &date, midnight);
         sink.push(&event)?;
         written += 1;
-        if written < rows && rng.random_ratio(1, DUPLICATE_ONE_IN) {
+        if written < rows && rng.below(DUPLICATE_ONE_IN) == 0 {
             sink.push(&event)?;
             written += 1;
         }
@@ -536,26 +555,26 @@ impl Event {
     /// A random event of day `date`, whose midnight is `midnight` (seconds since the epoch).
     fn fill(
         &mut self,
-        rng: &mut ChaCha8Rng,
+        rng: &mut Stream,
         seed: u64,
         accounts: u64,
         id: u64,
         date: &str,
         midnight: i64,
     ) {
-        let a = Account::new(seed, rng.random_range(1..=accounts));
+        let a = Account::new(seed, 1 + rng.below(accounts));
         self.id = id;
         self.account.clear();
         // Half the events of a migrated account still carry the legacy id.
-        if a.migrated && rng.random_bool(0.5) {
+        if a.migrated && rng.chance(50) {
             a.legacy_id(&mut self.account);
         } else {
             a.id(&mut self.account);
         }
         // Each step about 40% as likely as the one before.
-        let step = (0..3).take_while(|_| rng.random_bool(0.4)).count();
+        let step = (0..3).take_while(|_| rng.chance(40)).count();
         self.kind = STEPS[step];
-        let second = rng.random_range(0..86_400u32);
+        let second = rng.below(86_400) as u32;
         self.ts.clear();
         self.ts.extend_from_slice(date.as_bytes());
         self.ts.push(b' ');
@@ -569,7 +588,7 @@ impl Event {
         a.email(&mut self.email);
         self.phone.clear();
         a.phone(&mut self.phone);
-        self.platform = PLATFORMS[rng.random_range(0..3)];
+        self.platform = PLATFORMS[rng.below(3) as usize];
     }
 }
 

@@ -64,6 +64,7 @@ def spark_run(data, out, threads):
              .config("spark.driver.memory", "8g")
              .config("spark.sql.shuffle.partitions", str(threads * 4))
              .config("spark.ui.enabled", "false")
+             .config("spark.ui.showConsoleProgress", "false")
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     schema = ", ".join(f"{n} {t.replace('VARCHAR', 'STRING')}" for n, t in EVENT_COLUMNS)
