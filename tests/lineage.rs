@@ -249,3 +249,62 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
 }
+
+#[test]
+fn lineage_follows_ctes_windows_unions_and_subqueries() {
+    let p = project(&[
+        (
+            "sluice.toml",
+            "[sources.orders]\nlocation = \"data/orders.csv\"\n[sources.refunds]\nlocation = \"data/refunds.csv\"\n",
+        ),
+        ("data/orders.csv", "order_id,customer,amount,placed_at\n1,a,10,2026-05-01\n"),
+        ("data/refunds.csv", "order_id,customer,amount\n1,a,3\n"),
+        (
+            "models/ranked.sql",
+            "/* @config\nmaterialized = \"view\"\n*/\n\
+             WITH money AS (\n\
+               SELECT order_id, customer, amount FROM orders\n\
+               UNION ALL\n\
+               SELECT order_id, customer, -amount AS amount FROM refunds\n\
+             )\n\
+             SELECT customer,\n\
+                    sum(amount) OVER (PARTITION BY customer ORDER BY order_id) AS running,\n\
+                    row_number() OVER (ORDER BY order_id) AS seq,\n\
+                    (SELECT max(placed_at) FROM orders) AS last_order\n\
+             FROM money\n",
+        ),
+    ]);
+    let v = lineage_json(p.path(), &[]);
+    let columns = edges(&v, "columns");
+    assert_eq!(
+        feeds(&columns, "ranked.customer"),
+        BTreeSet::from(["orders.customer".to_string(), "refunds.customer".to_string()])
+    );
+    // A window function reads its argument, partition and order columns.
+    assert_eq!(
+        feeds(&columns, "ranked.running"),
+        BTreeSet::from([
+            "orders.amount".to_string(),
+            "orders.customer".to_string(),
+            "orders.order_id".to_string(),
+            "refunds.amount".to_string(),
+            "refunds.customer".to_string(),
+            "refunds.order_id".to_string(),
+        ])
+    );
+    assert_eq!(
+        feeds(&columns, "ranked.seq"),
+        BTreeSet::from(["orders.order_id".to_string(), "refunds.order_id".to_string()])
+    );
+    assert_eq!(
+        feeds(&columns, "ranked.last_order"),
+        BTreeSet::from(["orders.placed_at".to_string()])
+    );
+    assert_eq!(
+        edges(&v, "tables"),
+        vec![
+            ("orders".to_string(), "ranked".to_string()),
+            ("refunds".to_string(), "ranked".to_string())
+        ]
+    );
+}

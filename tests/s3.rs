@@ -352,3 +352,55 @@ fn interrupted_s3_publishes_leave_a_complete_version() {
     listed_sorted.sort();
     assert_eq!(data, listed_sorted);
 }
+
+#[test]
+fn erase_on_s3_rewrites_only_the_partition_with_a_listed_key() {
+    let moto = Moto::start();
+    raw_events(&moto);
+    moto.bucket("out");
+    let toml = format!("{DELIVERY_TOML}[sources.erase]\nlocation = \"data/erase.csv\"\n");
+    let model = DELIVERY_MODEL.replace(
+        "partition_by = [\"country\"]\n",
+        "partition_by = [\"country\"]\nerasure = { list = \"erase\", column = \"id\" }\n",
+    );
+    let p = project(&[
+        ("sluice.toml", toml.as_str()),
+        ("data/erase.csv", "id\n99\n"),
+        ("models/by_country.sql", model.as_str()),
+    ]);
+    let r = sluice_s3(&moto, p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = moto.keys("out", "delivery/by_country/");
+    let untouched: Vec<&String> = before
+        .iter()
+        .filter(|k| k.contains("country=US/") || k.contains("country=JP/"))
+        .collect();
+    assert_eq!(untouched.len(), 2, "{before:?}");
+    let us_bytes: Vec<String> = untouched.iter().map(|k| moto.get("out", k)).collect();
+
+    // Event 3 (KR) must go.
+    std::fs::write(p.path().join("data/erase.csv"), "id\n99\n3\n").unwrap();
+    let r = sluice_s3(&moto, p.path(), &["erase"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("removed 1 rows: rewrote 1 of 3 files (country=KR/"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        read_back(&moto).trim(),
+        "4 [(1, 'KR'), (2, 'US'), (4, 'JP'), (5, 'KR')]"
+    );
+    let after = moto.keys("out", "delivery/by_country/");
+    // The US and JP objects are the same objects; the old KR file is gone.
+    for (k, bytes) in untouched.iter().zip(&us_bytes) {
+        assert!(after.contains(k), "{k} was rewritten: {after:?}");
+        assert_eq!(&moto.get("out", k), bytes);
+    }
+    let old_kr: Vec<&String> = before.iter().filter(|k| k.contains("country=KR/")).collect();
+    assert!(old_kr.iter().all(|k| !after.contains(k)), "{after:?}");
+    let r = sluice_s3(&moto, p.path(), &["erase"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("nothing to erase (3 files checked)"), "{}", r.stderr);
+    assert_eq!(moto.keys("out", "delivery/by_country/"), after);
+}
