@@ -100,7 +100,13 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     if let Some(n) = options.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(crate::engine::first_row::DedupFirstRow))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
 
     let schema = Arc::new(ProjectSchema::new(SourceDef::from_project(&project)));
     let catalog = ctx

@@ -278,7 +278,10 @@ fn lineage_follows_ctes_windows_unions_and_subqueries() {
     let columns = edges(&v, "columns");
     assert_eq!(
         feeds(&columns, "ranked.customer"),
-        BTreeSet::from(["orders.customer".to_string(), "refunds.customer".to_string()])
+        BTreeSet::from([
+            "orders.customer".to_string(),
+            "refunds.customer".to_string()
+        ])
     );
     // A window function reads its argument, partition and order columns.
     assert_eq!(
@@ -294,7 +297,10 @@ fn lineage_follows_ctes_windows_unions_and_subqueries() {
     );
     assert_eq!(
         feeds(&columns, "ranked.seq"),
-        BTreeSet::from(["orders.order_id".to_string(), "refunds.order_id".to_string()])
+        BTreeSet::from([
+            "orders.order_id".to_string(),
+            "refunds.order_id".to_string()
+        ])
     );
     assert_eq!(
         feeds(&columns, "ranked.last_order"),

@@ -383,7 +383,8 @@ fn erase_on_s3_rewrites_only_the_partition_with_a_listed_key() {
     let r = sluice_s3(&moto, p.path(), &["erase"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains("removed 1 rows: rewrote 1 of 3 files (country=KR/"),
+        r.stderr
+            .contains("removed 1 rows: rewrote 1 of 3 files (country=KR/"),
         "{}",
         r.stderr
     );
@@ -397,10 +398,17 @@ fn erase_on_s3_rewrites_only_the_partition_with_a_listed_key() {
         assert!(after.contains(k), "{k} was rewritten: {after:?}");
         assert_eq!(&moto.get("out", k), bytes);
     }
-    let old_kr: Vec<&String> = before.iter().filter(|k| k.contains("country=KR/")).collect();
+    let old_kr: Vec<&String> = before
+        .iter()
+        .filter(|k| k.contains("country=KR/"))
+        .collect();
     assert!(old_kr.iter().all(|k| !after.contains(k)), "{after:?}");
     let r = sluice_s3(&moto, p.path(), &["erase"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("nothing to erase (3 files checked)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("nothing to erase (3 files checked)"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(moto.keys("out", "delivery/by_country/"), after);
 }

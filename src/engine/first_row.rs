@@ -1,0 +1,321 @@
+//! Deduplication by `row_number() = 1`, the way analysts write it:
+//!
+//! ```sql
+//! SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY event_id ORDER BY event_ts) AS rn
+//!                FROM events) WHERE rn = 1
+//! ```
+//!
+//! DataFusion plans this as Sort -> BoundedWindowAggExec -> Filter. With as many window
+//! partitions as rows (one per event id) the window operator's per-partition bookkeeping
+//! dominates the whole query: 31 s of 37 s on 10M rows here, where the sort takes 1.8 s.
+//! The input is already sorted by the partition keys (then the ORDER BY), so the rows with
+//! `rn = 1` are exactly the first row of each run of equal keys: [`FirstRowPerKeyExec`]
+//! finds those runs with arrow's `partition` kernel in one pass and keeps their first rows.
+//! [`DedupFirstRow`] puts it in place of the window and the filter.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use datafusion::arrow::compute::kernels::partition::partition;
+use datafusion::arrow::compute::{take_record_batch, SortOptions};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
+use datafusion::physical_expr::window::StandardWindowExpr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowUDFExpr};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, InputOrderMode,
+    PlanProperties,
+};
+use futures::StreamExt;
+
+/// Replaces `Filter(rn = 1) <- BoundedWindowAggExec(row_number() PARTITION BY k ORDER BY o)`
+/// over input sorted by the keys with [`FirstRowPerKeyExec`]. Any other window query is
+/// left as it is.
+#[derive(Debug, Default)]
+pub struct DedupFirstRow;
+
+impl PhysicalOptimizerRule for DedupFirstRow {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_down(|node| {
+            Ok(match rewrite(&node)? {
+                Some(new) => Transformed::yes(new),
+                None => Transformed::no(node),
+            })
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "sluice_dedup_first_row"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(filter) = node.downcast_ref::<FilterExec>() else {
+        return Ok(None);
+    };
+    let Some(mut rn) = first_only(filter.predicate()) else {
+        return Ok(None);
+    };
+    // Projection pushdown may leave a column-only projection between filter and window.
+    let mut between: Option<&ProjectionExec> = None;
+    let mut below = filter.input();
+    if let Some(projection) = below.downcast_ref::<ProjectionExec>() {
+        let Some(column) = projection
+            .expr()
+            .get(rn)
+            .and_then(|p| p.expr.downcast_ref::<Column>())
+        else {
+            return Ok(None);
+        };
+        rn = column.index();
+        between = Some(projection);
+        below = projection.input();
+    }
+    let Some(window) = below.downcast_ref::<BoundedWindowAggExec>() else {
+        return Ok(None);
+    };
+    let input = window.input();
+    let [expr] = window.window_expr() else {
+        return Ok(None);
+    };
+    let is_row_number = expr
+        .as_any()
+        .downcast_ref::<StandardWindowExpr>()
+        .and_then(|e| {
+            e.get_standard_func_expr()
+                .as_any()
+                .downcast_ref::<WindowUDFExpr>()
+        })
+        .is_some_and(|f| f.fun().name() == "row_number");
+    // Sorted: every partition key is a sort key of the input, so equal keys are adjacent.
+    if !is_row_number
+        || expr.partition_by().is_empty()
+        || window.input_order_mode != InputOrderMode::Sorted
+        || rn != input.schema().fields().len()
+    {
+        return Ok(None);
+    }
+    let mut plan: Arc<dyn ExecutionPlan> = Arc::new(FirstRowPerKeyExec::new(
+        input.clone(),
+        expr.partition_by().to_vec(),
+        window.schema(),
+    ));
+    // The dedup has the window's columns, so the nodes above read it unchanged.
+    if let Some(projection) = between {
+        plan = Arc::new(ProjectionExec::try_new(projection.expr().to_vec(), plan)?);
+    }
+    if let Some(columns) = filter.projection() {
+        let schema = plan.schema();
+        let exprs = columns.iter().map(|&k| ProjectionExpr {
+            expr: Arc::new(Column::new(schema.field(k).name(), k)) as Arc<dyn PhysicalExpr>,
+            alias: schema.field(k).name().clone(),
+        });
+        plan = Arc::new(ProjectionExec::try_new(exprs, plan)?);
+    }
+    Ok(Some(plan))
+}
+
+/// The column index of `col = 1`, `col <= 1` or `col < 2` (either side, casts allowed).
+fn first_only(predicate: &Arc<dyn PhysicalExpr>) -> Option<usize> {
+    let binary = predicate.downcast_ref::<BinaryExpr>()?;
+    let column = |e: &Arc<dyn PhysicalExpr>| {
+        let e = match e.downcast_ref::<CastExpr>() {
+            Some(cast) => cast.expr(),
+            None => e,
+        };
+        e.downcast_ref::<Column>().map(Column::index)
+    };
+    let int = |e: &Arc<dyn PhysicalExpr>| {
+        let value = e.downcast_ref::<Literal>()?.value();
+        if !value.data_type().is_integer() {
+            return None;
+        }
+        match value.cast_to(&DataType::Int64).ok()? {
+            ScalarValue::Int64(Some(v)) => Some(v),
+            _ => None,
+        }
+    };
+    let (l, r) = (binary.left(), binary.right());
+    match (binary.op(), column(l), int(r), int(l), column(r)) {
+        (Operator::Eq | Operator::LtEq, Some(c), Some(1), _, _) => Some(c),
+        (Operator::Lt, Some(c), Some(2), _, _) => Some(c),
+        (Operator::Eq | Operator::GtEq, _, _, Some(1), Some(c)) => Some(c),
+        (Operator::Gt, _, _, Some(2), Some(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// The first row of each run of equal `keys` in input sorted by them, with the window's
+/// `rn` column (always 1) appended.
+#[derive(Debug)]
+pub struct FirstRowPerKeyExec {
+    input: Arc<dyn ExecutionPlan>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl FirstRowPerKeyExec {
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    ) -> Self {
+        // A subsequence of the input: same partitioning, same order. The input's sort
+        // expressions refer to its columns, which keep their positions here.
+        let orderings = input.output_ordering().cloned().into_iter();
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new_with_orderings(schema.clone(), orderings),
+            input.output_partitioning().clone(),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        );
+        FirstRowPerKeyExec {
+            input,
+            keys,
+            schema,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for FirstRowPerKeyExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
+        write!(f, "FirstRowPerKeyExec: keys=[{}]", keys.join(", "))
+    }
+}
+
+impl ExecutionPlan for FirstRowPerKeyExec {
+    fn name(&self) -> &str {
+        "FirstRowPerKeyExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for key in &self.keys {
+            if f(key)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(input) = children.into_iter().next() else {
+            return datafusion::common::internal_err!("FirstRowPerKeyExec needs one child");
+        };
+        Ok(Arc::new(FirstRowPerKeyExec::new(
+            input,
+            self.keys.clone(),
+            self.schema.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let keys = self.keys.clone();
+        let schema = self.schema.clone();
+        let mut previous: Option<Vec<ArrayRef>> = None;
+        let out_schema = schema.clone();
+        let stream = input.filter_map(move |batch| {
+            let out = batch.and_then(|b| first_rows(&b, &keys, &mut previous, &out_schema));
+            std::future::ready(out.transpose())
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+/// The first row of each key run of `batch`, except a run continuing the previous batch's
+/// last one. `previous` holds the last row's keys, carried to the next batch.
+fn first_rows(
+    batch: &RecordBatch,
+    keys: &[Arc<dyn PhysicalExpr>],
+    previous: &mut Option<Vec<ArrayRef>>,
+    schema: &SchemaRef,
+) -> Result<Option<RecordBatch>> {
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Ok(None);
+    }
+    let key_columns = keys
+        .iter()
+        .map(|k| k.evaluate(batch)?.into_array(rows))
+        .collect::<Result<Vec<_>>>()?;
+    let mut starts: Vec<u32> = partition(&key_columns)?
+        .ranges()
+        .iter()
+        .map(|r| r.start as u32)
+        .collect();
+    if let Some(last) = previous.as_ref() {
+        if same_key(last, &key_columns)? {
+            starts.remove(0);
+        }
+    }
+    *previous = Some(key_columns.iter().map(|c| c.slice(rows - 1, 1)).collect());
+    if starts.is_empty() {
+        return Ok(None);
+    }
+    let kept = take_record_batch(batch, &UInt32Array::from(starts))?;
+    let mut columns = kept.columns().to_vec();
+    columns.push(Arc::new(UInt64Array::from_value(1, kept.num_rows())));
+    Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
+}
+
+/// Whether the one-row `last` keys equal the first row of `next` (NULLs equal, as window
+/// partitions treat them).
+fn same_key(last: &[ArrayRef], next: &[ArrayRef]) -> Result<bool> {
+    for (a, b) in last.iter().zip(next) {
+        let compare = datafusion::arrow::array::make_comparator(
+            a.as_ref(),
+            b.as_ref(),
+            SortOptions::default(),
+        )?;
+        if compare(0, 0) != Ordering::Equal {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,4 @@
+//! sluice's additions to DataFusion's planner and operators, installed by the session
+//! builder so the shell, the server and `run` plan the same way.
+
+pub mod first_row;

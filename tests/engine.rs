@@ -1,0 +1,84 @@
+//! sluice's planner additions, checked through the binary: the `row_number() = 1`
+//! deduplication gives exactly DataFusion's own answer, across batch boundaries, with
+//! NULL keys, and only where it applies.
+
+mod common;
+use common::*;
+
+const EVENTS: &str = "id,ts,v\n3,2026-05-01 10:00:00,c-late\n1,2026-05-01 09:00:00,a-late\n1,2026-05-01 08:00:00,a-first\n2,2026-05-01 07:00:00,b-only\n,2026-05-01 06:00:00,null-late\n3,2026-05-01 01:00:00,c-first\n,2026-05-01 05:00:00,null-first\n1,2026-05-01 08:30:00,a-middle\n4,2026-05-01 04:00:00,d-first\n4,2026-05-01 04:30:00,d-late\n";
+
+fn events() -> tempfile::TempDir {
+    project(&[
+        (
+            "sluice.toml",
+            "[sources.events]\nlocation = \"data/events.csv\"\nschema = { id = \"BIGINT\", ts = \"TIMESTAMP\", v = \"VARCHAR\" }\n",
+        ),
+        ("data/events.csv", EVENTS),
+    ])
+}
+
+const FIRST: &str = "SELECT id, v, rn FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1 ORDER BY id NULLS LAST";
+
+fn query(p: &std::path::Path, settings: &str, sql: &str) -> String {
+    let r = run(
+        p,
+        &[
+            "shell",
+            "--format",
+            "csv",
+            "-c",
+            &format!("{settings} {sql}"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout
+}
+
+#[test]
+fn row_number_one_keeps_the_first_row_per_key() {
+    let p = events();
+    let expected = "id,v,rn\n1,a-first,1\n2,b-only,1\n3,c-first,1\n4,d-first,1\n,null-first,1\n";
+    // Tiny batches put equal keys in different batches; one and several partitions.
+    for settings in [
+        "",
+        "SET datafusion.execution.batch_size = 1;",
+        "SET datafusion.execution.batch_size = 2; SET datafusion.execution.target_partitions = 1;",
+        "SET datafusion.execution.batch_size = 3; SET datafusion.execution.target_partitions = 3;",
+    ] {
+        let out = query(p.path(), settings, FIRST);
+        let body: String = out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(body, expected, "with {settings:?}");
+    }
+    // The same rows by another formulation that does not use the window at all.
+    let other = query(
+        p.path(),
+        "",
+        "SELECT e.id, e.v, 1 AS rn FROM events e JOIN (SELECT id, min(ts) AS ts FROM events GROUP BY id) f ON (e.id IS NOT DISTINCT FROM f.id) AND e.ts = f.ts ORDER BY e.id NULLS LAST",
+    );
+    assert_eq!(other, expected);
+    // The plan uses the first-row operator, not the window.
+    let plan = query(p.path(), "", &format!("EXPLAIN {FIRST}"));
+    assert!(plan.contains("FirstRowPerKeyExec: keys=[id@0]"), "{plan}");
+    assert!(!plan.contains("BoundedWindowAggExec"), "{plan}");
+}
+
+#[test]
+fn other_window_filters_keep_the_window() {
+    let p = events();
+    let second = "SELECT id, v FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 2 ORDER BY id";
+    assert_eq!(
+        query(p.path(), "", second),
+        "id,v\n1,a-middle\n3,c-late\n4,d-late\n,null-late\n"
+    );
+    assert!(query(p.path(), "", &format!("EXPLAIN {second}")).contains("BoundedWindowAggExec"));
+    let ranked = "SELECT id, v FROM (SELECT *, rank() OVER (PARTITION BY id ORDER BY ts) AS rk FROM events) AS r WHERE rk = 1 ORDER BY id";
+    assert!(query(p.path(), "", &format!("EXPLAIN {ranked}")).contains("BoundedWindowAggExec"));
+    assert_eq!(
+        query(p.path(), "", ranked),
+        "id,v\n1,a-first\n2,b-only\n3,c-first\n4,d-first\n,null-first\n"
+    );
+}
