@@ -348,9 +348,7 @@ fn plan(cli: &Cli, args: &RunArgs) -> Result<()> {
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
-    let project = load_project(cli)?;
-    let plan = crate::project::build_plan(&project, &vars(&project, &args.vars)?)?;
-    let session = build_session(project, &session_options(cli)?)?;
+    let (plan, session) = planned_session(cli, &args.vars)?;
     let options = crate::project::RunOptions {
         select: args.select.clone(),
         fail_fast: args.fail_fast,
@@ -471,10 +469,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
 }
 
 async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
-    let project = load_project(cli)?;
-    let vars = vars(&project, &args.vars)?;
-    let plan = crate::project::build_plan(&project, &vars)?;
-    let session = build_session(project, &session_options(cli)?)?;
+    let (plan, session) = planned_session(cli, &args.vars)?;
     let results = crate::project::test(&session, &plan, &args.select).await?;
     let count = |s: &str| results.results.iter().filter(|r| r.status == s).count();
     let checks: usize = results.results.iter().map(|r| r.checks.len()).sum();
@@ -486,6 +481,22 @@ async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
         count("error"),
         results.elapsed_time
     );
+    first_failure(&results)
+}
+
+/// The project's plan (with `--var`s) and the session to run it in.
+fn planned_session(
+    cli: &Cli,
+    cli_vars: &[String],
+) -> Result<(crate::project::ProjectPlan, crate::session::Session)> {
+    let project = load_project(cli)?;
+    let plan = crate::project::build_plan(&project, &vars(&project, cli_vars)?)?;
+    let session = build_session(project, &session_options(cli)?)?;
+    Ok((plan, session))
+}
+
+/// Exit 1 naming the first model in error, else 3 naming the first failed check.
+fn first_failure(results: &crate::project::results::RunResults) -> Result<()> {
     if let Some(r) = results.results.iter().find(|r| r.status == "error") {
         return Err(SluiceError::sql(format!(
             "model `{}`: {}",
@@ -530,44 +541,23 @@ fn gen_launch(args: &GenLaunchArgs) -> Result<()> {
 }
 
 async fn erase(cli: &Cli, args: &TestArgs) -> Result<()> {
-    let project = load_project(cli)?;
-    let vars = vars(&project, &args.vars)?;
-    let plan = crate::project::build_plan(&project, &vars)?;
-    let session = build_session(project, &session_options(cli)?)?;
+    let (plan, session) = planned_session(cli, &args.vars)?;
     let results = crate::project::erase::erase(&session, &plan, &args.select).await?;
     if results.results.is_empty() {
         eprintln!("no published model names an erasure list");
     }
-    if let Some(r) = results.results.iter().find(|r| r.status == "error") {
-        return Err(SluiceError::sql(format!(
-            "model `{}`: {}",
-            r.name, r.message
-        )));
-    }
-    if let Some(r) = results.results.iter().find(|r| r.status == "fail") {
-        return Err(SluiceError::Check(format!(
-            "model `{}`: {}",
-            r.name, r.message
-        )));
-    }
-    Ok(())
+    first_failure(&results)
 }
 
 async fn lineage(cli: &Cli, args: &LineageArgs) -> Result<()> {
-    let project = load_project(cli)?;
-    let vars = vars(&project, &args.vars)?;
-    let plan = crate::project::build_plan(&project, &vars)?;
-    let session = build_session(project, &session_options(cli)?)?;
+    let (plan, session) = planned_session(cli, &args.vars)?;
     let lineage = crate::project::lineage::lineage(&session, &plan, &args.select).await?;
     println!("{}", lineage.render(args.format));
     Ok(())
 }
 
 async fn docs(cli: &Cli, args: &DocsArgs) -> Result<()> {
-    let project = load_project(cli)?;
-    let vars = vars(&project, &args.vars)?;
-    let plan = crate::project::build_plan(&project, &vars)?;
-    let session = build_session(project, &session_options(cli)?)?;
+    let (plan, session) = planned_session(cli, &args.vars)?;
     let index = crate::project::docs::write_site(&session, &plan, &args.out).await?;
     eprintln!("wrote {}", index.display());
     Ok(())

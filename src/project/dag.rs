@@ -12,21 +12,16 @@ use crate::error::{Result, SluiceError};
 /// Table names a model reads: FROM/JOIN references (CTE names excluded), tables named in
 /// `resolve_identities(...)`, erasure lists and relationship checks.
 pub fn reads(model: &Model, sql: &str) -> Result<BTreeSet<String>> {
-    let err = |message: String| SluiceError::Model {
-        model: model.name.clone(),
-        file: model.file.clone(),
-        message,
-    };
-    let statements =
-        DFParser::parse_sql(sql).map_err(|e| err(crate::error::describe_datafusion_error(&e)))?;
+    let statements = DFParser::parse_sql(sql)
+        .map_err(|e| model.error(crate::error::describe_datafusion_error(&e)))?;
     if statements.len() != 1 {
-        return Err(err(format!(
+        return Err(model.error(format!(
             "a model is one SELECT statement, found {}",
             statements.len()
         )));
     }
     let (tables, _ctes) = resolve_table_references(&statements[0], true)
-        .map_err(|e| err(crate::error::describe_datafusion_error(&e)))?;
+        .map_err(|e| model.error(crate::error::describe_datafusion_error(&e)))?;
     let mut names: BTreeSet<String> = tables
         .iter()
         .map(|t| t.table().to_string())
@@ -38,7 +33,7 @@ pub fn reads(model: &Model, sql: &str) -> Result<BTreeSet<String>> {
     let call = regex::Regex::new(
         r"(?i)resolve_identities\s*\(\s*'([^']+)'(?:\s*,\s*'[^']*'){2}(?:\s*,\s*'([^']+)')?",
     )
-    .map_err(|e| err(e.to_string()))?;
+    .map_err(|e| model.error(e.to_string()))?;
     for c in call.captures_iter(sql) {
         names.extend(c.iter().skip(1).flatten().map(|m| m.as_str().to_string()));
     }

@@ -104,11 +104,6 @@ async fn erase_model(
         serde_json::from_value(published["schema"].clone()).unwrap_or_default();
     let published_rows = published["rows"].as_u64().unwrap_or(0);
 
-    let model_err = |message: String| SluiceError::Model {
-        model: m.name.clone(),
-        file: m.file.clone(),
-        message,
-    };
     // Which files hold a listed key, and how many such rows each.
     let scan = "__erase_scan";
     let mut affected: Vec<OutputFile> = Vec::new();
@@ -120,7 +115,7 @@ async fn erase_model(
         let n = checks::count(ctx, &listed_rows_sql(scan, erasure)).await;
         let _ = ctx.deregister_table(scan);
         let n = n.map_err(|e| {
-            model_err(format!(
+            m.error(format!(
                 "erasure list `{}` against {}: {e}",
                 erasure.list,
                 output.file(&file.path)
@@ -239,13 +234,11 @@ async fn rewrite(
         Err(e) => Err(e),
     };
     let _ = ctx.deregister_table(source);
-    written.map_err(|e| SluiceError::Model {
-        model: m.name.clone(),
-        file: m.file.clone(),
-        message: format!(
+    written.map_err(|e| {
+        m.error(format!(
             "rewriting without erased rows: {}",
             describe_datafusion_error(&e)
-        ),
+        ))
     })?;
     finish_staged(
         session,

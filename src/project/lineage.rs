@@ -56,11 +56,7 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
         let planned = ctx
             .sql(&plan.sql[i])
             .await
-            .map_err(|e| SluiceError::Model {
-                model: m.name.clone(),
-                file: m.file.clone(),
-                message: describe_datafusion_error(&e),
-            })?;
+            .map_err(|e| m.error(describe_datafusion_error(&e)))?;
         // Later models read this one as an empty table of its output schema: a scan that
         // stops at the model (a view would be inlined into the reader's plan).
         let schema = Arc::new(planned.schema().as_arrow().clone());

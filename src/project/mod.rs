@@ -60,13 +60,9 @@ pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<
         let r = dag::reads(m, &text)?;
         for t in &r {
             if !names.contains(t.as_str()) && !project.config.sources.contains_key(t) {
-                return Err(SluiceError::Model {
-                    model: m.name.clone(),
-                    file: m.file.clone(),
-                    message: format!(
-                        "reads `{t}`, which is neither a model nor a source in sluice.toml"
-                    ),
-                });
+                return Err(m.error(format!(
+                    "reads `{t}`, which is neither a model nor a source in sluice.toml"
+                )));
             }
         }
         if let Some(e) = &m.erasure {
@@ -609,11 +605,7 @@ async fn plan_increment(
                 ),
             )
             .await
-            .map_err(|e| SluiceError::Model {
-                model: m.name.clone(),
-                file: m.file.clone(),
-                message: format!("watermark `{col}` of the published output: {e}"),
-            })?;
+            .map_err(|e| m.error(format!("watermark `{col}` of the published output: {e}")))?;
             max.map(|_| {
                 format!(
                     "{c} > (SELECT max({c}) FROM {p})",
@@ -645,11 +637,7 @@ async fn build_model(
 ) -> Result<Built> {
     let ctx = &session.ctx;
     let m = &plan.models[i];
-    let model_err = |e: datafusion::error::DataFusionError| SluiceError::Model {
-        model: m.name.clone(),
-        file: m.file.clone(),
-        message: describe_datafusion_error(&e),
-    };
+    let model_err = |e: datafusion::error::DataFusionError| m.error(describe_datafusion_error(&e));
     let mut result = ModelResult::new(m);
     if m.materialized == Materialized::View {
         let sql = &plan.sql[i];
@@ -748,11 +736,7 @@ async fn stage_and_check(
 ) -> Result<Option<results::Manifest>> {
     let ctx = &session.ctx;
     let m = &plan.models[i];
-    let model_err = |e: datafusion::error::DataFusionError| SluiceError::Model {
-        model: m.name.clone(),
-        file: m.file.clone(),
-        message: describe_datafusion_error(&e),
-    };
+    let model_err = |e: datafusion::error::DataFusionError| m.error(describe_datafusion_error(&e));
     let previous = format!("__previous_{}", m.name);
     let model_sql = &plan.sql[i];
     let new_rows_sql = match increment {
@@ -766,11 +750,9 @@ async fn stage_and_check(
     let schema = output_schema(&df);
     for col in &m.partition_by {
         if !schema.iter().any(|(n, _)| n == col) {
-            return Err(SluiceError::Model {
-                model: m.name.clone(),
-                file: m.file.clone(),
-                message: format!("partition_by column `{col}` is not in the model's output"),
-            });
+            return Err(m.error(format!(
+                "partition_by column `{col}` is not in the model's output"
+            )));
         }
     }
     let rewrite = match increment {
@@ -814,14 +796,10 @@ async fn stage_and_check(
                     Ok(df) => write_output(df, &stage.write_url(), m, true)
                         .await
                         .map_err(model_err),
-                    Err(e) => Err(SluiceError::Model {
-                        model: m.name.clone(),
-                        file: m.file.clone(),
-                        message: format!(
+                    Err(e) => Err(m.error(format!(
                             "cannot merge with the published output (run with --full-refresh if the columns changed): {}",
                             describe_datafusion_error(&e)
-                        ),
-                    }),
+                        ))),
                 }
             }
             Err(e) => Err(e),
@@ -1012,11 +990,7 @@ async fn run_checks(
 ) -> Result<Vec<CheckResult>> {
     checks::run_all(ctx, table, &m.checks, rows, schema, baseline)
         .await
-        .map_err(|(k, e)| SluiceError::Model {
-            model: m.name.clone(),
-            file: m.file.clone(),
-            message: format!("check {} could not run: {e}", m.checks[k].name()),
-        })
+        .map_err(|(k, e)| m.error(format!("check {} could not run: {e}", m.checks[k].name())))
 }
 
 /// `sluice test`: the checks of the selected models, run again on what is published now
@@ -1074,11 +1048,7 @@ async fn test_model(
         let df = ctx
             .table(ident(&m.name).as_str())
             .await
-            .map_err(|e| SluiceError::Model {
-                model: m.name.clone(),
-                file: m.file.clone(),
-                message: describe_datafusion_error(&e),
-            })?;
+            .map_err(|e| m.error(describe_datafusion_error(&e)))?;
         let schema = output_schema(&df);
         let rows = checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name))).await?;
         (m.name.clone(), rows, schema)

@@ -97,6 +97,17 @@ pub struct Model {
     pub checks: Vec<Check>,
 }
 
+impl Model {
+    /// An error about this model, naming it and its file.
+    pub fn error(&self, message: impl Into<String>) -> SluiceError {
+        SluiceError::Model {
+            model: self.name.clone(),
+            file: self.file.clone(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Every `models/**/*.sql` of a project, sorted by path.
 pub fn discover(root: &Path) -> Result<Vec<Model>> {
     let dir = root.join("models");
@@ -297,13 +308,9 @@ pub fn substitute(
         match vars.get(name) {
             Some(v) => out.push_str(v),
             None => {
-                return Err(SluiceError::Model {
-                    model: model.name.clone(),
-                    file: model.file.clone(),
-                    message: format!(
-                        "unknown variable ${{{name}}}; set it in [vars] or with --var {name}=..."
-                    ),
-                })
+                return Err(model.error(format!(
+                    "unknown variable ${{{name}}}; set it in [vars] or with --var {name}=..."
+                )))
             }
         }
         rest = &after[end + 1..];
