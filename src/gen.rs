@@ -203,50 +203,24 @@ impl Account {
             return;
         }
         let (hi, lo) = (self.digits / 10_000, self.digits % 10_000);
-        let four = |out: &mut Vec<u8>, v: u64| push_padded(out, v, 4);
-        match (self.country, self.phone_style) {
-            (Country::Kr, 0) => {
-                out.extend_from_slice(b"010-");
-                four(out, hi);
-                out.push(b'-');
-                four(out, lo);
-            }
-            (Country::Kr, 1) => {
-                out.extend_from_slice(b"+82 10 ");
-                four(out, hi);
-                out.push(b' ');
-                four(out, lo);
-            }
-            (Country::Kr, _) => {
-                out.extend_from_slice(b"010");
-                four(out, hi);
-                four(out, lo);
-            }
-            (Country::Us, 0) => {
-                out.extend_from_slice(b"(415) 555-");
-                four(out, lo);
-            }
-            (Country::Us, 1) => {
-                out.extend_from_slice(b"+1 415 555 ");
-                four(out, lo);
-            }
-            (Country::Us, _) => {
-                out.extend_from_slice(b"415.555.");
-                four(out, lo);
-            }
-            (Country::Jp, 0) | (Country::Jp, 2) => {
-                out.extend_from_slice(b"090-");
-                four(out, hi);
-                out.push(b'-');
-                four(out, lo);
-            }
-            (Country::Jp, _) => {
-                out.extend_from_slice(b"+81 90 ");
-                four(out, hi);
-                out.push(b' ');
-                four(out, lo);
-            }
+        // The prefix, then (for 8-digit numbers) the high four digits and a separator,
+        // then the low four digits.
+        let (prefix, high): (&[u8], Option<&[u8]>) = match (self.country, self.phone_style) {
+            (Country::Kr, 0) => (b"010-", Some(b"-")),
+            (Country::Kr, 1) => (b"+82 10 ", Some(b" ")),
+            (Country::Kr, _) => (b"010", Some(b"")),
+            (Country::Us, 0) => (b"(415) 555-", None),
+            (Country::Us, 1) => (b"+1 415 555 ", None),
+            (Country::Us, _) => (b"415.555.", None),
+            (Country::Jp, 0) | (Country::Jp, 2) => (b"090-", Some(b"-")),
+            (Country::Jp, _) => (b"+81 90 ", Some(b" ")),
+        };
+        out.extend_from_slice(prefix);
+        if let Some(separator) = high {
+            push_padded(out, hi, 4);
+            out.extend_from_slice(separator);
         }
+        push_padded(out, lo, 4);
     }
 }
 
