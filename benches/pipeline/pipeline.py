@@ -5,6 +5,8 @@ PySpark on the same generated data, and the cross-check of the three engines' ou
   python pipeline.py spark  DATA OUT THREADS   -> prints the query seconds (JVM start excluded)
   python pipeline.py check  OUT...             -> prints one stats line per output
 """
+import os
+import re
 import sys
 import time
 
@@ -13,34 +15,13 @@ EVENT_COLUMNS = [
     ("event_ts", "TIMESTAMP"), ("email", "VARCHAR"), ("phone", "VARCHAR"), ("platform", "VARCHAR"),
 ]
 
-# The same SQL as the sluice model; only the hash function's name differs per engine.
-SQL = """
-WITH ranked AS (
-    SELECT e.*, row_number() OVER (PARTITION BY event_id ORDER BY event_ts) AS rn
-    FROM launch_events e
-),
-linked AS (
-    SELECT r.event_id, r.event_type, r.event_ts, r.email, r.phone, r.platform,
-           COALESCE(m.account_id, r.account_id) AS account_id
-    FROM ranked r
-    LEFT JOIN account_migrations m ON m.legacy_account_id = r.account_id
-    WHERE r.rn = 1
-)
-SELECT
-    l.event_id,
-    {sha}(l.account_id) AS shared_key,
-    {sha}(lower(trim(l.email))) AS email_sha256,
-    {sha}(regexp_replace(l.phone, '[^0-9]', ''{g})) AS phone_sha256,
-    l.event_type,
-    l.event_ts,
-    l.platform,
-    a.country
-FROM linked l
-JOIN accounts a ON a.account_id = l.account_id
-WHERE NOT EXISTS (
-    SELECT 1 FROM deletion_requests d WHERE d.email = lower(trim(l.email))
-)
-"""
+MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "project", "models", "delivery.sql")
+
+
+def model_sql():
+    """The sluice model's SQL (its config comment removed): all three engines run it."""
+    text = open(MODEL).read()
+    return text[text.index("*/") + 2:].strip()
 
 
 def duckdb_run(data, out, threads):
@@ -53,7 +34,9 @@ def duckdb_run(data, out, threads):
                     header = true, hive_partitioning = true, columns = {{{columns}}})""")
     for name in ["accounts", "account_migrations", "deletion_requests"]:
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_csv('{data}/{name}.csv', header = true, all_varchar = true)")
-    sql = SQL.format(sha="sha256", g=", 'g'")
+    # DuckDB's sha256 returns lowercase hex, as sha256_hex does.
+    sql = model_sql().replace("sha256_hex(", "sha256(")
+    assert "sha256_hex" not in sql
     con.execute(f"COPY ({sql}) TO '{out}' (FORMAT parquet, PARTITION_BY (country), OVERWRITE_OR_IGNORE)")
     return time.time() - start
 
@@ -72,9 +55,10 @@ def spark_run(data, out, threads):
     spark.read.csv(f"{data}/launch_events", header=True, schema=schema).createOrReplaceTempView("launch_events")
     for name in ["accounts", "account_migrations", "deletion_requests"]:
         spark.read.csv(f"{data}/{name}.csv", header=True).createOrReplaceTempView(name)
-    sql = (SQL.replace("{sha}(l.account_id)", "sha2(l.account_id, 256)")
-              .replace("{sha}(lower(trim(l.email)))", "sha2(lower(trim(l.email)), 256)")
-              .replace("{sha}(regexp_replace(l.phone, '[^0-9]', ''{g}))", "sha2(regexp_replace(l.phone, '[^0-9]', ''), 256)"))
+    # Spark: sha2(x, 256) is the hex digest; regexp_replace replaces every match without a flag.
+    sql = model_sql().replace(", '[^0-9]', '', 'g')", ", '[^0-9]', '')")
+    sql = re.sub(r"sha256_hex\(((?:[^()]|\([^()]*(?:\([^()]*\))?[^()]*\))*)\)", r"sha2(\1, 256)", sql)
+    assert "sha256_hex" not in sql and "'g')" not in sql, sql
     spark.sql(sql).write.mode("overwrite").partitionBy("country").parquet(out)
     elapsed = time.time() - start
     spark.stop()
