@@ -52,6 +52,9 @@ pub enum Command {
     /// Generate synthetic data sets for benchmarks and load tests
     #[command(subcommand)]
     Gen(GenCommand),
+    /// Run a node of a sluice cluster (Apache Ballista): scheduler or executor
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +83,10 @@ pub struct RunArgs {
     /// With --notify: post after every run, not only failed ones
     #[arg(long, requires = "notify")]
     pub notify_always: bool,
+    /// Run the models' queries on a sluice cluster (df://HOST:PORT of its scheduler); this
+    /// process still plans, checks and publishes
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +194,43 @@ pub struct ShellArgs {
     /// Rows the table format shows before "N more rows" (default: 40 interactive, all scripted)
     #[arg(long, value_name = "N")]
     pub max_rows: Option<usize>,
+    /// Run queries on a sluice cluster (df://HOST:PORT of its scheduler)
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start a Ballista scheduler: clients connect with --cluster df://ADDR
+    Scheduler(SchedulerArgs),
+    /// Start a Ballista executor with sluice's functions, joining a scheduler
+    Executor(ExecutorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50050")]
+    pub bind: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler's address (HOST:PORT or df://HOST:PORT)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50050")]
+    pub scheduler: String,
+    /// Address for the data (Arrow Flight) service, reachable by the other executors
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+    pub bind: String,
+    /// Port of the task (gRPC) service (default: the bind port + 1)
+    #[arg(long, value_name = "PORT")]
+    pub grpc_port: Option<u16>,
+    /// Tasks run at once (default: the number of cores)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub slots: Option<u16>,
+    /// Folder for shuffle files (default: a temporary folder)
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -254,12 +298,30 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Lineage(args)) => lineage(&cli, args).await,
         Some(Command::Docs(args)) => docs(&cli, args).await,
         Some(Command::Serve(args)) => serve(&cli, args).await,
+        Some(Command::Cluster(ClusterCommand::Scheduler(args))) => {
+            let project = load_project(&cli)?;
+            crate::cluster::run_scheduler(project, &session_options(&cli)?, &args.bind).await
+        }
+        Some(Command::Cluster(ClusterCommand::Executor(args))) => {
+            let project = load_project(&cli)?;
+            let executor = crate::cluster::ExecutorArgs {
+                scheduler: &args.scheduler,
+                bind: &args.bind,
+                grpc_port: args.grpc_port,
+                slots: args.slots.map(usize::from),
+                work_dir: args.work_dir.as_ref().map(|p| p.display().to_string()),
+            };
+            crate::cluster::run_executor(project, &session_options(&cli)?, &executor).await
+        }
     }
 }
 
 async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
     let project = load_project(cli)?;
-    let session = build_session(project.clone(), &session_options(cli)?)?;
+    let session = build_session(
+        project.clone(),
+        &cluster_options(session_options(cli)?, args.cluster.as_deref()).await?,
+    )?;
     // Models are queryable in the shell; a broken model must not stop the shell.
     match crate::project::build_plan(&project, &project.vars()) {
         Ok(plan) => crate::project::declare_models(&session, &plan),
@@ -348,7 +410,8 @@ fn plan(cli: &Cli, args: &RunArgs) -> Result<()> {
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
-    let (plan, session) = planned_session(cli, &args.vars)?;
+    let options = cluster_options(session_options(cli)?, args.cluster.as_deref()).await?;
+    let (plan, session) = planned_session_with(cli, &args.vars, &options)?;
     let options = crate::project::RunOptions {
         select: args.select.clone(),
         fail_fast: args.fail_fast,
@@ -489,10 +552,27 @@ fn planned_session(
     cli: &Cli,
     cli_vars: &[String],
 ) -> Result<(crate::project::ProjectPlan, crate::session::Session)> {
+    planned_session_with(cli, cli_vars, &session_options(cli)?)
+}
+
+fn planned_session_with(
+    cli: &Cli,
+    cli_vars: &[String],
+    options: &SessionOptions,
+) -> Result<(crate::project::ProjectPlan, crate::session::Session)> {
     let project = load_project(cli)?;
     let plan = crate::project::build_plan(&project, &vars(&project, cli_vars)?)?;
-    let session = build_session(project, &session_options(cli)?)?;
+    let session = build_session(project, options)?;
     Ok((plan, session))
+}
+
+/// `options` running on the cluster at `url`, once its scheduler answers.
+async fn cluster_options(mut options: SessionOptions, url: Option<&str>) -> Result<SessionOptions> {
+    if let Some(url) = url {
+        crate::cluster::check_reachable(url).await?;
+        options.cluster = Some(url.to_string());
+    }
+    Ok(options)
 }
 
 /// Exit 1 naming the first model in error, else 3 naming the first failed check.

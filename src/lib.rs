@@ -5,6 +5,7 @@
 //! front end (the shell's printer, the publisher).
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod error;

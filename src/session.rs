@@ -29,6 +29,11 @@ pub struct SessionOptions {
     pub target_partitions: Option<usize>,
     /// Allow `SELECT * FROM 'path'` (the shell and run do; the read-only server does not).
     pub query_files_by_path: bool,
+    /// Run queries on the Ballista cluster whose scheduler is at this `df://host:port`.
+    pub cluster: Option<String>,
+    /// This session plans or executes for a cluster (scheduler, executor): only operators
+    /// that can be sent between them.
+    pub distributed: bool,
 }
 
 impl SessionOptions {
@@ -100,12 +105,23 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     if let Some(n) = options.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }
+    if options.cluster.is_some() {
+        config = crate::cluster::client_config(config);
+    }
+    let dedup = crate::engine::first_row::DedupFirstRow {
+        column_keys_only: options.distributed,
+    };
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        .with_physical_optimizer_rule(Arc::new(crate::engine::first_row::DedupFirstRow))
+        .with_physical_optimizer_rule(Arc::new(dedup))
         .build();
+    let state = match &options.cluster {
+        Some(url) => crate::cluster::client_state(state, url)?,
+        None => state,
+    };
+    // Functions are registered after the cluster upgrade, which resets the function lists.
     let ctx = SessionContext::new_with_state(state);
 
     let schema = Arc::new(ProjectSchema::new(SourceDef::from_project(&project)));

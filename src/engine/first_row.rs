@@ -45,7 +45,11 @@ use futures::StreamExt;
 /// over input sorted by the keys with [`FirstRowPerKeyExec`]. Any other window query is
 /// left as it is.
 #[derive(Debug, Default)]
-pub struct DedupFirstRow;
+pub struct DedupFirstRow {
+    /// Only rewrite when every key is a plain column: the operator then travels to cluster
+    /// executors as column names and indexes (see `cluster::codec`).
+    pub column_keys_only: bool,
+}
 
 impl PhysicalOptimizerRule for DedupFirstRow {
     fn optimize(
@@ -54,7 +58,7 @@ impl PhysicalOptimizerRule for DedupFirstRow {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_down(|node| {
-            Ok(match rewrite(&node)? {
+            Ok(match rewrite(&node, self.column_keys_only)? {
                 Some(new) => Transformed::yes(new),
                 None => Transformed::no(node),
             })
@@ -71,7 +75,10 @@ impl PhysicalOptimizerRule for DedupFirstRow {
     }
 }
 
-fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+fn rewrite(
+    node: &Arc<dyn ExecutionPlan>,
+    column_keys_only: bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(filter) = node.downcast_ref::<FilterExec>() else {
         return Ok(None);
     };
@@ -114,6 +121,11 @@ fn rewrite(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
         || expr.partition_by().is_empty()
         || window.input_order_mode != InputOrderMode::Sorted
         || rn != input.schema().fields().len()
+        || (column_keys_only
+            && !expr
+                .partition_by()
+                .iter()
+                .all(|k| k.downcast_ref::<Column>().is_some()))
     {
         return Ok(None);
     }
@@ -198,6 +210,12 @@ impl FirstRowPerKeyExec {
             schema,
             properties: Arc::new(properties),
         }
+    }
+}
+
+impl FirstRowPerKeyExec {
+    pub fn keys(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.keys
     }
 }
 

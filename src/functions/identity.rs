@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, Int64Builder, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{plan_err, DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
@@ -17,9 +17,13 @@ use datafusion::execution::context::SessionState;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -72,15 +76,12 @@ impl TableFunctionImpl for ResolveIdentities {
                 "resolve_identities takes 3 or 4 arguments: resolve_identities('edges_table', 'left_col', 'right_col' [, 'previous_mapping_table'])"
             );
         }
-        let spec = IdentitySpec {
+        Ok(identity_table(IdentitySpec {
             edges: text_arg(exprs, 0, "the edges table")?.unwrap_or_default(),
             left: text_arg(exprs, 1, "the left column")?.unwrap_or_default(),
             right: text_arg(exprs, 2, "the right column")?.unwrap_or_default(),
             previous: text_arg(exprs, 3, "the previous mapping table")?,
-        };
-        Ok(Arc::new(IdentityTable {
-            spec,
-            schema: output_schema(),
+            plans: None,
         }))
     }
 }
@@ -114,12 +115,48 @@ pub fn output_schema() -> SchemaRef {
     ]))
 }
 
+/// What a `resolve_identities(...)` call reads. Inputs are looked up by table name when
+/// the plan runs, unless `plans` holds them already resolved: a cluster executor knows only
+/// the project's sources, not the client's views and staged models, so the client
+/// resolves the names into plans before the query leaves it (see `cluster::planner`).
 #[derive(Debug, Clone)]
-struct IdentitySpec {
-    edges: String,
-    left: String,
-    right: String,
-    previous: Option<String>,
+pub struct IdentitySpec {
+    pub edges: String,
+    pub left: String,
+    pub right: String,
+    pub previous: Option<String>,
+    pub plans: Option<InputPlans>,
+}
+
+/// The inputs as plans of two VARCHAR columns each: (left, right) and (id, shared_id).
+#[derive(Debug, Clone)]
+pub struct InputPlans {
+    pub edges: LogicalPlan,
+    pub previous: Option<LogicalPlan>,
+}
+
+impl IdentitySpec {
+    /// The queries reading the inputs: the edges, then the previous mapping if any.
+    pub fn input_queries(&self) -> Vec<String> {
+        let mut out = vec![two_columns_sql(&self.edges, &self.left, &self.right)];
+        if let Some(previous) = &self.previous {
+            out.push(two_columns_sql(previous, "id", "shared_id"));
+        }
+        out
+    }
+}
+
+/// The spec of a provider made by `resolve_identities`, or None for any other table.
+pub fn identity_spec(table: &dyn TableProvider) -> Option<&IdentitySpec> {
+    Some(&table.downcast_ref::<IdentityTable>()?.spec)
+}
+
+/// A `resolve_identities` table reading `spec`'s inputs.
+pub fn identity_table(spec: IdentitySpec) -> Arc<dyn TableProvider> {
+    Arc::new(IdentityTable {
+        spec,
+        schema: output_schema(),
+    })
 }
 
 #[derive(Debug)]
@@ -142,8 +179,8 @@ impl TableProvider for IdentityTable {
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let session_state = state
             .as_any()
@@ -151,41 +188,124 @@ impl TableProvider for IdentityTable {
             .ok_or_else(|| {
                 DataFusionError::Internal("resolve_identities needs a SessionState".into())
             })?;
-        // The graph is resolved when the plan runs, and the mapping streams out in batches.
-        let partition = Arc::new(IdentityStream {
-            spec: self.spec.clone(),
-            state: session_state.clone(),
-            schema: self.schema.clone(),
-        });
-        StreamingTable::try_new(self.schema.clone(), vec![partition])?
-            .scan(state, projection, filters, limit)
-            .await
+        identity_exec(
+            self.spec.clone(),
+            session_state.clone(),
+            projection.map(|p| p.to_vec()),
+        )
     }
 }
 
-struct IdentityStream {
+/// The operator resolving the graph when it runs and streaming the mapping out in batches.
+/// One partition: union-find needs every edge in one place.
+pub struct IdentityExec {
     spec: IdentitySpec,
     state: SessionState,
+    projection: Option<Vec<usize>>,
     schema: SchemaRef,
+    properties: Arc<PlanProperties>,
 }
 
-impl std::fmt::Debug for IdentityStream {
+pub fn identity_exec(
+    spec: IdentitySpec,
+    state: SessionState,
+    projection: Option<Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let full = output_schema();
+    let schema = match &projection {
+        Some(p) => Arc::new(full.project(p)?),
+        None => full,
+    };
+    let properties = PlanProperties::new(
+        EquivalenceProperties::new(schema.clone()),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    );
+    Ok(Arc::new(IdentityExec {
+        spec,
+        state,
+        projection,
+        schema,
+        properties: Arc::new(properties),
+    }))
+}
+
+impl IdentityExec {
+    pub fn spec(&self) -> &IdentitySpec {
+        &self.spec
+    }
+
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
+}
+
+impl std::fmt::Debug for IdentityExec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IdentityStream")
+        f.debug_struct("IdentityExec")
             .field("spec", &self.spec)
+            .field("projection", &self.projection)
             .finish()
     }
 }
 
-impl PartitionStream for IdentityStream {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
+impl DisplayAs for IdentityExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "IdentityExec: edges={}({}, {})",
+            self.spec.edges, self.spec.left, self.spec.right
+        )?;
+        if let Some(previous) = &self.spec.previous {
+            write!(f, ", previous={previous}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for IdentityExec {
+    fn name(&self) -> &str {
+        "IdentityExec"
     }
 
-    fn execute(&self, task: Arc<TaskContext>) -> SendableRecordBatchStream {
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !children.is_empty() {
+            return datafusion::common::internal_err!("IdentityExec has no children");
+        }
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        task: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return datafusion::common::internal_err!("IdentityExec has one partition");
+        }
         let ctx = SessionContext::new_with_state(self.state.clone());
         let spec = self.spec.clone();
         let batch_size = task.session_config().batch_size().max(1);
+        let projection = self.projection.clone();
         let reservation = MemoryConsumer::new("resolve_identities").register(task.memory_pool());
         let batches = futures::stream::once(async move {
             let resolved = resolve(&ctx, &spec, reservation).await?;
@@ -195,8 +315,15 @@ impl PartitionStream for IdentityStream {
                 batch_size,
             }))
         })
-        .try_flatten();
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), batches))
+        .try_flatten()
+        .map(move |batch| match (&projection, batch) {
+            (Some(p), Ok(b)) => Ok(b.project(p)?),
+            (_, other) => other,
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            batches,
+        )))
     }
 }
 
@@ -316,20 +443,28 @@ fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
-async fn two_columns(
-    ctx: &SessionContext,
-    table: &str,
-    a: &str,
-    b: &str,
-    mut f: impl FnMut(Option<&str>, Option<&str>) -> Result<()>,
-) -> Result<()> {
-    let sql = format!(
+fn two_columns_sql(table: &str, a: &str, b: &str) -> String {
+    format!(
         "SELECT CAST({} AS VARCHAR), CAST({} AS VARCHAR) FROM {}",
         quote(a),
         quote(b),
         quote(table)
-    );
-    let df = ctx.sql(&sql).await.map_err(|e| {
+    )
+}
+
+/// Call `f` with every row of columns `a` and `b` of `table`, or of `plan` when the input
+/// was resolved beforehand.
+async fn two_columns(
+    ctx: &SessionContext,
+    (table, a, b): (&str, &str, &str),
+    plan: Option<&LogicalPlan>,
+    mut f: impl FnMut(Option<&str>, Option<&str>) -> Result<()>,
+) -> Result<()> {
+    let df = match plan {
+        Some(plan) => ctx.execute_logical_plan(plan.clone()).await,
+        None => ctx.sql(&two_columns_sql(table, a, b)).await,
+    };
+    let df = df.map_err(|e| {
         DataFusionError::Plan(format!(
             "resolve_identities: cannot read {a}, {b} from `{table}`: {}",
             crate::error::describe_datafusion_error(&e)
@@ -382,7 +517,9 @@ async fn resolve(
         parent: Vec::new(),
         reservation,
     };
-    two_columns(ctx, &spec.edges, &spec.left, &spec.right, |l, r| {
+    let plans = spec.plans.as_ref();
+    let edges = (spec.edges.as_str(), spec.left.as_str(), spec.right.as_str());
+    two_columns(ctx, edges, plans.map(|p| &p.edges), |l, r| {
         let li = l
             .filter(|s| !s.is_empty())
             .map(|s| forest.intern(s))
@@ -406,7 +543,8 @@ async fn resolve(
     let mut previous = vec![NONE; n];
     let mut previous_ids = Interner::new();
     if let Some(prev) = &spec.previous {
-        two_columns(ctx, prev, "id", "shared_id", |id, sid| {
+        let plan = plans.and_then(|p| p.previous.as_ref());
+        two_columns(ctx, (prev, "id", "shared_id"), plan, |id, sid| {
             if let (Some(id), Some(sid)) = (id, sid) {
                 if let Some(i) = ids.find(id) {
                     let (p, new) = previous_ids.intern(sid);
