@@ -26,6 +26,37 @@ use crate::session::{build_session, SessionOptions};
 use codec::{SluiceLogicalCodec, SluicePhysicalCodec};
 use planner::ClusterPlanner;
 
+/// Ballista's own log lines (jobs, stages, tasks, executors joining and leaving) on stderr:
+/// what an operator watches on a cluster node. Other crates only from warnings up.
+struct NodeLog;
+
+impl log::Log for NodeLog {
+    fn enabled(&self, meta: &log::Metadata) -> bool {
+        meta.level() <= log::Level::Warn
+            || (meta.level() <= log::Level::Info && meta.target().starts_with("ballista"))
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!(
+                "{} {:<5} {}",
+                chrono::Utc::now().format("%H:%M:%S%.3f"),
+                record.level(),
+                record.args()
+            );
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn start_node_log() {
+    static LOG: NodeLog = NodeLog;
+    if log::set_logger(&LOG).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
 /// Executors heartbeat this often; the scheduler gives up on one after EXECUTOR_TIMEOUT_SECS.
 const HEARTBEAT_SECS: u64 = 2;
 const EXECUTOR_TIMEOUT_SECS: u64 = 10;
@@ -117,6 +148,7 @@ pub async fn run_scheduler(
     bind: &str,
 ) -> Result<()> {
     let addr = parse_bind(bind)?;
+    start_node_log();
     let base = role_state(project, options)?;
     let physical = Arc::new(SluicePhysicalCodec::new(base.clone()));
     let session_builder = Arc::new(move |config: SessionConfig| {
@@ -177,6 +209,7 @@ pub async fn run_executor(
             ))
         })?,
     };
+    start_node_log();
     let base = role_state(project, options)?;
     let runtime = base.runtime_env().clone();
     let config = ExecutorProcessConfig {

@@ -1,0 +1,302 @@
+//! A sluice cluster on loopback, started from the real binary: a Ballista scheduler and two
+//! executors. The example project runs with `--cluster` and publishes exactly what a local
+//! run publishes; a scalar, an aggregate and a table function of sluice's run on the
+//! executors; and the client reports an unreachable scheduler and lost executors clearly.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Node {
+    fn start(project: &Path, args: &[String], log: PathBuf) -> Node {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = sluice()
+            .arg("--project")
+            .arg(project)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("sluice starts");
+        Node { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for(&self, text: &str) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "`{text}` not logged within 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    url: String,
+    scheduler: Node,
+    executors: Vec<Node>,
+    _logs: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(project: &Path, executors: usize) -> Cluster {
+        let logs = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let scheduler = Node::start(
+            project,
+            &[
+                "cluster".into(),
+                "scheduler".into(),
+                "--bind".into(),
+                format!("127.0.0.1:{port}"),
+            ],
+            logs.path().join("scheduler.log"),
+        );
+        scheduler.wait_for("listening on");
+        let executors = (0..executors)
+            .map(|i| {
+                let node = Node::start(
+                    project,
+                    &[
+                        "cluster".into(),
+                        "executor".into(),
+                        "--scheduler".into(),
+                        format!("127.0.0.1:{port}"),
+                        "--bind".into(),
+                        format!("127.0.0.1:{}", free_port()),
+                        "--grpc-port".into(),
+                        free_port().to_string(),
+                        "--slots".into(),
+                        "2".into(),
+                    ],
+                    logs.path().join(format!("executor{i}.log")),
+                );
+                node.wait_for("Executor registration succeed");
+                node
+            })
+            .collect();
+        Cluster {
+            url: format!("df://127.0.0.1:{port}"),
+            scheduler,
+            executors,
+            _logs: logs,
+        }
+    }
+
+    fn query(&self, project: &Path, sql: &str) -> String {
+        let r = run(
+            project,
+            &[
+                "shell",
+                "--cluster",
+                &self.url,
+                "--format",
+                "csv",
+                "-c",
+                sql,
+            ],
+        );
+        assert_eq!(r.code, 0, "cluster query failed: {sql}\n{}", r.stderr);
+        r.stdout
+    }
+}
+
+/// Tasks an executor's log says it ran.
+fn tasks_run(node: &Node) -> usize {
+    node.log().matches("Finished task").count()
+}
+
+const OUTPUTS: [(&str, usize); 4] = [
+    ("identity/account_links", 166),
+    ("eda/launch_events", 291),
+    ("analysis/daily_activity", 18),
+    ("analysis/launch_funnel", 108),
+];
+
+#[test]
+fn example_project_on_a_cluster_publishes_what_a_local_run_does() {
+    let root = tempfile::tempdir().unwrap();
+    let (on_cluster, local) = (root.path().join("cluster"), root.path().join("local"));
+    copy_dir(&repo_root().join("sql"), &on_cluster);
+    copy_dir(&repo_root().join("sql"), &local);
+    let cluster = Cluster::start(&on_cluster, 2);
+
+    let r = run(&on_cluster, &["run", "--cluster", &cluster.url]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let summary = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        summary.contains("7 models: 7 ok, 0 failed checks, 0 errors"),
+        "{summary}"
+    );
+    let r = run(&local, &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    for (output, rows) in OUTPUTS {
+        let read = |dir: &Path| {
+            let path = dir.join("target").join(output);
+            query_csv(
+                dir,
+                &format!(
+                    "SELECT * FROM '{}/' ORDER BY 1, 2, 3",
+                    path.display().to_string().replace('\'', "''")
+                ),
+            )
+        };
+        let (a, b) = (read(&on_cluster), read(&local));
+        assert_eq!(a.lines().count(), rows + 1, "{output}:\n{a}");
+        assert_eq!(
+            a, b,
+            "{output} differs between the cluster and the local run"
+        );
+    }
+
+    // The work ran on the executors: the scheduler finished jobs, and both executors ran tasks.
+    let jobs = cluster
+        .scheduler
+        .log()
+        .matches("Job finished successfully")
+        .count();
+    assert!(jobs >= 7, "{jobs} jobs:\n{}", cluster.scheduler.log());
+    for (i, executor) in cluster.executors.iter().enumerate() {
+        assert!(
+            tasks_run(executor) > 0,
+            "executor {i} ran no task:\n{}",
+            executor.log()
+        );
+    }
+
+    // Each kind of sluice function, on the cluster, gives the local answer.
+    let queries = [
+        // scalar: PII normalisation + hashing, shared ids
+        "SELECT event_id, hash_pii(email, 'email') AS e, hash_pii(phone, 'phone') AS p, \
+         shared_id('sluice.test', account_id) AS s FROM launch_events ORDER BY 1, 2, 3, 4",
+        // aggregate: window_funnel and retention per account
+        "SELECT account_id, window_funnel(86400, event_ts, event_type = 'session_start', \
+         event_type = 'draw_entry', event_type = 'click') AS f, \
+         retention(event_type = 'session_start', event_type = 'purchase') AS r \
+         FROM launch_events GROUP BY account_id ORDER BY account_id",
+        // table function over a view of the project (planned on the client)
+        "SELECT id, shared_id, group_size FROM \
+         resolve_identities('identity_edges', 'left_id', 'right_id') ORDER BY id",
+        // row_number() dedup (the FirstRowPerKey operator crosses the wire)
+        "SELECT event_id, event_ts, account_id FROM (SELECT *, row_number() OVER \
+         (PARTITION BY event_id ORDER BY event_ts) AS rn FROM launch_events) WHERE rn = 1 \
+         ORDER BY event_id",
+    ];
+    for sql in queries {
+        let remote = cluster.query(&on_cluster, sql);
+        assert!(remote.lines().count() > 100, "{sql}:\n{remote}");
+        assert_eq!(remote, query_csv(&on_cluster, sql), "{sql}");
+    }
+    let digest = cluster.query(
+        &on_cluster,
+        "SELECT DISTINCT sha256_hex('abc') AS h FROM countries",
+    );
+    assert_eq!(
+        digest,
+        "h\nba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
+    );
+    let explain = cluster.query(
+        &on_cluster,
+        "EXPLAIN ANALYZE SELECT count(*) FROM resolve_identities('identity_edges', 'left_id', 'right_id')",
+    );
+    assert!(
+        explain.contains("SuccessfulStage")
+            && explain.contains("IdentityExec: edges=identity_edges"),
+        "{explain}"
+    );
+}
+
+#[test]
+fn unreachable_scheduler_and_lost_executors_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("sql"), dir.path());
+    let port = free_port();
+    let r = run(
+        dir.path(),
+        &["run", "--cluster", &format!("df://127.0.0.1:{port}")],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "error: cannot reach the sluice cluster scheduler at df://127.0.0.1:{port}: \
+             Connection refused (os error 111); start one with \
+             `sluice cluster scheduler --bind 127.0.0.1:{port}`\n"
+        )
+    );
+    assert!(!dir.path().join("target").join("eda").exists());
+
+    let r = run(
+        dir.path(),
+        &["shell", "--cluster", "127.0.0.1:50050", "-c", "SELECT 1"],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("invalid cluster address `127.0.0.1:50050`: it must start with df://"),
+        "{}",
+        r.stderr
+    );
+
+    // Every executor gone: the query fails after the scheduler's timeout instead of hanging.
+    let mut cluster = Cluster::start(dir.path(), 1);
+    assert_eq!(
+        cluster.query(dir.path(), "SELECT count(*) AS n FROM launch_events"),
+        "n\n321\n"
+    );
+    cluster.executors[0].kill();
+    let started = Instant::now();
+    let r = run(
+        dir.path(),
+        &[
+            "shell",
+            "--cluster",
+            &cluster.url,
+            "-c",
+            "SELECT count(*) FROM launch_events",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("no executors remain to run the tasks for this job"),
+        "{}",
+        r.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
