@@ -11,6 +11,8 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::{Project, S3Config};
@@ -115,7 +117,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        .with_physical_optimizer_rule(Arc::new(dedup))
+        .with_physical_optimizer_rules(physical_rules(dedup))
         .build();
     let state = match &options.cluster {
         Some(url) => crate::cluster::client_state(state, url)?,
@@ -157,6 +159,20 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         schema,
         memory_limit,
     })
+}
+
+/// DataFusion's physical rules with sluice's: join sides by file size right after
+/// DataFusion's join selection, and the `row_number() = 1` dedup last.
+fn physical_rules(
+    dedup: crate::engine::first_row::DedupFirstRow,
+) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    use crate::engine::join_sides::{BuildOnSmallerFiles, AFTER_RULE};
+    let mut rules = PhysicalOptimizer::new().rules;
+    if let Some(i) = rules.iter().position(|r| r.name() == AFTER_RULE) {
+        rules.insert(i + 1, Arc::new(BuildOnSmallerFiles));
+    }
+    rules.push(Arc::new(dedup));
+    rules
 }
 
 /// The default memory limit: a fraction of physical memory, or of the cgroup limit when lower.

@@ -2,3 +2,4 @@
 //! builder so the shell, the server and `run` plan the same way.
 
 pub mod first_row;
+pub mod join_sides;
