@@ -74,6 +74,8 @@ pub struct Session {
     pub project: Arc<Project>,
     pub schema: Arc<ProjectSchema>,
     pub memory_limit: usize,
+    /// Queries run on a Ballista cluster (`--cluster`).
+    pub on_cluster: bool,
 }
 
 pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<Session> {
@@ -158,6 +160,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         project,
         schema,
         memory_limit,
+        on_cluster: options.cluster.is_some(),
     })
 }
 

@@ -4,136 +4,10 @@
 //! executors; and the client reports an unreachable scheduler and lost executors clearly.
 
 mod common;
+use common::cluster::{Cluster, Node};
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(project: &Path, args: &[String], log: PathBuf) -> Node {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = sluice()
-            .arg("--project")
-            .arg(project)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("sluice starts");
-        Node { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for(&self, text: &str) {
-        let start = Instant::now();
-        while !self.log().contains(text) {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "`{text}` not logged within 60 s:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-struct Cluster {
-    url: String,
-    scheduler: Node,
-    executors: Vec<Node>,
-    _logs: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start(project: &Path, executors: usize) -> Cluster {
-        let logs = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let scheduler = Node::start(
-            project,
-            &[
-                "cluster".into(),
-                "scheduler".into(),
-                "--bind".into(),
-                format!("127.0.0.1:{port}"),
-            ],
-            logs.path().join("scheduler.log"),
-        );
-        scheduler.wait_for("listening on");
-        let executors = (0..executors)
-            .map(|i| {
-                let node = Node::start(
-                    project,
-                    &[
-                        "cluster".into(),
-                        "executor".into(),
-                        "--scheduler".into(),
-                        format!("127.0.0.1:{port}"),
-                        "--bind".into(),
-                        format!("127.0.0.1:{}", free_port()),
-                        "--grpc-port".into(),
-                        free_port().to_string(),
-                        "--slots".into(),
-                        "2".into(),
-                    ],
-                    logs.path().join(format!("executor{i}.log")),
-                );
-                node.wait_for("Executor registration succeed");
-                node
-            })
-            .collect();
-        Cluster {
-            url: format!("df://127.0.0.1:{port}"),
-            scheduler,
-            executors,
-            _logs: logs,
-        }
-    }
-
-    fn query(&self, project: &Path, sql: &str) -> String {
-        let r = run(
-            project,
-            &[
-                "shell",
-                "--cluster",
-                &self.url,
-                "--format",
-                "csv",
-                "-c",
-                sql,
-            ],
-        );
-        assert_eq!(r.code, 0, "cluster query failed: {sql}\n{}", r.stderr);
-        r.stdout
-    }
-}
 
 /// Tasks an executor's log says it ran.
 fn tasks_run(node: &Node) -> usize {
@@ -153,7 +27,7 @@ fn example_project_on_a_cluster_publishes_what_a_local_run_does() {
     let (on_cluster, local) = (root.path().join("cluster"), root.path().join("local"));
     copy_dir(&repo_root().join("sql"), &on_cluster);
     copy_dir(&repo_root().join("sql"), &local);
-    let cluster = Cluster::start(&on_cluster, 2);
+    let cluster = Cluster::start(&on_cluster, 2, &[]);
 
     let r = run(&on_cluster, &["run", "--cluster", &cluster.url]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
@@ -245,7 +119,7 @@ fn example_project_on_a_cluster_publishes_what_a_local_run_does() {
 fn unreachable_scheduler_and_lost_executors_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo_root().join("sql"), dir.path());
-    let port = free_port();
+    let port = common::cluster::free_port();
     let r = run(
         dir.path(),
         &["run", "--cluster", &format!("df://127.0.0.1:{port}")],
@@ -274,7 +148,7 @@ fn unreachable_scheduler_and_lost_executors_are_clear_errors() {
     );
 
     // Every executor gone: the query fails after the scheduler's timeout instead of hanging.
-    let mut cluster = Cluster::start(dir.path(), 1);
+    let mut cluster = Cluster::start(dir.path(), 1, &[]);
     assert_eq!(
         cluster.query(dir.path(), "SELECT count(*) AS n FROM launch_events"),
         "n\n321\n"

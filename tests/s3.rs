@@ -418,3 +418,50 @@ fn erase_on_s3_rewrites_only_the_partition_with_a_listed_key() {
     );
     assert_eq!(moto.keys("out", "delivery/by_country/"), after);
 }
+
+#[test]
+fn a_cluster_reads_s3_with_the_nodes_own_credentials() {
+    let moto = Moto::start();
+    raw_events(&moto);
+    moto.bucket("out");
+    // The same model twice: published to a local folder, and to S3.
+    let local_toml =
+        DELIVERY_TOML.replace("target = \"s3://out/delivery\"", "target = \"target/out\"");
+    let p = project(&[
+        ("sluice.toml", local_toml.as_str()),
+        ("models/by_country.sql", DELIVERY_MODEL),
+    ]);
+    // The executors get the S3 settings from their own environment, as on real machines.
+    let cluster = common::cluster::Cluster::start(p.path(), 2, &moto.env());
+    assert_eq!(
+        cluster.query(
+            p.path(),
+            "SELECT day, count(*) AS n, sum(CAST(id AS BIGINT)) AS ids FROM events GROUP BY day ORDER BY day"
+        ),
+        "day,n,ids\n1,2,3\n2,3,12\n"
+    );
+    let r = cluster.sluice(p.path(), &["run", "--cluster", &cluster.url]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        csv(
+            &moto,
+            p.path(),
+            "SELECT country, count(*) AS n, sum(id) AS ids FROM by_country GROUP BY country ORDER BY country"
+        ),
+        "country,n,ids\nJP,1,4\nKR,3,9\nUS,1,2\n"
+    );
+    for node in std::iter::once(&cluster.scheduler).chain(&cluster.executors) {
+        assert!(!node.log().contains("testing-secret"), "{}", node.log());
+    }
+
+    // An S3 output is refused up front, naming the model and the location.
+    std::fs::write(p.path().join("sluice.toml"), DELIVERY_TOML).unwrap();
+    let r = cluster.sluice(p.path(), &["run", "--cluster", &cluster.url]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("by_country.sql): outputs on S3 (s3://out/delivery/by_country) cannot be built with --cluster yet; run this model without --cluster\n"),
+        "{}",
+        r.stderr
+    );
+    assert!(moto.keys("out", "delivery/").is_empty());
+}

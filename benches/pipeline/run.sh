@@ -38,7 +38,7 @@ measure() {
 }
 
 mkdir -p "$work"
-declare -a table
+declare -a table=()
 for rows in "${sizes[@]}"; do
   dir=$work/$rows
   if ! [ -f "$dir/data/.complete-$seed" ]; then

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::catalog::TableProvider;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::datasource::ViewTable;
 use datafusion::prelude::SessionContext;
@@ -663,6 +664,13 @@ async fn build_model(
     }
 
     let output = plan.location(&session.project, i);
+    if session.on_cluster && output.url().starts_with("s3://") {
+        // Staged S3 files are checked through a store view that only this process has.
+        return Err(m.error(format!(
+            "outputs on S3 ({}) cannot be built with --cluster yet; run this model without --cluster",
+            output.display()
+        )));
+    }
     result.location = Some(output.display());
     let previous = format!("__previous_{}", m.name);
     let increment = plan_increment(ctx, m, &output, options.full_refresh).await;
@@ -886,7 +894,11 @@ async fn write_output(
     };
     let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
     let written = match m.format {
-        OutputFormat::Parquet => df.write_parquet(url, write_options, None).await,
+        OutputFormat::Parquet => {
+            let mut options = TableParquetOptions::default();
+            options.global.compression = Some(m.compression.clone());
+            df.write_parquet(url, write_options, Some(options)).await
+        }
         OutputFormat::Csv => df.write_csv(url, write_options, None).await,
         OutputFormat::Ndjson => df.write_json(url, write_options, None).await,
     }?;

@@ -1,6 +1,7 @@
 //! Helpers for driving the real `sluice` binary in tests.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod s3;
 
 use std::io::Write;
