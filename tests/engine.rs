@@ -140,4 +140,16 @@ fn hash_joins_build_on_the_input_with_fewer_bytes() {
         sorted(query(p.path(), off, LINKED)),
         sorted(rows.to_string())
     );
+    // NOT IN is a null-aware anti join: its outer input stays the probe side, and it runs.
+    let not_in = LINKED.replace(
+        "WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.account = COALESCE(r.new, v.account))",
+        "WHERE COALESCE(r.new, v.account) NOT IN (SELECT account FROM blocked)",
+    );
+    assert_ne!(not_in, LINKED);
+    let plan = query(p.path(), "", &format!("EXPLAIN {not_in}"));
+    assert!(plan.contains("join_type=LeftAnti"), "{plan}");
+    assert_eq!(
+        sorted(query(p.path(), "", &not_in)),
+        sorted(rows.to_string())
+    );
 }

@@ -59,8 +59,12 @@ fn swapped(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     let Some(join) = node.downcast_ref::<HashJoinExec>() else {
         return Ok(None);
     };
-    // Where statistics exist, JoinSelection has decided with better numbers.
-    if !join.join_type().supports_swap() || (has_size(join.left())? && has_size(join.right())?) {
+    // Where statistics exist, JoinSelection has decided with better numbers. A NOT IN
+    // (null-aware anti join) must keep its outer input on the left.
+    if !join.join_type().supports_swap()
+        || join.null_aware
+        || (has_size(join.left())? && has_size(join.right())?)
+    {
         return Ok(None);
     }
     let (Some(build), Some(probe)) = (file_bytes(join.left())?, file_bytes(join.right())?) else {
@@ -69,7 +73,8 @@ fn swapped(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     if build <= probe {
         return Ok(None);
     }
-    Ok(Some(join.swap_inputs(*join.partition_mode())?))
+    // A join DataFusion cannot swap stays as planned rather than failing the query.
+    Ok(join.swap_inputs(*join.partition_mode()).ok())
 }
 
 fn has_size(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
