@@ -312,8 +312,9 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
     })
 }
 
-/// Parquet outputs default to snappy, as Spark's and DuckDB's do: cheap to write and read.
-/// DataFusion's own default, zstd(3), cost a quarter of a 10M-row delivery's write time.
+/// Parquet outputs default to snappy, as Spark's and DuckDB's do: cheaper to write than
+/// DataFusion's own default, zstd(3), at about twice the size (the pipeline's 10M rows as a
+/// COPY: 16.8-19.5 s for 1.8 GB against 21.6-22.4 s for 0.9 GB).
 pub const DEFAULT_COMPRESSION: &str = "snappy";
 
 fn valid_compression(text: &str) -> bool {
