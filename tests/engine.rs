@@ -119,6 +119,21 @@ fn hash_joins_build_on_the_input_with_fewer_bytes() {
         .map(|t| t.split(',').next().unwrap_or(""))
         .collect();
     assert_eq!(joins, ["RightAnti", "Right"], "{plan}");
+    // The small build sides are collected once, so the visits are not repartitioned.
+    let modes: Vec<&str> = plan
+        .lines()
+        .filter_map(|l| l.split("HashJoinExec: mode=").nth(1))
+        .map(|t| t.split(',').next().unwrap_or(""))
+        .collect();
+    assert_eq!(modes, ["CollectLeft", "CollectLeft"], "{plan}");
+    // The one hash repartition left is the aggregation's.
+    assert_eq!(plan.matches("partitioning=Hash(").count(), 1, "{plan}");
+    assert!(plan.contains("partitioning=Hash([coalesce(r.new,v.account)@0], 2)"), "{plan}");
+    // Two inputs of the same size stay partitioned, both built and probed in parallel.
+    let twin = "SELECT count(*) AS n FROM visits a JOIN visits b ON a.visit = b.visit";
+    let plan = query(p.path(), "", &format!("EXPLAIN {twin}"));
+    assert!(plan.contains("HashJoinExec: mode=Partitioned"), "{plan}");
+    assert_eq!(query(p.path(), "", twin), "n\n3000\n");
     let rows = "account,n\na0,429\nb1,429\na4,428\na5,428\na6,428\n";
     let sorted = |s: String| {
         let mut lines: Vec<String> = s.lines().skip(1).map(String::from).collect();

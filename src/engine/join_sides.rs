@@ -9,6 +9,12 @@
 //! `JoinSelection` (before repartitioning and dynamic filters are added, as swapping
 //! requires) and, for a join whose inputs have no statistics, swaps the inputs when the
 //! files under the build side are larger than those under the probe side.
+//!
+//! Without statistics JoinSelection also picks `Partitioned` mode, which hash-repartitions
+//! both inputs: in benches/pipeline that copied every (wide) event row once per join,
+//! three times over. When the build side's files are small in absolute terms and next to
+//! the probe side's, the rule collects the build side once instead (`CollectLeft`, a
+//! broadcast), so the probe side streams through without being repartitioned.
 
 use std::sync::Arc;
 
@@ -18,12 +24,22 @@ use datafusion::common::Result;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::ExecutionPlan;
 
 /// The name of DataFusion's rule this one must follow.
 pub const AFTER_RULE: &str = "join_selection";
+
+/// A build side is collected once (broadcast) rather than partitioned when its files are
+/// at most this large. CSV text is larger than the columns a join reads (the accounts of
+/// the 100M-row benchmark: 393 MB of CSV, about 150 MB in memory), so this bounds the one
+/// shared hash table well inside a 4G memory limit.
+const COLLECT_MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// ... and at most this fraction of the probe side's files: a build side of similar size
+/// is better built in parallel, one partition per core.
+const COLLECT_MAX_SHARE_OF_PROBE: u64 = 4;
 
 #[derive(Debug, Default)]
 pub struct BuildOnSmallerFiles;
@@ -59,22 +75,35 @@ fn swapped(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan
     let Some(join) = node.downcast_ref::<HashJoinExec>() else {
         return Ok(None);
     };
-    // Where statistics exist, JoinSelection has decided with better numbers. A NOT IN
-    // (null-aware anti join) must keep its outer input on the left.
-    if !join.join_type().supports_swap()
-        || join.null_aware
-        || (has_size(join.left())? && has_size(join.right())?)
-    {
+    // Where statistics exist, JoinSelection has decided with better numbers.
+    if has_size(join.left())? && has_size(join.right())? {
         return Ok(None);
     }
-    let (Some(build), Some(probe)) = (file_bytes(join.left())?, file_bytes(join.right())?) else {
+    let (Some(left), Some(right)) = (file_bytes(join.left())?, file_bytes(join.right())?) else {
         return Ok(None);
     };
-    if build <= probe {
-        return Ok(None);
-    }
-    // A join DataFusion cannot swap stays as planned rather than failing the query.
-    Ok(join.swap_inputs(*join.partition_mode()).ok())
+    // A NOT IN (null-aware anti join) must keep its outer input on the left.
+    let swap = left > right && join.join_type().supports_swap() && !join.null_aware;
+    let (build, probe) = if swap { (right, left) } else { (left, right) };
+    let collect = *join.partition_mode() == PartitionMode::Partitioned
+        && build <= COLLECT_MAX_FILE_BYTES
+        && build.saturating_mul(COLLECT_MAX_SHARE_OF_PROBE) <= probe;
+    let mode = if collect {
+        PartitionMode::CollectLeft
+    } else {
+        *join.partition_mode()
+    };
+    // A join DataFusion cannot rebuild stays as planned rather than failing the query.
+    Ok(match (swap, collect) {
+        (true, _) => join.swap_inputs(mode).ok(),
+        (false, true) => join
+            .builder()
+            .with_partition_mode(mode)
+            .build()
+            .ok()
+            .map(|join| Arc::new(join) as Arc<dyn ExecutionPlan>),
+        (false, false) => None,
+    })
 }
 
 fn has_size(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {

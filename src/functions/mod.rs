@@ -6,6 +6,7 @@ mod funnel;
 mod hashing;
 pub mod identity;
 mod pii;
+mod regexp_replace;
 mod retention;
 mod shared_id;
 
@@ -84,6 +85,9 @@ pub fn register_all(ctx: &SessionContext, project: Arc<Project>) -> Result<()> {
     ctx.register_udf(ScalarUDF::from(pii::NormalizePhone::new()));
     ctx.register_udf(ScalarUDF::from(pii::HashPii::new()));
     ctx.register_udf(ScalarUDF::from(shared_id::SharedId::new()));
+    // Replaces DataFusion's function of the same name, which it calls for what it does not
+    // answer itself.
+    ctx.register_udf(ScalarUDF::from(regexp_replace::RegexpReplace::new()));
     ctx.register_udaf(AggregateUDF::from(funnel::WindowFunnel::new()));
     ctx.register_udaf(AggregateUDF::from(retention::Retention::new()));
     ctx.register_udtf(
