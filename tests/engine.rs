@@ -128,7 +128,10 @@ fn hash_joins_build_on_the_input_with_fewer_bytes() {
     assert_eq!(modes, ["CollectLeft", "CollectLeft"], "{plan}");
     // The one hash repartition left is the aggregation's.
     assert_eq!(plan.matches("partitioning=Hash(").count(), 1, "{plan}");
-    assert!(plan.contains("partitioning=Hash([coalesce(r.new,v.account)@0], 2)"), "{plan}");
+    assert!(
+        plan.contains("partitioning=Hash([coalesce(r.new,v.account)@0], 2)"),
+        "{plan}"
+    );
     // Two inputs of the same size stay partitioned, both built and probed in parallel.
     let twin = "SELECT count(*) AS n FROM visits a JOIN visits b ON a.visit = b.visit";
     let plan = query(p.path(), "", &format!("EXPLAIN {twin}"));

@@ -3,8 +3,12 @@
 # generated data, 2 threads each, results cross-checked, times printed as ratios.
 #
 #   benches/pipeline/run.sh [ROWS ...]      (default: 1000000 10000000)
-#   SLUICE_ONLY=1 MEMORY_LIMIT=4G benches/pipeline/run.sh 100000000   (sluice alone, bounded)
+#   SLUICE_ONLY=1 MEMORY_LIMIT=4G RUNS=1 benches/pipeline/run.sh 100000000   (sluice alone, bounded)
+#   RUNS=5 benches/pipeline/run.sh           (runs per engine and size; default 3)
 #
+# Each engine runs RUNS times per size and the table shows the median time (every run's
+# time is printed too: this machine's speed varies by a quarter from run to run) and the
+# highest peak RSS.
 # Installs DuckDB and PySpark into .venv-bench, builds sluice in release mode, generates
 # the data with `sluice gen launch` (kept under target/bench-pipeline/ between runs), and
 # runs each engine once per size. Spark's time excludes the JVM start; sluice's and
@@ -17,6 +21,7 @@ threads=2
 seed=20260501
 venv=$root/.venv-bench
 sizes=("$@")
+runs=${RUNS:-3}
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000000 10000000)
 
 if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import duckdb, pyspark' 2>/dev/null; then
@@ -37,6 +42,11 @@ measure() {
   cat "$work/.time"
 }
 
+# The median of the numbers given.
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# The largest of the numbers given.
+largest() { printf '%s\n' "$@" | sort -g | tail -1; }
+
 mkdir -p "$work"
 declare -a table=()
 for rows in "${sizes[@]}"; do
@@ -54,22 +64,34 @@ for rows in "${sizes[@]}"; do
   ln -s "$dir/data" "$dir/sluice/data"
   limit=()
   [ -z "${MEMORY_LIMIT:-}" ] || limit=(--memory-limit "$MEMORY_LIMIT")
-  read -r s_time s_rss < <(measure "$sluice" "${limit[@]}" --project "$dir/sluice" run)
+  s_times=() s_rsss=() d_times=() d_rsss=() k_times=()
+  for ((run = 1; run <= runs; run++)); do
+    rm -rf "$dir/sluice/out"
+    read -r t rss < <(measure "$sluice" "${limit[@]}" --project "$dir/sluice" run)
+    s_times+=("$t") s_rsss+=("$rss")
+  done
+  s_time=$(median "${s_times[@]}") s_rss=$(largest "${s_rsss[@]}")
   if [ -n "${SLUICE_ONLY:-}" ]; then
-    echo "rows=$rows data=${csv_mb}MB sluice ${s_time}s peak RSS $((s_rss / 1024)) MB ${MEMORY_LIMIT:+(--memory-limit $MEMORY_LIMIT)}"
+    echo "rows=$rows data=${csv_mb}MB sluice ${s_time}s (runs: ${s_times[*]}) peak RSS $((s_rss / 1024)) MB ${MEMORY_LIMIT:+(--memory-limit $MEMORY_LIMIT)}"
     "$py" "$here/pipeline.py" check "$dir/sluice/out/delivery"
     continue
   fi
-  read -r d_time d_rss < <(measure "$py" "$here/pipeline.py" duckdb "$dir/data" "$dir/duckdb-out" "$threads")
-  d_query=$(cat "$work/.out")
-  read -r k_time k_rss < <(measure "$py" "$here/pipeline.py" spark "$dir/data" "$dir/spark-out" "$threads")
-  k_query=$(cat "$work/.out")
+  for ((run = 1; run <= runs; run++)); do
+    rm -rf "$dir/duckdb-out"
+    read -r _ rss < <(measure "$py" "$here/pipeline.py" duckdb "$dir/data" "$dir/duckdb-out" "$threads")
+    d_times+=("$(cat "$work/.out")") d_rsss+=("$rss")
+    rm -rf "$dir/spark-out"
+    measure "$py" "$here/pipeline.py" spark "$dir/data" "$dir/spark-out" "$threads" >/dev/null
+    k_times+=("$(cat "$work/.out")")
+  done
+  d_query=$(median "${d_times[@]}") d_rss=$(largest "${d_rsss[@]}") k_query=$(median "${k_times[@]}")
 
   mapfile -t stats < <("$py" "$here/pipeline.py" check "$dir/sluice/out/delivery" "$dir/duckdb-out" "$dir/spark-out")
   echo "rows=$rows data=${csv_mb}MB  (rows, distinct event_id/shared_key/email/phone, sum(event_id), countries)"
   echo "  sluice: ${stats[0]}"
   echo "  duckdb: ${stats[1]}"
   echo "  spark:  ${stats[2]}"
+  echo "  times (s), run by run: sluice ${s_times[*]} | duckdb ${d_times[*]} | spark ${k_times[*]}"
   if [ "${stats[0]}" != "${stats[1]}" ] || [ "${stats[0]}" != "${stats[2]}" ]; then
     echo "run.sh: the three outputs differ" >&2; exit 1
   fi
@@ -82,4 +104,4 @@ done
 echo
 printf '%-10s %9s %9s %9s %9s %9s %10s %10s\n' rows sluice_s duckdb_s spark_s vs_duckdb vs_spark sluice_rss duckdb_rss
 printf '%s\n' "${table[@]}"
-echo "(vs_x: x's time / sluice's time; above 1 means sluice is faster)"
+echo "(medians of $runs runs; vs_x: x's time / sluice's time; above 1 means sluice is faster)"
