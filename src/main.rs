@@ -11,7 +11,7 @@ fn main() -> ExitCode {
 /// glibc hands freed memory back to the kernel eagerly (trimming the heap top, mmap for
 /// anything over a threshold that moves), so the next batch's buffers fault in fresh,
 /// zeroed pages. Measured on the 10M-row benchmark pipeline: 0.80M page faults and about
-/// a third of the CPU time in the kernel. Keeping freed memory for reuse cut the faults to
+/// two fifths of the CPU time in the kernel (perf). Keeping freed memory for reuse cut the faults to
 /// 0.67M and the run by about 8% (three interleaved runs each, with the same settings
 /// through GLIBC_TUNABLES); the memory limit still bounds what queries hold.
 /// Must run before any thread starts.

@@ -107,25 +107,31 @@ const LINKED: &str = "SELECT COALESCE(r.new, v.account) AS account, count(*) AS 
      WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.account = COALESCE(r.new, v.account)) \
      GROUP BY 1 ORDER BY 1";
 
+/// The value after `key` up to the next comma, for each plan line that has `key`.
+fn plan_values<'a>(plan: &'a str, key: &str) -> Vec<&'a str> {
+    plan.lines()
+        .filter_map(|l| l.split(key).nth(1))
+        .map(|t| t.split(',').next().unwrap_or(""))
+        .collect()
+}
+
 #[test]
 fn hash_joins_build_on_the_input_with_fewer_bytes() {
     let p = visits();
     // DataFusion alone would hash the 3000 visits (the left input) for both joins; the
     // smaller files are the build side instead, and the answer is the same.
     let plan = query(p.path(), "", &format!("EXPLAIN {LINKED}"));
-    let joins: Vec<&str> = plan
-        .lines()
-        .filter_map(|l| l.split("join_type=").nth(1))
-        .map(|t| t.split(',').next().unwrap_or(""))
-        .collect();
-    assert_eq!(joins, ["RightAnti", "Right"], "{plan}");
+    assert_eq!(
+        plan_values(&plan, "join_type="),
+        ["RightAnti", "Right"],
+        "{plan}"
+    );
     // The small build sides are collected once, so the visits are not repartitioned.
-    let modes: Vec<&str> = plan
-        .lines()
-        .filter_map(|l| l.split("HashJoinExec: mode=").nth(1))
-        .map(|t| t.split(',').next().unwrap_or(""))
-        .collect();
-    assert_eq!(modes, ["CollectLeft", "CollectLeft"], "{plan}");
+    assert_eq!(
+        plan_values(&plan, "HashJoinExec: mode="),
+        ["CollectLeft", "CollectLeft"],
+        "{plan}"
+    );
     // The one hash repartition left is the aggregation's.
     assert_eq!(plan.matches("partitioning=Hash(").count(), 1, "{plan}");
     assert!(

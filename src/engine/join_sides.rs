@@ -54,7 +54,7 @@ impl PhysicalOptimizerRule for BuildOnSmallerFiles {
             return Ok(plan);
         }
         plan.transform_up(|node| {
-            Ok(match swapped(&node)? {
+            Ok(match rechosen(&node)? {
                 Some(new) => Transformed::yes(new),
                 None => Transformed::no(node),
             })
@@ -71,7 +71,8 @@ impl PhysicalOptimizerRule for BuildOnSmallerFiles {
     }
 }
 
-fn swapped(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+/// The join with its build side and mode chosen by file sizes; None to keep it as planned.
+fn rechosen(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(join) = node.downcast_ref::<HashJoinExec>() else {
         return Ok(None);
     };

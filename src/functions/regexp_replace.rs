@@ -221,7 +221,9 @@ mod tests {
                 text(replacement),
                 text(flags),
             ],
-            arg_fields: vec![Arc::new(Field::new("a", data_type.clone(), true)); 4],
+            arg_fields: (0..4)
+                .map(|_| Arc::new(Field::new("a", data_type.clone(), true)))
+                .collect(),
             return_field: Arc::new(Field::new("r", data_type, true)),
             config_options: Arc::new(ConfigOptions::default()),
         };
