@@ -625,3 +625,40 @@ fn notify_to_an_unreachable_webhook_warns_without_the_token() {
     );
     assert!(!r.stderr.contains("s3cret"), "{}", r.stderr);
 }
+
+#[test]
+fn parquet_outputs_are_written_in_row_groups_of_128k_rows() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let p = project(&[
+        ("sluice.toml", "[project]\nname = \"groups\"\n"),
+        (
+            "models/numbers.sql",
+            "/* @config\nmaterialized = \"table\"\n*/\nSELECT value AS n FROM range(1200000)",
+        ),
+    ]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // DataFusion spreads an unpartitioned output over a few files; in each, every row group
+    // but the last is full.
+    let mut total = 0;
+    for entry in std::fs::read_dir(p.path().join("target/numbers")).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+        let groups: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        let (last, full) = groups.split_last().unwrap();
+        assert!(
+            full.iter().all(|&n| n == 131072) && *last <= 131072,
+            "{file:?}: {groups:?}"
+        );
+        total += groups.iter().sum::<i64>();
+    }
+    assert_eq!(total, 1200000);
+}

@@ -897,6 +897,7 @@ async fn write_output(
         OutputFormat::Parquet => {
             let mut options = TableParquetOptions::default();
             options.global.compression = Some(m.compression.clone());
+            options.global.max_row_group_size = model::OUTPUT_ROW_GROUP_ROWS;
             df.write_parquet(url, write_options, Some(options)).await
         }
         OutputFormat::Csv => df.write_csv(url, write_options, None).await,
