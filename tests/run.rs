@@ -627,13 +627,14 @@ fn notify_to_an_unreachable_webhook_warns_without_the_token() {
 }
 
 #[test]
-fn parquet_outputs_are_written_in_row_groups_of_128k_rows() {
+fn parquet_outputs_use_128k_row_groups_and_dictionaries_only_where_they_pay() {
+    use datafusion::parquet::basic::Encoding;
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
     let p = project(&[
         ("sluice.toml", "[project]\nname = \"groups\"\n"),
         (
             "models/numbers.sql",
-            "/* @config\nmaterialized = \"table\"\n*/\nSELECT value AS n FROM range(1200000)",
+            "/* @config\nmaterialized = \"table\"\n*/\nSELECT value AS n, value % 10 AS digit FROM range(1200000)",
         ),
     ]);
     let r = run(p.path(), &["run"]);
@@ -647,18 +648,19 @@ fn parquet_outputs_are_written_in_row_groups_of_128k_rows() {
             continue;
         }
         let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
-        let groups: Vec<i64> = reader
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|g| g.num_rows())
-            .collect();
-        let (last, full) = groups.split_last().unwrap();
+        let groups = reader.metadata().row_groups();
+        let rows: Vec<i64> = groups.iter().map(|g| g.num_rows()).collect();
+        let (last, full) = rows.split_last().unwrap();
         assert!(
             full.iter().all(|&n| n == 131072) && *last <= 131072,
-            "{file:?}: {groups:?}"
+            "{file:?}: {rows:?}"
         );
-        total += groups.iter().sum::<i64>();
+        total += rows.iter().sum::<i64>();
+        // Unique ids outgrow the dictionary and fall back to plain pages; ten digits stay
+        // dictionary-encoded throughout.
+        let pages = |column: usize| *groups[0].column(column).page_encoding_stats_mask().unwrap();
+        assert!(pages(0).is_set(Encoding::PLAIN), "{file:?}");
+        assert!(pages(1).is_only(Encoding::RLE_DICTIONARY), "{file:?}");
     }
     assert_eq!(total, 1200000);
 }

@@ -898,6 +898,7 @@ async fn write_output(
             let mut options = TableParquetOptions::default();
             options.global.compression = Some(m.compression.clone());
             options.global.max_row_group_size = model::OUTPUT_ROW_GROUP_ROWS;
+            options.global.dictionary_page_size_limit = model::OUTPUT_DICTIONARY_BYTES;
             df.write_parquet(url, write_options, Some(options)).await
         }
         OutputFormat::Csv => df.write_csv(url, write_options, None).await,
