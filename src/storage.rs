@@ -15,6 +15,8 @@ use url::Url;
 
 use crate::config::S3Config;
 
+pub mod local;
+
 #[derive(Debug)]
 pub struct StoreRegistry {
     inner: DefaultObjectStoreRegistry,
@@ -26,8 +28,12 @@ pub struct StoreRegistry {
 
 impl StoreRegistry {
     pub fn new(s3: Option<S3Config>, bucket_settings: HashMap<String, S3Config>) -> Self {
+        let inner = DefaultObjectStoreRegistry::new();
+        if let Ok(file) = Url::parse("file://") {
+            inner.register_store(&file, Arc::new(local::LocalStore::new()));
+        }
         StoreRegistry {
-            inner: DefaultObjectStoreRegistry::new(),
+            inner,
             s3: s3.unwrap_or_default(),
             bucket_settings,
             buckets: RwLock::new(HashMap::new()),
