@@ -664,3 +664,72 @@ fn parquet_outputs_use_128k_row_groups_and_dictionaries_only_where_they_pay() {
     }
     assert_eq!(total, 1200000);
 }
+
+/// Hex digests gain nothing from snappy and are stored uncompressed, wherever in the query
+/// they were computed; other columns keep the codec. A codec with an entropy stage (zstd)
+/// shortens hex, so under it every column is compressed.
+#[test]
+fn digest_columns_skip_lz_compression_only() {
+    use datafusion::parquet::basic::Compression;
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let model = |name: &str, compression: &str| {
+        (
+            format!("models/{name}.sql"),
+            format!(
+                "/* @config\nmaterialized = \"table\"\n{compression}*/\n\
+                 WITH keyed AS (SELECT value AS n, sha256_hex(CAST(value AS VARCHAR)) AS k FROM range(5000))\n\
+                 SELECT n, k, md5(CAST(n AS VARCHAR)) AS m, upper(k) AS shouted FROM keyed WHERE n >= 0"
+            ),
+        )
+    };
+    let (snappy, zstd) = (
+        model("snappy", ""),
+        model("zstd", "compression = \"zstd(1)\"\n"),
+    );
+    let p = project(&[
+        ("sluice.toml", "[project]\nname = \"digests\"\n"),
+        (&snappy.0, &snappy.1),
+        (&zstd.0, &zstd.1),
+    ]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let codecs = |model: &str| {
+        let mut seen = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(p.path().join("target").join(model)).unwrap() {
+            let file = entry.unwrap().path();
+            if file.extension().is_none_or(|e| e != "parquet") {
+                continue;
+            }
+            let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+            for group in reader.metadata().row_groups() {
+                for column in group.columns() {
+                    seen.insert((
+                        column.column_path().string(),
+                        format!("{:?}", column.compression()),
+                    ));
+                }
+            }
+        }
+        seen.into_iter().collect::<Vec<_>>()
+    };
+    let pairs = |list: &[(&str, &str)]| {
+        list.iter()
+            .map(|(c, k)| (c.to_string(), k.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        codecs("snappy"),
+        pairs(&[
+            ("k", "UNCOMPRESSED"),
+            ("m", "UNCOMPRESSED"),
+            ("n", "SNAPPY"),
+            ("shouted", "SNAPPY")
+        ])
+    );
+    let zstd = format!("{:?}", Compression::ZSTD(Default::default()));
+    let zstd = zstd.as_str();
+    assert_eq!(
+        codecs("zstd"),
+        pairs(&[("k", zstd), ("m", zstd), ("n", zstd), ("shouted", zstd)])
+    );
+}

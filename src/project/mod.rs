@@ -9,6 +9,7 @@ pub mod lineage;
 pub mod model;
 pub mod notify;
 pub mod output;
+pub mod parquet;
 pub mod progress;
 pub mod publish;
 pub mod results;
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::catalog::TableProvider;
-use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::datasource::ViewTable;
 use datafusion::prelude::SessionContext;
@@ -895,10 +895,7 @@ async fn write_output(
     let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
     let written = match m.format {
         OutputFormat::Parquet => {
-            let mut options = TableParquetOptions::default();
-            options.global.compression = Some(m.compression.clone());
-            options.global.max_row_group_size = model::OUTPUT_ROW_GROUP_ROWS;
-            options.global.dictionary_page_size_limit = model::OUTPUT_DICTIONARY_BYTES;
+            let options = parquet::output_options(&m.compression, df.logical_plan());
             df.write_parquet(url, write_options, Some(options)).await
         }
         OutputFormat::Csv => df.write_csv(url, write_options, None).await,

@@ -317,20 +317,6 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
 /// COPY: 16.8-19.5 s for 1.8 GB against 21.6-22.4 s for 0.9 GB).
 pub const DEFAULT_COMPRESSION: &str = "snappy";
 
-/// Rows per Parquet row group in outputs (DuckDB writes 122,880). The writer holds an open
-/// row group in memory for every file it writes, one per partition value, and a delivery
-/// row with three hex hashes is about 200 bytes: DataFusion's default of 1M rows held
-/// 2.7 GB at peak on the 10M-row benchmark, 128K rows 1.7 GB, and the run was no slower.
-pub const OUTPUT_ROW_GROUP_ROWS: usize = 128 * 1024;
-
-/// Bytes a Parquet column's dictionary may grow to before the writer falls back to plain
-/// encoding for the rest of the row group (DataFusion's default: 1 MiB). Every value is
-/// interned while the dictionary lasts, and 1 MiB holds a whole 128K-row group of unique
-/// BIGINTs, so ids and timestamps were dictionary-encoded to no gain: 8% of the 10M-row
-/// pipeline's CPU time. 256 KiB still holds 32K distinct numbers or a few thousand short
-/// strings, where a dictionary pays; the pipeline ran 11.3-12.8 s against 12.6-14.8 s.
-pub const OUTPUT_DICTIONARY_BYTES: usize = 256 * 1024;
-
 fn valid_compression(text: &str) -> bool {
     let level = |name: &str, levels: std::ops::RangeInclusive<u32>| {
         text.strip_prefix(name)
