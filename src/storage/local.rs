@@ -12,7 +12,8 @@
 //! for multipart uploads, the path of every file DataFusion writes past its 10 MiB buffer:
 //! those go through [`DirectUpload`], which writes aligned blocks with `O_DIRECT`, then
 //! syncs and renames the staged file into place as `LocalFileSystem` does. A filesystem
-//! without direct I/O (tmpfs, some network mounts) gets ordinary buffered writes.
+//! without direct I/O (tmpfs before Linux 6.6, some network mounts) gets ordinary
+//! buffered writes.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -434,7 +435,8 @@ mod tests {
         round_trip(dir.path()).await;
     }
 
-    /// tmpfs: direct I/O or the buffered fallback, the same bytes either way.
+    /// tmpfs: direct I/O since Linux 6.6, the buffered fallback before; the same bytes
+    /// either way.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn multipart_writes_on_tmpfs() {
         let dir = tempfile::tempdir_in("/dev/shm").unwrap();
