@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Publish the models only when every model and check of the run succeeded
     #[arg(long)]
     pub all_or_nothing: bool,
+    /// Fail volume and schema checks that have nothing published to compare with (CI jobs
+    /// that must never publish unchecked)
+    #[arg(long)]
+    pub require_baseline: bool,
     /// Models built at the same time
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: u16,
@@ -162,6 +166,9 @@ pub struct LineageArgs {
     pub vars: Vec<String>,
     #[arg(long, value_enum, default_value = "json")]
     pub format: crate::project::lineage::LineageFormat,
+    /// Print what one column (model.column) is computed from, hop by hop to the sources
+    #[arg(long, value_name = "MODEL.COLUMN")]
+    pub column: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -418,6 +425,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         full_refresh: args.full_refresh,
         all_or_nothing: args.all_or_nothing,
         threads: usize::from(args.threads),
+        require_baseline: args.require_baseline,
     };
     let results = crate::project::run(&session, &plan, &options).await?;
     let failed = results.any_error() || results.any_check_failure();
@@ -632,7 +640,16 @@ async fn erase(cli: &Cli, args: &TestArgs) -> Result<()> {
 async fn lineage(cli: &Cli, args: &LineageArgs) -> Result<()> {
     let (plan, session) = planned_session(cli, &args.vars)?;
     let lineage = crate::project::lineage::lineage(&session, &plan, &args.select).await?;
-    println!("{}", lineage.render(args.format));
+    match &args.column {
+        Some(column) => {
+            let sources = |c: &str| {
+                c.split_once('.')
+                    .is_some_and(|(t, _)| session.project.config.sources.contains_key(t))
+            };
+            print!("{}", lineage.upstream(column, &sources)?);
+        }
+        None => println!("{}", lineage.render(args.format)),
+    }
     Ok(())
 }
 

@@ -37,6 +37,8 @@ pub enum SluiceError {
         model: String,
         file: PathBuf,
         message: String,
+        /// Where in the file, when known, and that line with a caret under the column.
+        at: Option<(crate::diagnostic::Position, Option<String>)>,
     },
     /// One or more data quality checks failed.
     Check(String),
@@ -127,9 +129,22 @@ impl fmt::Display for SluiceError {
                 None => write!(f, "{message}"),
             },
             SluiceError::Model {
+                model: _,
+                file,
+                message,
+                at: Some((at, snippet)),
+            } => {
+                write!(f, "{}:{}:{}: {message}", file.display(), at.line, at.column)?;
+                match snippet {
+                    Some(s) => write!(f, "\n{s}"),
+                    None => Ok(()),
+                }
+            }
+            SluiceError::Model {
                 model,
                 file,
                 message,
+                at: None,
             } => write!(f, "model `{model}` ({}): {message}", file.display()),
             SluiceError::Check(m) => write!(f, "{m}"),
             SluiceError::Io { path, error } => write!(f, "{}: {error}", path.display()),

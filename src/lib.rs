@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod diagnostic;
 pub mod engine;
 pub mod error;
 pub mod functions;

@@ -278,6 +278,18 @@ impl ObjectStoreRegistry for StoreRegistry {
             }
             return Ok(store);
         }
+        if url.scheme() == crate::sources::manifest::LISTED_SCHEME {
+            if let Ok(store) = self.inner.get_store(url) {
+                return Ok(store);
+            }
+            // A cluster executor reads the files a client planned through its listed view
+            // of a published prefix: reads go to the bucket the view's host names.
+            if let Some((_, bucket)) = url.host_str().and_then(|h| h.split_once('.')) {
+                let s3 = Url::parse(&format!("s3://{bucket}/"))
+                    .map_err(|e| DataFusionError::Configuration(format!("{url}: {e}")))?;
+                return self.get_store(&s3);
+            }
+        }
         self.inner.get_store(url)
     }
 }

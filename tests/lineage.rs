@@ -314,3 +314,64 @@ fn lineage_follows_ctes_windows_unions_and_subqueries() {
         ]
     );
 }
+
+#[test]
+fn source_columns_follow_every_model_between_and_column_prints_the_chain() {
+    let p = project(&[
+        (
+            "sluice.toml",
+            "[sources.events]\nlocation = \"data/events.csv\"\n[sources.people]\nlocation = \"data/people.csv\"\n",
+        ),
+        ("data/events.csv", "id,email,person\n1,a@x.com,1\n"),
+        ("data/people.csv", "id,country\n1,KR\n"),
+        (
+            "models/clean.sql",
+            "SELECT id, lower(trim(email)) AS email, person FROM events",
+        ),
+        (
+            "models/joined.sql",
+            "SELECT c.id, c.email, p.country FROM clean c JOIN people p ON p.id = c.person",
+        ),
+        (
+            "models/delivered.sql",
+            "/* @config\nmaterialized = \"table\"\n*/\nSELECT id, sha256_hex(email) AS email_sha256, country FROM joined",
+        ),
+    ]);
+    let v = lineage_json(p.path(), &[]);
+    let source_columns = edges(&v, "source_columns");
+    assert_eq!(
+        feeds(&source_columns, "delivered.email_sha256"),
+        BTreeSet::from(["events.email".to_string()])
+    );
+    assert_eq!(
+        feeds(&source_columns, "delivered.country"),
+        BTreeSet::from(["people.country".to_string()])
+    );
+    assert_eq!(
+        feeds(&source_columns, "joined.email"),
+        BTreeSet::from(["events.email".to_string()])
+    );
+    // The per-hop edges stay as they were.
+    assert_eq!(
+        feeds(&edges(&v, "columns"), "delivered.email_sha256"),
+        BTreeSet::from(["joined.email".to_string()])
+    );
+    // Every model column's sources agree with following the hops.
+    let columns = edges(&v, "columns");
+    for (_, to) in &columns {
+        assert_eq!(feeds(&source_columns, to), sources_of(&columns, to), "{to}");
+    }
+    let r = run(p.path(), &["lineage", "--column", "delivered.email_sha256"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "delivered.email_sha256\n  <- joined.email\n    <- clean.email\n      <- events.email (source)\n"
+    );
+    let r = run(p.path(), &["lineage", "--column", "delivered.email_sha"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--column delivered.email_sha: not a column of a selected model (write model.column); did you mean `delivered.email_sha256`?"),
+        "{}",
+        r.stderr
+    );
+}

@@ -454,14 +454,141 @@ fn a_cluster_reads_s3_with_the_nodes_own_credentials() {
         assert!(!node.log().contains("testing-secret"), "{}", node.log());
     }
 
-    // An S3 output is refused up front, naming the model and the location.
+    // The same project with its target on S3: the executors write the files, the client
+    // checks them and commits the manifest. Every row matches the local run.
+    let local_rows = csv(
+        &moto,
+        p.path(),
+        "SELECT id, day, country FROM by_country ORDER BY id",
+    );
+    assert_eq!(local_rows.lines().count(), 6, "{local_rows}");
     std::fs::write(p.path().join("sluice.toml"), DELIVERY_TOML).unwrap();
     let r = cluster.sluice(p.path(), &["run", "--cluster", &cluster.url]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        csv(
+            &moto,
+            p.path(),
+            "SELECT id, day, country FROM by_country ORDER BY id"
+        ),
+        local_rows
+    );
+    assert_eq!(
+        read_back(&moto).trim(),
+        "5 [(1, 'KR'), (2, 'US'), (3, 'KR'), (4, 'JP'), (5, 'KR')]"
+    );
+    // A downstream model on the cluster reads the published S3 model through its manifest
+    // (executors resolve the listed view to the bucket), and a failing check on the
+    // cluster leaves the published version as it was.
+    std::fs::write(
+        p.path().join("models/kr_count.sql"),
+        "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\n*/\nSELECT count(*) AS n FROM by_country WHERE country = 'KR'\n",
+    )
+    .unwrap();
+    moto.put("raw", "events/day=3/part.csv", "id,country\n6,FR\n");
+    let manifest = moto.get("out", "delivery/by_country/_sluice.json");
+    let r = cluster.sluice(p.path(), &["run", "--cluster", &cluster.url]);
+    assert_eq!(r.code, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(
-        r.stderr.contains("by_country.sql): outputs on S3 (s3://out/delivery/by_country) cannot be built with --cluster yet; run this model without --cluster\n"),
+        r.stderr.contains("check accepted_values(country) fail"),
         "{}",
         r.stderr
     );
-    assert!(moto.keys("out", "delivery/").is_empty());
+    assert_eq!(
+        moto.get("out", "delivery/by_country/_sluice.json"),
+        manifest
+    );
+    std::fs::write(
+        p.path().join("models/by_country.sql"),
+        DELIVERY_MODEL.replace("FROM events", "FROM events WHERE country <> 'FR'"),
+    )
+    .unwrap();
+    let r = cluster.sluice(p.path(), &["run", "--cluster", &cluster.url]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(csv(&moto, p.path(), "SELECT n FROM kr_count"), "n\n3\n");
+    for node in std::iter::once(&cluster.scheduler).chain(&cluster.executors) {
+        assert!(!node.log().contains("testing-secret"), "{}", node.log());
+    }
+}
+
+#[test]
+fn a_fresh_checkout_publishing_to_s3_compares_with_the_published_manifest() {
+    let moto = Moto::start();
+    raw_events(&moto);
+    moto.bucket("out");
+    let model = |select: &str| {
+        format!("/* @config\nmaterialized = \"table\"\n[[checks]]\nvolume = {{ max_change_pct = 50 }}\n[[checks]]\nschema = \"locked\"\n*/\n{select}\n")
+    };
+    let full = "SELECT CAST(id AS BIGINT) AS id, country FROM events";
+    let first = project(&[
+        ("sluice.toml", DELIVERY_TOML),
+        ("models/by_country.sql", &model(full)),
+    ]);
+    let r = sluice_s3(&moto, first.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The run history and results live next to the outputs, not only in this checkout.
+    let history = moto.get("out", "delivery/_sluice/run_history.jsonl");
+    assert!(history.contains("\"model\":\"by_country\""), "{history}");
+    assert!(history.contains("\"rows\":5"), "{history}");
+    assert!(moto
+        .get("out", "delivery/_sluice/run_results.json")
+        .contains("\"status\": \"success\""));
+    let published = moto.keys("out", "delivery/by_country/");
+    let manifest = moto.get("out", "delivery/by_country/_sluice.json");
+
+    // A fresh copy of the project (no target/) whose sources lost 80% of the rows.
+    let second = project(&[
+        ("sluice.toml", DELIVERY_TOML),
+        (
+            "models/by_country.sql",
+            &model(&format!("{full} WHERE CAST(id AS BIGINT) = 1")),
+        ),
+    ]);
+    let r = sluice_s3(&moto, second.path(), &["run"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "check volume fail: 1 rows vs 5 published (80.0% change, at most 50% allowed)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("testing-secret"), "{}", r.stderr);
+    assert_eq!(moto.keys("out", "delivery/by_country/"), published);
+    assert_eq!(
+        moto.get("out", "delivery/by_country/_sluice.json"),
+        manifest
+    );
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(second.path().join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    let volume = results["results"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "volume")
+        .unwrap();
+    assert_eq!(
+        volume["baseline"],
+        "s3://out/delivery/by_country/_sluice.json"
+    );
+
+    // A third fresh copy drops a column: the locked schema fails, nothing changes.
+    let third = project(&[
+        ("sluice.toml", DELIVERY_TOML),
+        (
+            "models/by_country.sql",
+            &model("SELECT CAST(id AS BIGINT) AS id FROM events"),
+        ),
+    ]);
+    let r = sluice_s3(&moto, third.path(), &["run"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("check schema fail: column country removed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(moto.keys("out", "delivery/by_country/"), published);
 }

@@ -22,9 +22,18 @@ pub enum CheckKind {
     AcceptedValues(String, Vec<String>),
     Relationships(String, String, String),
     Matches(String, String),
-    RowCount { min: Option<u64>, max: Option<u64> },
-    Volume { max_change_pct: f64 },
-    SchemaLocked,
+    RowCount {
+        min: Option<u64>,
+        max: Option<u64>,
+    },
+    /// `require_baseline`: fail when there is nothing published to compare with.
+    Volume {
+        max_change_pct: f64,
+        require_baseline: bool,
+    },
+    SchemaLocked {
+        require_baseline: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +52,7 @@ impl Check {
             CheckKind::Matches(..) => "matches",
             CheckKind::RowCount { .. } => "row_count",
             CheckKind::Volume { .. } => "volume",
-            CheckKind::SchemaLocked => "schema",
+            CheckKind::SchemaLocked { .. } => "schema",
         }
     }
 
@@ -149,9 +158,15 @@ pub fn parse_column_check(column: &str, value: &toml::Value) -> std::result::Res
 pub fn parse_table_check(value: &toml::Value) -> std::result::Result<Check, String> {
     let t = value.as_table().ok_or("a [[checks]] entry is a table")?;
     let severity = severity(t)?;
+    let require_baseline = match t.get("require_baseline") {
+        None => false,
+        Some(v) => v
+            .as_bool()
+            .ok_or("require_baseline expects true or false")?,
+    };
     let (key, v) = t
         .iter()
-        .find(|(k, _)| k.as_str() != "severity")
+        .find(|(k, _)| !matches!(k.as_str(), "severity" | "require_baseline"))
         .ok_or("empty check, expected row_count, volume, schema or unique")?;
     let kind = match key.as_str() {
         "row_count" => {
@@ -178,10 +193,11 @@ pub fn parse_table_check(value: &toml::Value) -> std::result::Result<Check, Stri
                 .ok_or("volume expects { max_change_pct = N }")?;
             CheckKind::Volume {
                 max_change_pct: pct,
+                require_baseline,
             }
         }
         "schema" => match v.as_str() {
-            Some("locked") => CheckKind::SchemaLocked,
+            Some("locked") => CheckKind::SchemaLocked { require_baseline },
             _ => return Err("schema expects \"locked\"".into()),
         },
         "unique" => CheckKind::Unique(strings(v, "unique")?),
@@ -191,6 +207,14 @@ pub fn parse_table_check(value: &toml::Value) -> std::result::Result<Check, Stri
             ))
         }
     };
+    if require_baseline
+        && !matches!(
+            kind,
+            CheckKind::Volume { .. } | CheckKind::SchemaLocked { .. }
+        )
+    {
+        return Err("require_baseline applies to the volume and schema checks only".into());
+    }
     Ok(Check { kind, severity })
 }
 
@@ -203,6 +227,9 @@ pub struct CheckResult {
     pub failures: u64,
     pub samples: Vec<String>,
     pub message: String,
+    /// What a volume or schema check compared with: the published manifest or the history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
 }
 
 impl CheckResult {
@@ -219,12 +246,41 @@ impl CheckResult {
     }
 }
 
-/// What the volume and schema checks compare against: the last successful run.
+/// What the volume and schema checks compare against: the published output's manifest,
+/// else the run history.
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
     pub rows: Option<u64>,
     pub schema: Option<Vec<(String, String)>>,
+    /// Where the figures come from (a manifest or history file), for the check result.
+    pub source: Option<String>,
+    /// `--require-baseline`: a volume or schema check with nothing to compare with fails.
+    pub required: bool,
 }
+
+impl Baseline {
+    /// Fill what this baseline lacks from another (the manifest first, then the history).
+    pub fn or(self, other: Baseline) -> Baseline {
+        let source = match (&self.source, &other.source) {
+            (Some(a), Some(b))
+                if (self.rows.is_none() && other.rows.is_some())
+                    || (self.schema.is_none() && other.schema.is_some()) =>
+            {
+                Some(format!("{a}, {b}"))
+            }
+            (Some(a), _) => Some(a.clone()),
+            (None, b) => b.clone(),
+        };
+        Baseline {
+            rows: self.rows.or(other.rows),
+            schema: self.schema.or(other.schema),
+            source,
+            required: self.required || other.required,
+        }
+    }
+}
+
+const NO_BASELINE: &str = "no baseline: nothing published and no run history to compare with";
 
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -297,7 +353,18 @@ pub async fn first_value(ctx: &SessionContext, sql: &str) -> Result<Option<Strin
 /// The single number a `SELECT count(*) ...` query returns.
 pub async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
     let v = values(ctx, sql).await?;
-    Ok(v.first().and_then(|v| v.parse().ok()).unwrap_or(0))
+    match v.first() {
+        Some(n) => parse_count(n, sql),
+        None => Err(SluiceError::sql(format!("`{sql}` returned no rows"))),
+    }
+}
+
+fn parse_count(text: &str, sql: &str) -> Result<u64> {
+    text.parse().map_err(|_| {
+        SluiceError::sql(format!(
+            "`{sql}` returned `{text}` where a row count was expected"
+        ))
+    })
 }
 
 /// The condition a failing row meets, for checks that look at one row at a time.
@@ -340,6 +407,7 @@ fn result(check: &Check, failures: u64, samples: Vec<String>, message: String) -
         failures,
         samples: samples.into_iter().take(5).collect(),
         message,
+        baseline: None,
     }
 }
 
@@ -369,9 +437,10 @@ pub async fn run_all(
             .collect::<Vec<_>>()
             .join(", ");
         // On an error, the checks run one at a time below, which names the one that failed.
-        if let Ok(row) = first_row(ctx, &format!("SELECT {aggregates} FROM {t}")).await {
+        let sql = format!("SELECT {aggregates} FROM {t}");
+        if let Ok(row) = first_row(ctx, &sql).await {
             for ((k, _), v) in row_level.iter().zip(row) {
-                counts[*k] = Some(v.parse().unwrap_or(0));
+                counts[*k] = Some(parse_count(&v, &sql).map_err(|e| (*k, e))?);
             }
         }
     }
@@ -483,12 +552,11 @@ pub async fn run_check(
                 format!("{rows} rows, expected {bound}"),
             )
         }
-        CheckKind::Volume { max_change_pct } => match baseline.rows {
-            None => (
-                0,
-                vec![],
-                "no previous successful run to compare with".into(),
-            ),
+        CheckKind::Volume {
+            max_change_pct,
+            require_baseline,
+        } => match baseline.rows {
+            None => return Ok(no_baseline(check, *require_baseline || baseline.required)),
             Some(prev) => {
                 let change = if prev == 0 {
                     if rows == 0 {
@@ -500,11 +568,11 @@ pub async fn run_check(
                     (rows as f64 - prev as f64).abs() / prev as f64 * 100.0
                 };
                 let bad = change > *max_change_pct;
-                (bad as u64, vec![], format!("{rows} rows vs {prev} in the last successful run ({change:.1}% change, at most {max_change_pct}% allowed)"))
+                (bad as u64, vec![], format!("{rows} rows vs {prev} published ({change:.1}% change, at most {max_change_pct}% allowed)"))
             }
         },
-        CheckKind::SchemaLocked => match &baseline.schema {
-            None => (0, vec![], "no previous run to compare with".into()),
+        CheckKind::SchemaLocked { require_baseline } => match &baseline.schema {
+            None => return Ok(no_baseline(check, *require_baseline || baseline.required)),
             Some(prev) => {
                 let mut diffs = Vec::new();
                 for (name, ty) in prev {
@@ -531,5 +599,30 @@ pub async fn run_check(
             }
         },
     };
-    Ok(result(check, failures, samples, message))
+    let mut r = result(check, failures, samples, message);
+    if matches!(
+        check.kind,
+        CheckKind::Volume { .. } | CheckKind::SchemaLocked { .. }
+    ) {
+        r.baseline = baseline.source.clone();
+    }
+    Ok(r)
+}
+
+/// A volume or schema check on a first publish: nothing to compare with, said plainly; a
+/// failure when a baseline is required (CI jobs that must never publish unchecked).
+fn no_baseline(check: &Check, required: bool) -> CheckResult {
+    if required {
+        let mut r = result(
+            check,
+            1,
+            vec![],
+            format!("{NO_BASELINE} (a baseline is required)"),
+        );
+        // A required baseline is not a warning matter.
+        r.status = "fail".into();
+        r
+    } else {
+        result(check, 0, vec![], format!("{NO_BASELINE}; nothing compared"))
+    }
 }

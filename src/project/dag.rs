@@ -12,8 +12,7 @@ use crate::error::{Result, SluiceError};
 /// Table names a model reads: FROM/JOIN references (CTE names excluded), tables named in
 /// `resolve_identities(...)`, erasure lists and relationship checks.
 pub fn reads(model: &Model, sql: &str) -> Result<BTreeSet<String>> {
-    let statements = DFParser::parse_sql(sql)
-        .map_err(|e| model.error(crate::error::describe_datafusion_error(&e)))?;
+    let statements = DFParser::parse_sql(sql).map_err(|e| model.datafusion_error(&e, 0))?;
     if statements.len() != 1 {
         return Err(model.error(format!(
             "a model is one SELECT statement, found {}",

@@ -85,7 +85,7 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
         let m = &plan.models[i];
         if m.materialized != Materialized::View {
             if let Ok(Some(manifest)) = plan.location(project, i).manifest(ctx).await {
-                published.insert(m.name.clone(), manifest);
+                published.insert(m.name.clone(), manifest.json);
             }
         }
     }

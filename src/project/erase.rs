@@ -11,10 +11,11 @@ use std::time::Instant;
 use datafusion::prelude::SessionContext;
 
 use super::checks;
+use super::checks::Baseline;
 use super::model::{Erasure, Materialized, Model};
 use super::output::{Output, Stage};
 use super::publish::{self, OutputFile};
-use super::results::{History, ModelResult, RunResults};
+use super::results::{History, ModelResult, RemoteRecords, RunResults};
 use super::{
     declare_models, finish_staged, ident, new_run_id, publish_staged, register_location,
     write_output, ProjectPlan, Staged,
@@ -32,10 +33,15 @@ pub async fn erase(session: &Session, plan: &ProjectPlan, select: &[String]) -> 
     let records = project.records_dir();
     std::fs::create_dir_all(&records).map_err(|e| SluiceError::io(&records, e))?;
     publish::clean_staging(&records)?;
+    plan.recover_publishes(project)?;
     let selected = plan.select(select)?;
     declare_models(session, plan);
     let run_id = new_run_id();
-    let history = History::new(&records);
+    let history = History::open(
+        &records,
+        RemoteRecords::for_target(&session.ctx, &project.target())?,
+    )
+    .await?;
     let mut results = RunResults::new(&run_id, &project.name());
     let started = Instant::now();
     for &i in &plan.order {
@@ -57,6 +63,9 @@ pub async fn erase(session: &Session, plan: &ProjectPlan, select: &[String]) -> 
     }
     results.elapsed_time = started.elapsed().as_secs_f64();
     results.write_as(&records, "erase_results.json")?;
+    history
+        .publish_results("erase_results.json", &results)
+        .await?;
     Ok(results)
 }
 
@@ -98,11 +107,15 @@ async fn erase_model(
         result.message = format!("nothing published at {}", output.display());
         return Ok(result);
     };
-    let files: Vec<OutputFile> =
-        serde_json::from_value(published["files"].clone()).unwrap_or_default();
-    let schema: Vec<(String, String)> =
-        serde_json::from_value(published["schema"].clone()).unwrap_or_default();
-    let published_rows = published["rows"].as_u64().unwrap_or(0);
+    let files = published.files.clone();
+    let schema = published.schema.clone();
+    let published_rows = published.rows;
+    let baseline = Baseline {
+        rows: Some(published.rows),
+        schema: Some(published.schema.clone()),
+        source: Some(output.manifest_location()),
+        required: false,
+    };
 
     // Which files hold a listed key, and how many such rows each.
     let scan = "__erase_scan";
@@ -150,7 +163,7 @@ async fn erase_model(
         published_rows,
         removed,
         run_id,
-        history,
+        &baseline,
         &mut result,
     )
     .await;
@@ -162,7 +175,9 @@ async fn erase_model(
                 manifest,
             };
             result.output_files = publish_staged(session, m, staged, history).await?;
-            history.record_erasure(run_id, &m.name, removed, &affected)?;
+            history
+                .record_erasure(run_id, &m.name, removed, &affected)
+                .await?;
             result.status = "success".into();
             result.message = format!(
                 "removed {removed} rows: rewrote {} of {} files ({}), kept {} as they were",
@@ -207,7 +222,7 @@ async fn rewrite(
     published_rows: u64,
     removed: u64,
     run_id: &str,
-    history: &History,
+    baseline: &Baseline,
     result: &mut ModelResult,
 ) -> Result<Option<super::results::Manifest>> {
     let ctx = &session.ctx;
@@ -249,7 +264,7 @@ async fn rewrite(
         stage,
         kept,
         run_id,
-        history,
+        baseline,
         result,
     )
     .await

@@ -38,8 +38,11 @@ pub struct Edge {
 pub struct Lineage {
     /// `source_or_model -> model`.
     pub tables: Vec<Edge>,
-    /// `table.column -> model.column`.
+    /// `table.column -> model.column`: one hop.
     pub columns: Vec<Edge>,
+    /// `source.column -> model.column`: the `[sources]` columns each model column is
+    /// computed from, followed through every model and view in between.
+    pub source_columns: Vec<Edge>,
 }
 
 /// The source columns (`table.column`) behind each output column of a plan.
@@ -51,6 +54,14 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
     let ctx = &session.ctx;
     let mut tables = BTreeSet::new();
     let mut columns = BTreeSet::new();
+    let mut source_columns = BTreeSet::new();
+    // Every model column's source columns, filled in plan order so inputs come first.
+    let mut from_sources: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let is_source = |column: &str| {
+        column
+            .split_once('.')
+            .is_some_and(|(t, _)| session.project.config.sources.contains_key(t))
+    };
     for &i in &plan.order {
         let m = &plan.models[i];
         let planned = ctx
@@ -63,6 +74,18 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
         let table = MemTable::try_new(schema, vec![vec![]])
             .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
         replace_table(ctx, &m.name, Arc::new(table))?;
+        let feeds = trace(planned.logical_plan());
+        for (field, direct) in planned.schema().fields().iter().zip(&feeds) {
+            let mut upstream = BTreeSet::new();
+            for from in direct {
+                if is_source(from) {
+                    upstream.insert(from.clone());
+                } else if let Some(deeper) = from_sources.get(from) {
+                    upstream.extend(deeper.iter().cloned());
+                }
+            }
+            from_sources.insert(format!("{}.{}", m.name, field.name()), upstream);
+        }
         if !selected.contains(&i) {
             continue;
         }
@@ -78,12 +101,18 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
                 to: m.name.clone(),
             });
         }
-        let feeds = trace(planned.logical_plan());
         for (field, sources) in planned.schema().fields().iter().zip(feeds) {
+            let to = format!("{}.{}", m.name, field.name());
             for from in sources {
                 columns.insert(Edge {
                     from,
-                    to: format!("{}.{}", m.name, field.name()),
+                    to: to.clone(),
+                });
+            }
+            for from in from_sources.get(&to).into_iter().flatten() {
+                source_columns.insert(Edge {
+                    from: from.clone(),
+                    to: to.clone(),
                 });
             }
         }
@@ -91,7 +120,51 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
     Ok(Lineage {
         tables: tables.into_iter().collect(),
         columns: columns.into_iter().collect(),
+        source_columns: source_columns.into_iter().collect(),
     })
+}
+
+impl Lineage {
+    /// `model.column` and what it is computed from, hop by hop down to the sources:
+    /// ```text
+    /// eda_launch_events.email_sha256
+    ///   <- stg_launch_events.email
+    ///     <- launch_events.email (source)
+    /// ```
+    pub fn upstream(&self, column: &str, sources: &dyn Fn(&str) -> bool) -> Result<String> {
+        if !self.columns.iter().any(|e| e.to == column) {
+            let known: Vec<&str> = self.columns.iter().map(|e| e.to.as_str()).collect();
+            let hint = crate::diagnostic::did_you_mean(column, known.iter().copied())
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            return Err(SluiceError::Usage(format!(
+                "--column {column}: not a column of a selected model (write model.column){hint}"
+            )));
+        }
+        let mut out = String::new();
+        self.upstream_into(column, 0, sources, &mut BTreeSet::new(), &mut out);
+        Ok(out)
+    }
+
+    fn upstream_into(
+        &self,
+        column: &str,
+        depth: usize,
+        sources: &dyn Fn(&str) -> bool,
+        seen: &mut BTreeSet<String>,
+        out: &mut String,
+    ) {
+        let indent = "  ".repeat(depth);
+        let arrow = if depth == 0 { "" } else { "<- " };
+        let note = if sources(column) { " (source)" } else { "" };
+        let _ = writeln!(out, "{indent}{arrow}{column}{note}");
+        if !seen.insert(column.to_string()) {
+            return;
+        }
+        for e in self.columns.iter().filter(|e| e.to == column) {
+            self.upstream_into(&e.from, depth + 1, sources, seen, out);
+        }
+    }
 }
 
 /// Which `table.column`s each output column of `plan` is computed from.

@@ -32,16 +32,19 @@ use checks::{Baseline, CheckResult};
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use model::{Materialized, Model, OutputFormat};
+use output::PublishedManifest;
 use output::{Output, Stage};
 use progress::Reporter;
 use publish::OutputFile;
-use results::{History, ModelResult, RunResults};
+use results::{History, ModelResult, RemoteRecords, RunResults};
 
 /// What `run` will do, computed before anything runs (and printed by `plan`).
 pub struct ProjectPlan {
     pub models: Vec<Model>,
     /// Resolved SQL of each model (variables substituted, erasure applied).
     pub sql: Vec<String>,
+    /// Lines sluice put before the model's own SQL in `sql` (the erasure filter's).
+    pub sql_shift: Vec<usize>,
     pub reads: Vec<BTreeSet<String>>,
     pub deps: Vec<Vec<usize>>,
     pub order: Vec<usize>,
@@ -55,25 +58,41 @@ pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<
     let models = model::discover(&project.root)?;
     let names: HashSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
     let mut sql = Vec::new();
+    let mut sql_shift = Vec::new();
     let mut reads = Vec::new();
     for m in &models {
         let mut text = model::substitute(m, vars)?;
         let r = dag::reads(m, &text)?;
         for t in &r {
             if !names.contains(t.as_str()) && !project.config.sources.contains_key(t) {
-                return Err(m.error(format!(
-                    "reads `{t}`, which is neither a model nor a source in sluice.toml"
-                )));
+                let known = names
+                    .iter()
+                    .copied()
+                    .chain(project.config.sources.keys().map(String::as_str));
+                let hint = crate::diagnostic::did_you_mean(t, known)
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                let message = format!(
+                    "reads `{t}`, which is neither a model nor a source in sluice.toml{hint}"
+                );
+                return Err(match crate::diagnostic::find_word(&text, t) {
+                    Some(at) => m.error_at(at, 0, message),
+                    None => m.error(message),
+                });
             }
         }
+        // The model's SQL starts on a line of its own, so error positions map back to it.
+        let mut shift = 0;
         if let Some(e) = &m.erasure {
+            shift = 1;
             text = format!(
-                "SELECT * FROM ({text}) AS __model WHERE NOT EXISTS (SELECT 1 FROM {list} AS __erased WHERE __erased.{col} = __model.{col})",
+                "SELECT * FROM (\n{text}\n) AS __model WHERE NOT EXISTS (SELECT 1 FROM {list} AS __erased WHERE __erased.{col} = __model.{col})",
                 list = ident(&e.list),
                 col = ident(&e.column)
             );
         }
         sql.push(text);
+        sql_shift.push(shift);
         reads.push(r);
     }
     let deps: Vec<Vec<usize>> = reads
@@ -88,6 +107,7 @@ pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<
     Ok(ProjectPlan {
         models,
         sql,
+        sql_shift,
         reads,
         deps,
         order,
@@ -164,6 +184,23 @@ impl ProjectPlan {
         Output::resolve(&project.target(), m.location.as_deref(), &m.name)
     }
 
+    /// Finish or roll back local publishes a killed run left half done (the rename-aside
+    /// protocol), before anything reads a published output. Returns the outputs recovered.
+    pub fn recover_publishes(&self, project: &Project) -> Result<Vec<String>> {
+        let mut recovered = Vec::new();
+        for (i, m) in self.models.iter().enumerate() {
+            if m.materialized == Materialized::View {
+                continue;
+            }
+            if let Output::Local(dir) = self.location(project, i) {
+                if publish::recover(&dir)? {
+                    recovered.push(dir.display().to_string());
+                }
+            }
+        }
+        Ok(recovered)
+    }
+
     /// Human-readable plan: order, inputs, outputs and SQL.
     pub fn describe(&self, project: &Project, selected: &HashSet<usize>) -> String {
         let mut s = String::new();
@@ -226,6 +263,8 @@ pub struct RunOptions {
     pub all_or_nothing: bool,
     /// Models built at the same time.
     pub threads: usize,
+    /// Volume and schema checks fail when there is nothing published to compare with.
+    pub require_baseline: bool,
 }
 
 impl Default for RunOptions {
@@ -236,6 +275,7 @@ impl Default for RunOptions {
             full_refresh: false,
             all_or_nothing: false,
             threads: 4,
+            require_baseline: false,
         }
     }
 }
@@ -401,12 +441,19 @@ pub async fn run(
             "removed {cleaned} leftover staging folder(s) of an interrupted run"
         ));
     }
+    for dir in plan.recover_publishes(project)? {
+        report.line(&format!("recovered {dir} from an interrupted publish"));
+    }
     let selected = plan.select(&options.select)?;
     // Models outside the selection stay readable (views, published tables); every model
     // built below is registered over its declaration.
     declare_models(session, plan);
     let run_id = new_run_id();
-    let history = History::new(&records);
+    let history = History::open(
+        &records,
+        RemoteRecords::for_target(&session.ctx, &project.target())?,
+    )
+    .await?;
     let mut results = RunResults::new(&run_id, &project.name());
     let started = Instant::now();
 
@@ -508,38 +555,135 @@ pub async fn run(
 
     if options.all_or_nothing {
         let all_ok = results.results.iter().all(|r| r.status == "success");
-        for (i, staged) in deferred {
-            let m = &plan.models[i];
-            let Some(pos) = results.results.iter().position(|r| r.name == m.name) else {
-                continue;
-            };
-            if all_ok {
-                match publish_staged(session, m, staged, &history).await {
-                    Ok(files) => results.results[pos].output_files = files,
-                    Err(e) => {
-                        results.results[pos].status = "error".into();
-                        results.results[pos].message = e.to_string();
-                    }
-                }
-            } else {
-                staged.stage.discard().await;
-                let r = &mut results.results[pos];
-                r.status = "skipped".into();
-                r.message =
-                    "built and checked, not published: another model failed (--all-or-nothing)"
-                        .into();
-            }
-        }
-        let published = if all_ok {
-            "published"
+        let summary = if all_ok {
+            publish_all(session, plan, deferred, &history, &mut results).await?
         } else {
-            "nothing published"
+            for (i, staged) in deferred {
+                staged.stage.discard().await;
+                if let Some(r) = results.result_mut(&plan.models[i].name) {
+                    r.status = "skipped".into();
+                    r.message =
+                        "built and checked, not published: another model failed (--all-or-nothing)"
+                            .into();
+                }
+            }
+            "nothing published".to_string()
         };
-        report.line(&format!("--all-or-nothing: {published}"));
+        report.line(&format!("--all-or-nothing: {summary}"));
     }
     results.elapsed_time = started.elapsed().as_secs_f64();
     results.write(&records)?;
+    history
+        .publish_results("run_results.json", &results)
+        .await?;
     Ok(results)
+}
+
+/// `--all-or-nothing` once every model passed: publish them all, and when one publish fails
+/// (disk full, permissions, S3), take back the ones already published, so every output is
+/// the previous version again. Returns the summary line.
+async fn publish_all(
+    session: &Session,
+    plan: &ProjectPlan,
+    deferred: Vec<(usize, Staged)>,
+    history: &History,
+    results: &mut RunResults,
+) -> Result<String> {
+    let mut committed: Vec<(usize, Committed)> = Vec::new();
+    let mut failed: Option<(usize, SluiceError)> = None;
+    for (i, staged) in deferred {
+        if failed.is_some() {
+            staged.stage.discard().await;
+            continue;
+        }
+        match commit_staged(staged).await {
+            Ok(c) => committed.push((i, c)),
+            Err(e) => failed = Some((i, e)),
+        }
+    }
+    let Some((bad, error)) = failed else {
+        let n = committed.len();
+        for (i, c) in committed {
+            let m = &plan.models[i];
+            let outcome = match c.published.finish().await {
+                Ok(()) => after_publish(session, m, &c.manifest, &c.output, history).await,
+                Err(e) => Err(e),
+            };
+            if let Some(r) = results.result_mut(&m.name) {
+                match outcome {
+                    Ok(files) => r.output_files = files,
+                    Err(e) => {
+                        r.status = "error".into();
+                        r.message = e.to_string();
+                    }
+                }
+            }
+        }
+        return Ok(format!("published {n} models"));
+    };
+    let bad_name = plan.models[bad].name.clone();
+    if let Some(r) = results.result_mut(&bad_name) {
+        r.status = "error".into();
+        r.message = format!("publish failed: {error}");
+    }
+    let mut rolled_back = 0;
+    for (i, c) in committed.into_iter().rev() {
+        let undone = c.published.undo().await;
+        if let Some(r) = results.result_mut(&plan.models[i].name) {
+            match undone {
+                Ok(()) => {
+                    rolled_back += 1;
+                    r.status = "skipped".into();
+                    r.message = format!(
+                        "published, then rolled back to the previous version: publishing `{bad_name}` failed (--all-or-nothing)"
+                    );
+                }
+                Err(e) => {
+                    r.status = "error".into();
+                    r.message = format!(
+                        "publishing `{bad_name}` failed and this model's rollback failed too: {e}"
+                    );
+                }
+            }
+        }
+    }
+    for (i, _) in plan.models.iter().enumerate() {
+        let name = &plan.models[i].name;
+        if let Some(r) = results.result_mut(name) {
+            if r.status == "success" {
+                r.status = "skipped".into();
+                r.message = format!(
+                    "built and checked, not published: publishing `{bad_name}` failed (--all-or-nothing)"
+                );
+            }
+        }
+    }
+    Ok(format!(
+        "publishing `{bad_name}` failed; {rolled_back} published model(s) rolled back, nothing changed"
+    ))
+}
+
+/// A stage made visible to readers, not yet finished.
+struct Committed {
+    published: output::Published,
+    manifest: results::Manifest,
+    output: Output,
+}
+
+/// Make a checked stage what readers see (manifest last).
+async fn commit_staged(staged: Staged) -> Result<Committed> {
+    let Staged {
+        stage,
+        output,
+        manifest,
+    } = staged;
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SluiceError::sql(e.to_string()))?;
+    let published = stage.publish(&json, &manifest.files).await?;
+    Ok(Committed {
+        published,
+        manifest,
+        output,
+    })
 }
 
 /// Publish a checked stage (manifest last) and read the model from its new output.
@@ -550,15 +694,23 @@ async fn publish_staged(
     staged: Staged,
     history: &History,
 ) -> Result<Vec<String>> {
-    let Staged {
-        stage,
-        output,
-        manifest,
-    } = staged;
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SluiceError::sql(e.to_string()))?;
-    stage.publish(&json, &manifest.files).await?;
+    let c = commit_staged(staged).await?;
+    c.published.finish().await?;
+    after_publish(session, m, &c.manifest, &c.output, history).await
+}
+
+/// Read the model from its new output and record the publish; the published data files.
+async fn after_publish(
+    session: &Session,
+    m: &Model,
+    manifest: &results::Manifest,
+    output: &Output,
+    history: &History,
+) -> Result<Vec<String>> {
     register_location(&session.ctx, &m.name, &output.url(), m.format).await?;
-    history.record(&manifest.run_id, &m.name, manifest.rows, &manifest.schema)?;
+    history
+        .record(&manifest.run_id, &m.name, manifest.rows, &manifest.schema)
+        .await?;
     Ok(manifest
         .files
         .iter()
@@ -583,16 +735,25 @@ async fn plan_increment(
     ctx: &SessionContext,
     m: &Model,
     output: &Output,
+    published: Option<&PublishedManifest>,
     full_refresh: bool,
 ) -> Result<Increment> {
     if m.materialized != Materialized::Incremental || full_refresh {
         return Ok(Increment::Full);
     }
-    let Some(manifest) = output.manifest(ctx).await? else {
+    let Some(manifest) = published else {
+        if output.has_files(ctx).await? {
+            // Rebuilding from the sources would lose the rows they no longer hold.
+            return Err(m.error(format!(
+                "{} holds files but no manifest ({}), so its published rows are unknown; \
+                 restore the manifest, or rebuild from the sources with --full-refresh",
+                output.display(),
+                output.manifest_location()
+            )));
+        }
         return Ok(Increment::Full);
     };
-    let previous_files: Vec<OutputFile> =
-        serde_json::from_value(manifest["files"].clone()).unwrap_or_default();
+    let previous_files = manifest.files.clone();
     let previous = format!("__previous_{}", m.name);
     register_location(ctx, &previous, &output.url(), m.format).await?;
     let filter = match &m.watermark {
@@ -638,11 +799,13 @@ async fn build_model(
 ) -> Result<Built> {
     let ctx = &session.ctx;
     let m = &plan.models[i];
-    let model_err = |e: datafusion::error::DataFusionError| m.error(describe_datafusion_error(&e));
     let mut result = ModelResult::new(m);
     if m.materialized == Materialized::View {
         let sql = &plan.sql[i];
-        let df = ctx.sql(sql).await.map_err(model_err)?;
+        let df = ctx
+            .sql(sql)
+            .await
+            .map_err(|e| m.datafusion_error(&e, plan.sql_shift[i]))?;
         let schema = output_schema(&df);
         register_view(ctx, &m.name, &df, sql)?;
         if !m.checks.is_empty() {
@@ -663,17 +826,17 @@ async fn build_model(
         });
     }
 
+    // On a cluster the executors write the files (to the S3 prefix or a shared folder);
+    // this client checks them and commits the manifest.
     let output = plan.location(&session.project, i);
-    if session.on_cluster && output.url().starts_with("s3://") {
-        // Staged S3 files are checked through a store view that only this process has.
-        return Err(m.error(format!(
-            "outputs on S3 ({}) cannot be built with --cluster yet; run this model without --cluster",
-            output.display()
-        )));
-    }
     result.location = Some(output.display());
+    let published = output
+        .manifest(ctx)
+        .await
+        .map_err(|e| m.error(e.to_string()))?;
+    let baseline = baseline(&output, published.as_ref(), history, m, options);
     let previous = format!("__previous_{}", m.name);
-    let increment = plan_increment(ctx, m, &output, options.full_refresh).await;
+    let increment = plan_increment(ctx, m, &output, published.as_ref(), options.full_refresh).await;
     let increment = match increment {
         Ok(inc) => inc,
         Err(e) => {
@@ -697,7 +860,7 @@ async fn build_model(
         &stage,
         &staging.with_extension("new"),
         run_id,
-        history,
+        &baseline,
         &mut result,
     )
     .await;
@@ -728,6 +891,30 @@ async fn build_model(
     }
 }
 
+/// What the volume and schema checks compare a new output with: the published manifest
+/// (wherever the target is), then the run history for what the manifest lacks.
+fn baseline(
+    output: &Output,
+    published: Option<&PublishedManifest>,
+    history: &History,
+    m: &Model,
+    options: &RunOptions,
+) -> Baseline {
+    let from_manifest = match published {
+        Some(p) => Baseline {
+            rows: Some(p.rows),
+            schema: Some(p.schema.clone()),
+            source: Some(output.manifest_location()),
+            required: options.require_baseline,
+        },
+        None => Baseline {
+            required: options.require_baseline,
+            ..Baseline::default()
+        },
+    };
+    from_manifest.or(history.baseline(&m.name))
+}
+
 /// Write a table model's output into its stage and run its checks there. Returns the
 /// manifest to publish, or None when a check failed (recorded in `result`).
 #[allow(clippy::too_many_arguments)]
@@ -739,7 +926,7 @@ async fn stage_and_check(
     stage: &Stage,
     scratch: &Path,
     run_id: &str,
-    history: &History,
+    baseline: &Baseline,
     result: &mut ModelResult,
 ) -> Result<Option<results::Manifest>> {
     let ctx = &session.ctx;
@@ -747,14 +934,20 @@ async fn stage_and_check(
     let model_err = |e: datafusion::error::DataFusionError| m.error(describe_datafusion_error(&e));
     let previous = format!("__previous_{}", m.name);
     let model_sql = &plan.sql[i];
-    let new_rows_sql = match increment {
+    let (new_rows_sql, shift) = match increment {
         Increment::Append { filter, .. }
         | Increment::Merge {
             filter: Some(filter),
-        } => format!("SELECT * FROM ({model_sql}) AS __new WHERE {filter}"),
-        _ => model_sql.clone(),
+        } => (
+            format!("SELECT * FROM (\n{model_sql}\n) AS __new WHERE {filter}"),
+            plan.sql_shift[i] + 1,
+        ),
+        _ => (model_sql.clone(), plan.sql_shift[i]),
     };
-    let df = ctx.sql(&new_rows_sql).await.map_err(model_err)?;
+    let df = ctx
+        .sql(&new_rows_sql)
+        .await
+        .map_err(|e| m.datafusion_error(&e, shift))?;
     let schema = output_schema(&df);
     for col in &m.partition_by {
         if !schema.iter().any(|(n, _)| n == col) {
@@ -833,7 +1026,7 @@ async fn stage_and_check(
         stage,
         carried,
         run_id,
-        history,
+        baseline,
         result,
     )
     .await
@@ -924,7 +1117,7 @@ async fn finish_staged(
     stage: &Stage,
     carried: &[OutputFile],
     run_id: &str,
-    history: &History,
+    baseline: &Baseline,
     result: &mut ModelResult,
 ) -> Result<Option<results::Manifest>> {
     let ctx = &session.ctx;
@@ -950,17 +1143,7 @@ async fn finish_staged(
         }
     };
     let checks = match staged_table {
-        Ok(()) => {
-            run_checks(
-                ctx,
-                &staged_name,
-                m,
-                rows,
-                schema,
-                &history.baseline(&m.name),
-            )
-            .await
-        }
+        Ok(()) => run_checks(ctx, &staged_name, m, rows, schema, baseline).await,
         Err(e) => Err(e),
     };
     let _ = ctx.deregister_table(&staged_name);
@@ -1012,7 +1195,11 @@ pub async fn test(session: &Session, plan: &ProjectPlan, select: &[String]) -> R
     let selected = plan.select(select)?;
     declare_models(session, plan);
     let report = Reporter::new();
-    let history = History::new(&records);
+    let history = History::open(
+        &records,
+        RemoteRecords::for_target(&session.ctx, &project.target())?,
+    )
+    .await?;
     let mut results = RunResults::new(&new_run_id(), &project.name());
     let started = Instant::now();
     for &i in &plan.order {
@@ -1043,6 +1230,9 @@ pub async fn test(session: &Session, plan: &ProjectPlan, select: &[String]) -> R
     if records.is_dir() {
         results.write_as(&records, "test_results.json")?;
     }
+    history
+        .publish_results("test_results.json", &results)
+        .await?;
     Ok(results)
 }
 
@@ -1077,8 +1267,7 @@ async fn test_model(
         };
         // The schema the model had when it was published (files may read back with other
         // string types).
-        let schema: Vec<(String, String)> =
-            serde_json::from_value(manifest["schema"].clone()).unwrap_or_default();
+        let schema = manifest.schema;
         let table = format!("__published_{}", m.name);
         register_location(ctx, &table, &output.url(), m.format).await?;
         let rows = checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&table))).await?;

@@ -7,7 +7,9 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use super::checks::{parse_column_check, parse_table_check, Check};
-use crate::error::{Result, SluiceError};
+use crate::diagnostic::{error_position, snippet, without_parser_position, Position};
+use crate::error::{describe_datafusion_error, Result, SluiceError};
+use datafusion::error::DataFusionError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -84,6 +86,8 @@ pub struct Model {
     pub relative: String,
     /// The SQL after the config block (variables not yet substituted).
     pub sql: String,
+    /// Where `sql` starts in the file, so errors point at the file's own lines.
+    pub sql_start: Position,
     pub materialized: Materialized,
     pub format: OutputFormat,
     pub location: Option<String>,
@@ -107,6 +111,46 @@ impl Model {
             model: self.name.clone(),
             file: self.file.clone(),
             message: message.into(),
+            at: None,
+        }
+    }
+
+    /// An error at a position of the model's SQL (`sql`, or a text that starts with
+    /// `shift` lines of sluice's own before it), reported at that place in the file.
+    pub fn error_at(
+        &self,
+        in_sql: Position,
+        shift: usize,
+        message: impl Into<String>,
+    ) -> SluiceError {
+        let Some(line) = in_sql.line.checked_sub(shift).filter(|l| *l > 0) else {
+            return self.error(message);
+        };
+        let at = Position {
+            line: self.sql_start.line + line - 1,
+            column: if line == 1 {
+                self.sql_start.column + in_sql.column - 1
+            } else {
+                in_sql.column
+            },
+        };
+        let snippet = std::fs::read_to_string(&self.file)
+            .ok()
+            .and_then(|text| snippet(&text, at));
+        SluiceError::Model {
+            model: self.name.clone(),
+            file: self.file.clone(),
+            message: message.into(),
+            at: Some((at, snippet)),
+        }
+    }
+
+    /// A DataFusion error about the model's SQL, at the place it points to when it does.
+    pub fn datafusion_error(&self, e: &DataFusionError, shift: usize) -> SluiceError {
+        let message = without_parser_position(&describe_datafusion_error(e));
+        match error_position(e) {
+            Some(at) => self.error_at(at, shift, message),
+            None => self.error(message),
         }
     }
 }
@@ -158,8 +202,9 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Split a model file into its config block (with the line it starts on) and its SQL.
-fn split_header(text: &str) -> (Option<(String, usize)>, String) {
+/// Split a model file into its config block (with the line it starts on) and its SQL
+/// (with the byte offset it starts at).
+fn split_header(text: &str) -> (Option<(String, usize)>, String, usize) {
     let trimmed = text.trim_start();
     let skipped = text.len() - trimmed.len();
     if let Some(rest) = trimmed.strip_prefix("/* @config") {
@@ -167,10 +212,21 @@ fn split_header(text: &str) -> (Option<(String, usize)>, String) {
             let body = &rest[..end];
             let first_line = text[..skipped].matches('\n').count() + 1;
             let sql = rest[end + 2..].to_string();
-            return (Some((body.to_string(), first_line)), sql);
+            let offset = text.len() - sql.len();
+            return (Some((body.to_string(), first_line)), sql, offset);
         }
     }
-    (None, text.to_string())
+    (None, text.to_string(), 0)
+}
+
+/// The line and column of a byte offset of `text`.
+fn position_of(text: &str, offset: usize) -> Position {
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map(|n| n + 1).unwrap_or(0);
+    Position {
+        line: before.matches('\n').count() + 1,
+        column: before[line_start..].chars().count() + 1,
+    }
 }
 
 pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
@@ -192,7 +248,7 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
             format!("model name `{name}` must be a SQL identifier (letters, digits, _)"),
         ));
     }
-    let (header, sql) = split_header(text);
+    let (header, sql, sql_offset) = split_header(text);
     let raw: RawConfig = match &header {
         Some((body, first_line)) => toml::from_str(body).map_err(|e| {
             let (line, key) = match e.span() {
@@ -297,6 +353,7 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         file: file.to_path_buf(),
         relative: relative.to_string(),
         sql: sql.trim().trim_end_matches(';').trim().to_string(),
+        sql_start: position_of(text, sql_offset + (sql.len() - sql.trim_start().len())),
         materialized,
         format,
         location: raw.location,

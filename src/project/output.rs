@@ -66,8 +66,18 @@ impl Output {
         }
     }
 
-    /// The published manifest, when the model has been published.
-    pub async fn manifest(&self, ctx: &SessionContext) -> Result<Option<serde_json::Value>> {
+    /// Where the manifest of this output lives, for messages.
+    pub fn manifest_location(&self) -> String {
+        match self {
+            Output::Local(p) => p.join(MANIFEST).display().to_string(),
+            Output::S3(u) => format!("{u}{MANIFEST}"),
+        }
+    }
+
+    /// The published manifest, when the model has been published. A manifest that cannot
+    /// be read, or lacks its rows, files or schema, is an error naming it: callers decide
+    /// what to keep and what to compare from it, and must not take a broken one as empty.
+    pub async fn manifest(&self, ctx: &SessionContext) -> Result<Option<PublishedManifest>> {
         let bytes = match self {
             Output::Local(p) => {
                 if !p.join("_SUCCESS").exists() {
@@ -85,9 +95,28 @@ impl Output {
                 }
             }
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| SluiceError::sql(format!("{}{MANIFEST}: {e}", self.url())))
+        PublishedManifest::parse(&bytes, &self.manifest_location()).map(Some)
+    }
+
+    /// Whether anything is at the location, published or not (a manifest-less folder of
+    /// files is something a rebuild would silently replace).
+    pub async fn has_files(&self, ctx: &SessionContext) -> Result<bool> {
+        match self {
+            Output::Local(p) => match std::fs::read_dir(p) {
+                Ok(mut entries) => Ok(entries.next().is_some()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(SluiceError::io(p, e)),
+            },
+            Output::S3(u) => {
+                let (store, prefix) = s3_store(ctx, u)?;
+                let prefix = (!prefix.as_ref().is_empty()).then_some(&prefix);
+                match store.list(prefix).next().await {
+                    None => Ok(false),
+                    Some(Ok(_)) => Ok(true),
+                    Some(Err(e)) => Err(store_error(u, &e)),
+                }
+            }
+        }
     }
 
     pub async fn is_published(&self, ctx: &SessionContext) -> Result<bool> {
@@ -120,7 +149,10 @@ fn store_error(location: &str, e: &dyn std::fmt::Display) -> SluiceError {
 }
 
 /// The store of an `s3://bucket/prefix/` URL, and the prefix inside it.
-fn s3_store(ctx: &SessionContext, location: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+pub(crate) fn s3_store(
+    ctx: &SessionContext,
+    location: &str,
+) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
     let url = Url::parse(location).map_err(|e| SluiceError::sql(format!("{location}: {e}")))?;
     let store = ctx
         .runtime_env()
@@ -129,6 +161,43 @@ fn s3_store(ctx: &SessionContext, location: &str) -> Result<(Arc<dyn ObjectStore
         )
         .map_err(|e| store_error(location, &e))?;
     Ok((store, ObjectPath::from(url.path().trim_matches('/'))))
+}
+
+/// What a published output's `_sluice.json` says, read strictly.
+#[derive(Debug, Clone)]
+pub struct PublishedManifest {
+    pub rows: u64,
+    pub files: Vec<OutputFile>,
+    pub schema: Vec<(String, String)>,
+    /// The whole manifest, for what only some readers show (run id, checks, time).
+    pub json: serde_json::Value,
+}
+
+impl PublishedManifest {
+    pub fn parse(bytes: &[u8], location: &str) -> Result<PublishedManifest> {
+        let json: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| SluiceError::sql(format!("{location}: not a sluice manifest: {e}")))?;
+        fn field<T: serde::de::DeserializeOwned>(
+            json: &serde_json::Value,
+            name: &str,
+            location: &str,
+        ) -> Result<T> {
+            let value = json.get(name).ok_or_else(|| {
+                SluiceError::sql(format!("{location}: the manifest has no `{name}`"))
+            })?;
+            serde_json::from_value(value.clone()).map_err(|e| {
+                SluiceError::sql(format!(
+                    "{location}: the manifest's `{name}` is malformed: {e}"
+                ))
+            })
+        }
+        Ok(PublishedManifest {
+            rows: field(&json, "rows", location)?,
+            files: field(&json, "files", location)?,
+            schema: field(&json, "schema", location)?,
+            json,
+        })
+    }
 }
 
 /// One run's output of one model, written but not yet published.
@@ -231,48 +300,66 @@ impl Stage {
         }
     }
 
-    /// Publish: `_SUCCESS` and the manifest last, then (S3) delete what it does not list.
-    pub async fn publish(self, manifest_json: &[u8], files: &[OutputFile]) -> Result<()> {
+    /// Publish: `_SUCCESS` and the manifest last. The previous version stays recoverable
+    /// until the returned publish is finished (or undone, by `--all-or-nothing` when a
+    /// later model's publish fails).
+    pub async fn publish(self, manifest_json: &[u8], files: &[OutputFile]) -> Result<Published> {
         match self {
             Stage::Local { dir, location } => {
                 let published = publish::write_durably(&dir.join("_SUCCESS"), b"")
                     .and_then(|()| publish::write_durably(&dir.join(MANIFEST), manifest_json))
                     .and_then(|()| publish::publish_dir(&dir, &location));
-                if published.is_err() {
-                    let _ = std::fs::remove_dir_all(&dir);
+                match published {
+                    Ok(p) => Ok(Published::Local(p)),
+                    Err(e) => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        Err(e)
+                    }
                 }
-                published
             }
             Stage::S3 {
                 location,
                 store,
                 prefix,
-                ..
+                before,
             } => {
+                let manifest_key = key(&prefix, MANIFEST);
+                let previous_manifest = match store.get(&manifest_key).await {
+                    Ok(got) => Some(got.bytes().await.map_err(|e| store_error(&location, &e))?),
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(e) => return Err(store_error(&location, &e)),
+                };
                 store
                     .put(&key(&prefix, "_SUCCESS"), PutPayload::new())
                     .await
                     .map_err(|e| store_error(&location, &e))?;
                 store
-                    .put(
-                        &key(&prefix, MANIFEST),
-                        PutPayload::from(manifest_json.to_vec()),
-                    )
+                    .put(&manifest_key, PutPayload::from(manifest_json.to_vec()))
                     .await
                     .map_err(|e| store_error(&location, &e))?;
-                // The new output is published; what follows is only tidying up.
                 let keep: HashSet<ObjectPath> = files
                     .iter()
                     .map(|f| key(&prefix, &f.path))
-                    .chain([key(&prefix, "_SUCCESS"), key(&prefix, MANIFEST)])
+                    .chain([key(&prefix, "_SUCCESS"), manifest_key])
                     .collect();
-                let stale: Vec<ObjectPath> = list(&store, &prefix, &location)
-                    .await?
-                    .into_iter()
-                    .map(|(p, _)| p)
+                let written = keep
+                    .iter()
+                    .filter(|p| !before.contains(p))
+                    .cloned()
+                    .collect();
+                let stale = before
+                    .iter()
                     .filter(|p| !keep.contains(p))
+                    .cloned()
                     .collect();
-                delete(&store, stale, &location).await
+                Ok(Published::S3 {
+                    location,
+                    store,
+                    prefix,
+                    previous_manifest,
+                    written,
+                    stale,
+                })
             }
         }
     }
@@ -297,6 +384,63 @@ impl Stage {
                         .collect();
                     let _ = delete(&store, new, &location).await;
                 }
+            }
+        }
+    }
+}
+
+/// A publish that readers see, with what it takes to finish it or take it back.
+pub enum Published {
+    Local(publish::LocalPublish),
+    S3 {
+        location: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+        /// The manifest this publish replaced; None on a first publish.
+        previous_manifest: Option<bytes::Bytes>,
+        /// Objects this run added (data files, and `_SUCCESS` on a first publish).
+        written: Vec<ObjectPath>,
+        /// Objects of the previous version no longer listed.
+        stale: Vec<ObjectPath>,
+    },
+}
+
+impl Published {
+    /// The publish stands: delete what only the previous version used.
+    pub async fn finish(self) -> Result<()> {
+        match self {
+            Published::Local(p) => p.finish(),
+            Published::S3 {
+                location,
+                store,
+                stale,
+                ..
+            } => delete(&store, stale, &location).await,
+        }
+    }
+
+    /// Take the publish back: the previous version is what readers see again.
+    pub async fn undo(self) -> Result<()> {
+        match self {
+            Published::Local(p) => p.undo(),
+            Published::S3 {
+                location,
+                store,
+                prefix,
+                previous_manifest,
+                written,
+                ..
+            } => {
+                let manifest_key = key(&prefix, MANIFEST);
+                match previous_manifest {
+                    Some(bytes) => store
+                        .put(&manifest_key, PutPayload::from(bytes))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| store_error(&location, &e))?,
+                    None => delete(&store, vec![manifest_key], &location).await?,
+                }
+                delete(&store, written, &location).await
             }
         }
     }

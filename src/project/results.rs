@@ -4,7 +4,11 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use datafusion::prelude::SessionContext;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::checks::{Baseline, CheckResult};
@@ -99,6 +103,10 @@ impl RunResults {
         self.results.push(r);
     }
 
+    pub fn result_mut(&mut self, model: &str) -> Option<&mut ModelResult> {
+        self.results.iter_mut().find(|r| r.name == model)
+    }
+
     /// Rewritten after every model, so a killed run still leaves a record.
     pub fn write(&self, target: &Path) -> Result<()> {
         self.write_as(target, "run_results.json")
@@ -145,19 +153,120 @@ struct HistoryEntry {
     finished_at: String,
 }
 
-/// `target/run_history.jsonl`: one line per published model.
+/// The run history: one JSON line per published model (and per erasure rewrite).
+///
+/// It lives in the local records folder (`target/run_history.jsonl`). When the target is on
+/// S3 the history is kept next to the outputs as well (`<target>/_sluice/run_history.jsonl`),
+/// and that copy is the one read, so a fresh checkout or another machine sees it. Object
+/// stores cannot append: a record rewrites the remote file (last writer wins between two
+/// runs writing at the same moment).
 pub struct History {
     path: PathBuf,
+    remote: Option<RemoteRecords>,
+    lines: parking_lot::Mutex<Vec<String>>,
 }
 
-impl History {
-    pub fn new(target: &Path) -> Self {
-        History {
-            path: target.join("run_history.jsonl"),
+/// The records folder under an S3 target.
+pub struct RemoteRecords {
+    pub store: Arc<dyn ObjectStore>,
+    /// `_sluice` under the target prefix.
+    pub prefix: ObjectPath,
+    /// The target URL, for messages.
+    pub url: String,
+}
+
+impl RemoteRecords {
+    /// The records prefix of an `s3://` target.
+    pub fn for_target(ctx: &SessionContext, target: &str) -> Result<Option<RemoteRecords>> {
+        if crate::storage::bucket_of(target).is_none() {
+            return Ok(None);
+        }
+        let url = format!("{}/{RECORDS_FOLDER}/", target.trim_end_matches('/'));
+        let (store, prefix) = super::output::s3_store(ctx, &url)?;
+        Ok(Some(RemoteRecords { store, prefix, url }))
+    }
+
+    fn key(&self, name: &str) -> ObjectPath {
+        ObjectPath::from(format!("{}/{name}", self.prefix))
+    }
+
+    /// The file's bytes, None when it does not exist.
+    pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.store.get(&self.key(name)).await {
+            Ok(got) => Ok(Some(
+                got.bytes()
+                    .await
+                    .map_err(|e| SluiceError::sql(format!("{}{name}: {e}", self.url)))?
+                    .to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(SluiceError::sql(format!("{}{name}: {e}", self.url))),
         }
     }
 
-    pub fn record(
+    pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.key(name), PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| SluiceError::sql(format!("{}{name}: {e}", self.url)))
+    }
+}
+
+/// The records folder's name under an S3 target.
+pub const RECORDS_FOLDER: &str = "_sluice";
+const HISTORY_FILE: &str = "run_history.jsonl";
+
+impl History {
+    /// Read the history (the S3 copy when the target is on S3). A file that cannot be read
+    /// or a line that is not a record is an error naming the file and line: checks must not
+    /// quietly compare with nothing.
+    pub async fn open(target: &Path, remote: Option<RemoteRecords>) -> Result<Self> {
+        let path = target.join(HISTORY_FILE);
+        let (text, origin) = match &remote {
+            Some(r) => (
+                r.get(HISTORY_FILE)
+                    .await?
+                    .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                format!("{}{HISTORY_FILE}", r.url),
+            ),
+            None => match std::fs::read_to_string(&path) {
+                Ok(t) => (Some(t), path.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (None, path.display().to_string())
+                }
+                Err(e) => return Err(SluiceError::io(&path, e)),
+            },
+        };
+        let mut lines = Vec::new();
+        for (n, line) in text.unwrap_or_default().lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(line) {
+                return Err(SluiceError::sql(format!(
+                    "{origin}:{}: not a run history record ({e}); fix or remove the line",
+                    n + 1
+                )));
+            }
+            lines.push(line.to_string());
+        }
+        Ok(History {
+            path,
+            remote,
+            lines: parking_lot::Mutex::new(lines),
+        })
+    }
+
+    /// Where the history is read from, for messages.
+    pub fn origin(&self) -> String {
+        match &self.remote {
+            Some(r) => format!("{}{HISTORY_FILE}", r.url),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    pub async fn record(
         &self,
         run_id: &str,
         model: &str,
@@ -172,22 +281,31 @@ impl History {
             finished_at: chrono::Utc::now().to_rfc3339(),
         };
         let line = serde_json::to_string(&entry).map_err(|e| SluiceError::sql(e.to_string()))?;
-        self.append(&line)
+        self.append(line).await
     }
 
-    fn append(&self, line: &str) -> Result<()> {
+    async fn append(&self, line: String) -> Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(|e| SluiceError::io(&self.path, e))?;
         f.write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| SluiceError::io(&self.path, e))
+            .map_err(|e| SluiceError::io(&self.path, e))?;
+        let text = {
+            let mut lines = self.lines.lock();
+            lines.push(line);
+            lines.join("\n") + "\n"
+        };
+        if let Some(r) = &self.remote {
+            r.put(HISTORY_FILE, text.into_bytes()).await?;
+        }
+        Ok(())
     }
 
     /// A rewrite by `sluice erase`: how many rows left which files. A line of its own kind,
     /// next to the publish line `record` writes for the rewritten output.
-    pub fn record_erasure(
+    pub async fn record_erasure(
         &self,
         run_id: &str,
         model: &str,
@@ -202,22 +320,34 @@ impl History {
             "rewritten_files": rewritten.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
             "finished_at": chrono::Utc::now().to_rfc3339(),
         });
-        self.append(&entry.to_string())
+        self.append(entry.to_string()).await
     }
 
-    /// The last successful publish of a model.
+    /// The last successful publish of a model recorded in the history.
     pub fn baseline(&self, model: &str) -> Baseline {
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
-            return Baseline::default();
-        };
-        text.lines()
+        self.lines
+            .lock()
+            .iter()
             .rev()
+            // Erasure lines have no rows or schema of their own.
             .filter_map(|l| serde_json::from_str::<HistoryEntry>(l).ok())
             .find(|e| e.model == model)
             .map(|e| Baseline {
                 rows: Some(e.rows),
                 schema: Some(e.schema),
+                source: Some(self.origin()),
+                required: false,
             })
             .unwrap_or_default()
+    }
+
+    /// Keep a copy of a run's results next to the outputs when the target is on S3.
+    pub async fn publish_results(&self, name: &str, results: &RunResults) -> Result<()> {
+        if let Some(r) = &self.remote {
+            let json =
+                serde_json::to_vec_pretty(results).map_err(|e| SluiceError::sql(e.to_string()))?;
+            r.put(name, json).await?;
+        }
+        Ok(())
     }
 }

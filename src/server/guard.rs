@@ -4,6 +4,7 @@
 
 use std::ops::ControlFlow;
 
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement, WriteOp};
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement, Visit, Visitor};
 
 /// Session settings clients set at connect time; harmless to the engine.
@@ -73,6 +74,51 @@ pub fn refusal(statement: &Statement) -> Option<String> {
         Statement::Copy { .. } | Statement::CopyIntoSnowflake { .. } => "COPY",
         Statement::Truncate { .. } => "TRUNCATE",
         _ => "DDL",
+    };
+    Some(format!("{kind} is not allowed: {HINT}"))
+}
+
+/// Why a planned statement may not run on a read-only server; None when it may. This is the
+/// guard that counts: whatever the spelling (`SELECT ... INTO`, a CTE around it, EXPLAIN
+/// ANALYZE of it), a plan that creates, replaces or drops a catalog object, writes, or
+/// changes an engine setting is refused.
+pub fn plan_refusal(plan: &LogicalPlan) -> Option<String> {
+    let kind = match plan {
+        LogicalPlan::Ddl(ddl) => match ddl {
+            DdlStatement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE",
+            DdlStatement::CreateMemoryTable(_) => {
+                "creating a table (CREATE TABLE, SELECT ... INTO)"
+            }
+            DdlStatement::CreateView(_) => "CREATE VIEW",
+            DdlStatement::CreateCatalogSchema(_) | DdlStatement::CreateCatalog(_) => {
+                "CREATE SCHEMA"
+            }
+            DdlStatement::CreateIndex(_) => "CREATE INDEX",
+            DdlStatement::DropTable(_) => "DROP TABLE",
+            DdlStatement::DropView(_) => "DROP VIEW",
+            DdlStatement::DropCatalogSchema(_) => "DROP SCHEMA",
+            DdlStatement::CreateFunction(_) | DdlStatement::DropFunction(_) => "FUNCTION DDL",
+        },
+        LogicalPlan::Dml(dml) => match dml.op {
+            WriteOp::Insert(_) => "INSERT",
+            WriteOp::Delete => "DELETE",
+            WriteOp::Update => "UPDATE",
+            WriteOp::Ctas => "CREATE TABLE AS",
+            WriteOp::Truncate => "TRUNCATE",
+            _ => "a write",
+        },
+        LogicalPlan::Copy(_) => "COPY",
+        LogicalPlan::Explain(explain) => return plan_refusal(&explain.plan),
+        LogicalPlan::Analyze(analyze) => return plan_refusal(&analyze.input),
+        LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
+            let name = set.variable.to_ascii_lowercase();
+            if CLIENT_SETTINGS.iter().any(|s| name == *s) {
+                return None;
+            }
+            "SET of engine settings"
+        }
+        LogicalPlan::Statement(PlanStatement::ResetVariable(_)) => "RESET of engine settings",
+        _ => return None,
     };
     Some(format!("{kind} is not allowed: {HINT}"))
 }

@@ -59,7 +59,26 @@ fn refused(statement: &Statement) -> Option<PgWireError> {
     guard::refusal(statement).map(|m| user_error("25006", m))
 }
 
-/// Refuses writes, DDL, engine settings and file paths before anything is planned.
+/// The refusal of a statement whose plan creates, writes or sets something. Queries are
+/// planned to find out (`SELECT ... INTO` is a query in the grammar and a CREATE in the
+/// plan); other statements were decided by `refused` already.
+async fn refused_by_plan(statement: &Statement, ctx: &SessionContext) -> Option<PgWireError> {
+    if !matches!(statement, Statement::Query(_) | Statement::Explain { .. }) {
+        return None;
+    }
+    let planned = ctx
+        .state()
+        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+            statement.clone(),
+        )))
+        .await;
+    // A statement that does not plan fails when it runs, with the planner's own error.
+    let plan = planned.ok()?;
+    guard::plan_refusal(&plan).map(|m| user_error("25006", m))
+}
+
+/// Refuses writes, DDL, engine settings and file paths: by statement kind first, then by
+/// the logical plan of what is left.
 pub struct ReadOnly;
 
 #[async_trait]
@@ -67,30 +86,38 @@ impl QueryHook for ReadOnly {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
+        ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        refused(statement).map(Err)
+        match refused(statement) {
+            Some(e) => Some(Err(e)),
+            None => refused_by_plan(statement, ctx).await.map(Err),
+        }
     }
 
     async fn handle_extended_parse_query(
         &self,
         statement: &Statement,
-        _ctx: &SessionContext,
+        ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        refused(statement).map(Err)
+        match refused(statement) {
+            Some(e) => Some(Err(e)),
+            None => refused_by_plan(statement, ctx).await.map(Err),
+        }
     }
 
     async fn handle_extended_query(
         &self,
         statement: &Statement,
-        _plan: &LogicalPlan,
+        plan: &LogicalPlan,
         _params: &ParamValues,
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        refused(statement).map(Err)
+        refused(statement)
+            .or_else(|| guard::plan_refusal(plan).map(|m| user_error("25006", m)))
+            .map(Err)
     }
 }
 

@@ -152,20 +152,19 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
             body: b"ok\n".to_vec(),
             extra: None,
         },
-        ("GET", "/metrics") => Reply {
-            status: 200,
-            content_type: "text/plain; version=0.0.4",
-            body: state.metrics.render().into_bytes(),
-            extra: None,
+        // With users configured, the metrics say who is busy with what: credentials first.
+        ("GET", "/metrics") => match authorised(&request, state) {
+            Some(_) => Reply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: state.metrics.render().into_bytes(),
+                extra: None,
+            },
+            None => unauthorised(),
         },
         ("POST", "/query") => match authorised(&request, state) {
             Some(user) => query(&request, state, &user).await,
-            None => Reply {
-                status: 401,
-                content_type: "application/json",
-                body: br#"{"error":"authentication required"}"#.to_vec(),
-                extra: Some(("WWW-Authenticate", "Basic realm=\"sluice\"")),
-            },
+            None => unauthorised(),
         },
         _ => json_error(
             404,
@@ -173,6 +172,15 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
         ),
     };
     write_reply(&mut stream, state, reply).await
+}
+
+fn unauthorised() -> Reply {
+    Reply {
+        status: 401,
+        content_type: "application/json",
+        body: br#"{"error":"authentication required"}"#.to_vec(),
+        extra: Some(("WWW-Authenticate", "Basic realm=\"sluice\"")),
+    }
 }
 
 /// The user a request authenticates as (basic auth), or None.
@@ -210,13 +218,29 @@ async fn query(request: &Request, state: &HttpState, user: &str) -> Reply {
             Err(e) => return json_error(400, &format!("SQL error: {e}")),
         }
     }
+    // The plan decides what a statement does, whatever its spelling (SELECT ... INTO).
+    let plan = match state.ctx.state().create_logical_plan(&sql).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            state.metrics.query_done(Duration::ZERO, true);
+            log(&format!(
+                "query user={user} protocol=http duration_ms=0 status=error"
+            ));
+            return json_error(400, &describe_datafusion_error(&e));
+        }
+    };
+    if state.read_only {
+        if let Some(why) = guard::plan_refusal(&plan) {
+            return json_error(403, &why);
+        }
+    }
     let accept = request.header("accept").unwrap_or("application/json");
     let Ok(_permit) = state.gate.acquire().await else {
         return json_error(503, "the server is shutting down");
     };
     let started = Instant::now();
     let work = async {
-        let df = state.ctx.sql(&sql).await?;
+        let df = state.ctx.execute_logical_plan(plan).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         Ok::<_, datafusion::error::DataFusionError>((schema, batches))

@@ -105,6 +105,19 @@ pub async fn serve(
             "no [server.users] configured: refusing to listen on {listen} without passwords; listen on 127.0.0.1 or add users"
         )));
     }
+    let http_addr: Option<SocketAddr> = match &options.http {
+        Some(addr) => Some(
+            addr.parse()
+                .map_err(|e| usage(format!("--http {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = http_addr.filter(|a| users.is_empty() && !is_loopback(a)) {
+        // The same rule on every listener: no passwords, loopback only.
+        return Err(usage(format!(
+            "no [server.users] configured: refusing to serve HTTP on {addr} without passwords; use --http 127.0.0.1:PORT or add users"
+        )));
+    }
     let tls = match (&options.tls_cert, &options.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         (None, None) => None,
@@ -157,10 +170,7 @@ pub async fn serve(
         }
     ));
 
-    if let Some(addr) = &options.http {
-        let addr: SocketAddr = addr
-            .parse()
-            .map_err(|e| usage(format!("--http {addr}: {e}")))?;
+    if let Some(addr) = http_addr {
         let http_listener = TcpListener::bind(addr)
             .await
             .map_err(|e| usage(format!("cannot listen on {addr}: {e}")))?;

@@ -46,11 +46,99 @@ fn byte(value: &Option<String>) -> Option<u8> {
     value.as_ref().and_then(|v| v.bytes().next())
 }
 
+/// The extensions a folder of a format's files may use, the first being the usual one.
+fn extensions(format: SourceFormat) -> &'static [&'static str] {
+    match format {
+        SourceFormat::Csv => &[".csv", ".tsv"],
+        SourceFormat::Parquet => &[".parquet"],
+        SourceFormat::Ndjson => &[".json", ".ndjson", ".jsonl"],
+    }
+}
+
+const COMPRESSIONS: [(&str, Option<Compression>); 5] = [
+    ("", None),
+    (".gz", Some(Compression::Gzip)),
+    (".bz2", Some(Compression::Bzip2)),
+    (".xz", Some(Compression::Xz)),
+    (".zst", Some(Compression::Zstd)),
+];
+
+/// The extension and compression a folder's data files use (`.ndjson`, `.jsonl.gz`, ...),
+/// decided from their names (sluice's own `_` and hidden files aside). None when no file
+/// has a suffix of the format; an error when the folder mixes two, which one listing
+/// cannot read.
+pub fn folder_suffix(
+    format: SourceFormat,
+    names: &[&str],
+) -> Result<Option<(&'static str, Option<Compression>)>, String> {
+    let mut found: Vec<(&'static str, Option<Compression>, &'static str)> = Vec::new();
+    for name in names {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with('_') || lower.starts_with('.') {
+            continue;
+        }
+        let Some((comp_suffix, comp)) = COMPRESSIONS
+            .iter()
+            .rev()
+            .find(|(suffix, _)| lower.ends_with(suffix))
+        else {
+            continue;
+        };
+        let stem = &lower[..lower.len() - comp_suffix.len()];
+        if let Some(ext) = extensions(format).iter().find(|e| stem.ends_with(**e)) {
+            if !found.iter().any(|(e, c, _)| e == ext && c == comp) {
+                found.push((ext, *comp, comp_suffix));
+            }
+        }
+    }
+    let rank = |ext: &str| extensions(format).iter().position(|e| *e == ext);
+    found.sort_by_key(|(ext, _, suffix)| (rank(ext), *suffix));
+    match found.as_slice() {
+        [] => Ok(None),
+        [(ext, comp, _)] => Ok(Some((ext, *comp))),
+        several => Err(format!(
+            "the folder mixes {} files; one source reads one kind, so use a glob such as `*{}`",
+            several
+                .iter()
+                .map(|(e, _, c)| format!("{e}{c}"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            several[0].0
+        )),
+    }
+}
+
+/// A glob that lists a folder's data files without sluice's own `_` and hidden files, when
+/// some of those end like data files (`_sluice.json` in an NDJSON folder); else None.
+pub fn skip_own_files(names: &[&str], detected: (&str, Option<Compression>)) -> Option<String> {
+    let (ext, comp) = detected;
+    let suffix = COMPRESSIONS
+        .iter()
+        .find(|(_, c)| *c == comp)
+        .map(|(s, _)| *s)
+        .unwrap_or("");
+    let ending = format!("{ext}{suffix}");
+    names
+        .iter()
+        .any(|n| {
+            (n.starts_with('_') || n.starts_with('.')) && n.to_ascii_lowercase().ends_with(&ending)
+        })
+        .then(|| format!("**/[!_.]*{ending}"))
+}
+
 /// Listing options for a source. A folder is filtered by the format's extension (so a
 /// published folder's `_SUCCESS` and manifest are skipped); a file or glob takes what it names.
-pub fn listing_options(def: &SourceDef, is_folder: bool) -> ListingOptions {
+/// `detected` is a folder's extension and compression when its files were looked at.
+pub fn listing_options(
+    def: &SourceDef,
+    is_folder: bool,
+    detected: Option<(&str, Option<Compression>)>,
+) -> ListingOptions {
     let o = &def.config.options;
-    let comp = compression(compression_of(def));
+    let comp = compression(match detected {
+        Some((_, comp)) if def.config.options.compression.is_none() => comp,
+        _ => compression_of(def),
+    });
     let suffix = match comp {
         CompressionTypeVariant::GZIP => ".gz",
         CompressionTypeVariant::BZIP2 => ".bz2",
@@ -61,7 +149,7 @@ pub fn listing_options(def: &SourceDef, is_folder: bool) -> ListingOptions {
     let has_glob = def.location.contains(['*', '?', '[']);
     let extension = |ext: &str| {
         if is_folder && !has_glob {
-            format!("{ext}{suffix}")
+            format!("{}{suffix}", detected.map(|(e, _)| e).unwrap_or(ext))
         } else {
             String::new()
         }

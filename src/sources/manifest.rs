@@ -25,6 +25,10 @@ use url::Url;
 /// The manifest's name inside a published prefix.
 pub const MANIFEST: &str = "_sluice.json";
 
+/// The scheme of a listed view: `sluice-listed://v<N>.<bucket>/<prefix>/`. The bucket in
+/// the host lets a cluster executor, which has no such view, read the planned files.
+pub const LISTED_SCHEME: &str = "sluice-listed";
+
 /// Data file paths a manifest lists, relative to its prefix.
 pub fn manifest_files(json: &[u8]) -> Option<Vec<String>> {
     let value: serde_json::Value = serde_json::from_slice(json).ok()?;
@@ -158,13 +162,14 @@ pub fn register_only_listed(
             }
         })
         .collect();
-    let host = format!("v{}", NEXT_VIEW.fetch_add(1, Ordering::Relaxed));
-    let view = Url::parse(&format!("sluice-listed://{host}/"))
+    let bucket = url.host_str().unwrap_or_default();
+    let host = format!("v{}.{bucket}", NEXT_VIEW.fetch_add(1, Ordering::Relaxed));
+    let view = Url::parse(&format!("{LISTED_SCHEME}://{host}/"))
         .map_err(|e| DataFusionError::Internal(e.to_string()))?;
     state
         .runtime_env()
         .register_object_store(&view, Arc::new(OnlyListed::new(store, listed)));
-    Ok(format!("sluice-listed://{host}/{prefix}/"))
+    Ok(format!("{LISTED_SCHEME}://{host}/{prefix}/"))
 }
 
 /// The files the manifest at an `s3://bucket/prefix/` lists, when there is one.

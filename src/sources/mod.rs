@@ -272,14 +272,38 @@ pub async fn open_source(
     } else {
         location
     };
-    let url = parse_table_url(&location).map_err(|e| def.error(format!("bad location: {e}")))?;
+    let mut url =
+        parse_table_url(&location).map_err(|e| def.error(format!("bad location: {e}")))?;
     let store = state
         .runtime_env()
         .object_store(&url)
         .map_err(|e| def.error(format!("no object store for this location: {e}")))?;
 
     let is_collection = url.is_collection() || url.get_glob().is_some();
-    let mut options = listing_options(def, is_collection);
+    // A folder's files say which extension (and compression) they use: `.ndjson`,
+    // `.jsonl.gz` and `.json` are all NDJSON.
+    let detected = if url.is_collection() && url.get_glob().is_none() {
+        let all: Vec<_> = url
+            .list_all_files(state, store.as_ref(), "")
+            .await
+            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
+            .try_collect()
+            .await
+            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?;
+        let names: Vec<&str> = all.iter().filter_map(|m| m.location.filename()).collect();
+        let detected = format::folder_suffix(def.format, &names).map_err(|e| def.error(e))?;
+        if let Some(pattern) = detected.and_then(|d| format::skip_own_files(&names, d)) {
+            // A published NDJSON folder holds `_sluice.json`, which the extension alone
+            // would read as data: list the data files by a glob that leaves `_` and `.`
+            // files out.
+            url = parse_table_url(&format!("{}/{pattern}", location.trim_end_matches('/')))
+                .map_err(|e| def.error(format!("bad location: {e}")))?;
+        }
+        detected
+    } else {
+        None
+    };
+    let mut options = listing_options(def, is_collection, detected);
     let files: Vec<_> = url
         .list_all_files(state, store.as_ref(), &options.file_extension)
         .await
