@@ -194,9 +194,9 @@ fn cycles_and_unknown_tables_are_reported_before_running() {
     let r = run(p.path(), &["plan"]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("model `a`")
-            && r.stderr
-                .contains("reads `peeple`, which is neither a model nor a source"),
+        r.stderr.contains(
+            "models/a.sql:1:15: reads `peeple`, which is neither a model nor a source in sluice.toml; did you mean `people`?"
+        ),
         "{}",
         r.stderr
     );

@@ -506,6 +506,22 @@ fn a_cluster_reads_s3_with_the_nodes_own_credentials() {
     let r = cluster.sluice(p.path(), &["run", "--cluster", &cluster.url]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(csv(&moto, p.path(), "SELECT n FROM kr_count"), "n\n3\n");
+    // A stray copy of a KR file (what an interrupted publish leaves) is not in the
+    // manifest: the scheduler plans the downstream model over the manifest's files only.
+    let kr = moto
+        .keys("out", "delivery/by_country/country=KR/")
+        .into_iter()
+        .next()
+        .unwrap();
+    moto.boto(&format!(
+        "s3.copy_object(Bucket='out', Key='delivery/by_country/country=KR/stray.parquet', CopySource={{'Bucket': 'out', 'Key': '{kr}'}})"
+    ));
+    let r = cluster.sluice(
+        p.path(),
+        &["run", "--cluster", &cluster.url, "--select", "kr_count"],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(csv(&moto, p.path(), "SELECT n FROM kr_count"), "n\n3\n");
     for node in std::iter::once(&cluster.scheduler).chain(&cluster.executors) {
         assert!(!node.log().contains("testing-secret"), "{}", node.log());
     }

@@ -448,9 +448,11 @@ fn http_health_metrics_and_query() {
         server.http,
         &format!("GET /metrics HTTP/1.1\r\nAuthorization: Basic {auth}\r\n\r\n"),
     );
-    assert!(metrics.contains("sluice_queries_total 2"), "{metrics}");
+    // Two answered, one that did not plan (`copied` does not exist); refusals are not run.
+    assert!(metrics.contains("sluice_queries_total 3"), "{metrics}");
+    assert!(metrics.contains("sluice_query_errors_total 1"), "{metrics}");
     assert!(
-        metrics.contains("sluice_query_duration_seconds_count 2"),
+        metrics.contains("sluice_query_duration_seconds_count 3"),
         "{metrics}"
     );
 }

@@ -28,11 +28,23 @@ use crate::engine::first_row::FirstRowPerKeyExec;
 use crate::functions::identity::{
     identity_exec, identity_spec, identity_table, IdentityExec, IdentitySpec, InputPlans,
 };
+use crate::sources::listed::ListedTable;
+use crate::sources::manifest::{register_listed_view, ListedFiles};
 
 // Tags in front of sluice's own messages; anything else is Ballista's or DataFusion's.
 const IDENTITY_TABLE: &[u8] = b"sluice.identity_table\0";
 const IDENTITY_EXEC: &[u8] = b"sluice.identity_exec\0";
 const FIRST_ROW: &[u8] = b"sluice.first_row\0";
+const LISTED_TABLE: &[u8] = b"sluice.listed_table\0";
+
+/// A table read through a listed view: the view's files, and the table itself as the plan
+/// of its scan (DataFusion's own encoding of the listing table).
+#[derive(Serialize, Deserialize)]
+struct WireListed {
+    host: String,
+    files: ListedFiles,
+    scan_plan: String,
+}
 
 /// A `resolve_identities` spec on the wire: names, and the resolved input plans as
 /// protobuf bytes (base64).
@@ -142,6 +154,24 @@ impl LogicalExtensionCodec for SluiceLogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
+        if let Some(wire) = untag::<WireListed>(LISTED_TABLE, buf) {
+            let wire = wire?;
+            // This process (the scheduler) lists the same files as the client's view.
+            register_listed_view(ctx.runtime_env().as_ref(), &wire.host, &wire.files)?;
+            let bytes = BASE64
+                .decode(&wire.scan_plan)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            let LogicalPlan::TableScan(scan) =
+                logical_plan_from_bytes_with_extension_codec(&bytes, ctx, self)?
+            else {
+                return internal_err!("a listed table's scan plan is not a table scan");
+            };
+            return Ok(Arc::new(ListedTable {
+                inner: datafusion::datasource::source_as_provider(&scan.source)?,
+                host: wire.host,
+                files: wire.files,
+            }));
+        }
         match untag::<WireSpec>(IDENTITY_TABLE, buf) {
             Some(wire) => Ok(identity_table(decode_spec(wire?, ctx, self)?)),
             None => self
@@ -156,6 +186,20 @@ impl LogicalExtensionCodec for SluiceLogicalCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
+        if let Some(listed) = node.downcast_ref::<ListedTable>() {
+            let scan = datafusion::logical_expr::LogicalPlanBuilder::scan(
+                table_ref.clone(),
+                datafusion::datasource::provider_as_source(listed.inner.clone()),
+                None,
+            )?
+            .build()?;
+            let wire = WireListed {
+                host: listed.host.clone(),
+                files: listed.files.clone(),
+                scan_plan: BASE64.encode(logical_plan_to_bytes_with_extension_codec(&scan, self)?),
+            };
+            return tagged(LISTED_TABLE, &wire, buf);
+        }
         match identity_spec(node.as_ref()) {
             Some(spec) => tagged(IDENTITY_TABLE, &encode_spec(spec, None, self)?, buf),
             None => self.inner.try_encode_table_provider(table_ref, node, buf),

@@ -141,6 +141,42 @@ pub fn store_url(url: &Url) -> DFResult<ObjectStoreUrl> {
 
 static NEXT_VIEW: AtomicUsize = AtomicUsize::new(0);
 
+/// What each listed view of this process shows: its bucket's URL and the object paths it
+/// lists. Plans sent to a cluster carry this along (see `ListedTable`), so the scheduler
+/// lists exactly these files too.
+static VIEWS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, ListedFiles>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The files a listed view shows: the bucket's `s3://bucket/` and object paths in it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ListedFiles {
+    pub bucket: String,
+    pub paths: Vec<String>,
+}
+
+/// The files of the listed view at `host` (`v<N>.<bucket>`), when this process made it.
+pub fn listed_files(host: &str) -> Option<ListedFiles> {
+    VIEWS.lock().ok()?.get(host).cloned()
+}
+
+/// Make the listed view `host` in another process's runtime (a cluster scheduler planning
+/// a client's query): the same files of the same bucket.
+pub fn register_listed_view(
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    host: &str,
+    files: &ListedFiles,
+) -> DFResult<()> {
+    let bucket = Url::parse(&files.bucket)
+        .map_err(|e| DataFusionError::Plan(format!("{}: {e}", files.bucket)))?;
+    let store = runtime.object_store(store_url(&bucket)?)?;
+    let view = Url::parse(&format!("{LISTED_SCHEME}://{host}/"))
+        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    let listed = files.paths.iter().map(|p| Path::from(p.as_str())).collect();
+    runtime.register_object_store(&view, Arc::new(OnlyListed::new(store, listed)));
+    Ok(())
+}
+
 /// Register a store that lists only `files` (paths relative to the prefix of `location`,
 /// an `s3://bucket/prefix/` URL) and return the URL to list through it instead.
 pub fn register_only_listed(
@@ -166,6 +202,15 @@ pub fn register_only_listed(
     let host = format!("v{}.{bucket}", NEXT_VIEW.fetch_add(1, Ordering::Relaxed));
     let view = Url::parse(&format!("{LISTED_SCHEME}://{host}/"))
         .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    if let Ok(mut views) = VIEWS.lock() {
+        views.insert(
+            host.clone(),
+            ListedFiles {
+                bucket: format!("{}://{bucket}/", url.scheme()),
+                paths: listed.iter().map(|p| p.to_string()).collect(),
+            },
+        );
+    }
     state
         .runtime_env()
         .register_object_store(&view, Arc::new(OnlyListed::new(store, listed)));

@@ -3,6 +3,7 @@
 //! source and its location) instead of the whole start-up.
 
 mod format;
+pub mod listed;
 pub mod manifest;
 mod path;
 
@@ -346,8 +347,22 @@ pub async fn open_source(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(schema);
-    let table = ListingTable::try_new(config).map_err(|e| def.error(e))?;
-    Ok(Arc::new(table))
+    let table: Arc<dyn TableProvider> =
+        Arc::new(ListingTable::try_new(config).map_err(|e| def.error(e))?);
+    // Read through a listed view: the file list travels with the plan to a cluster.
+    if let Some(host) = location
+        .strip_prefix(&format!("{}://", manifest::LISTED_SCHEME))
+        .and_then(|rest| rest.split('/').next())
+    {
+        if let Some(files) = manifest::listed_files(host) {
+            return Ok(Arc::new(listed::ListedTable {
+                inner: table,
+                host: host.to_string(),
+                files,
+            }));
+        }
+    }
+    Ok(table)
 }
 
 /// `ListingTableUrl::parse`, with globs in URLs too (`s3://raw/events/*.csv`): DataFusion
