@@ -31,6 +31,8 @@ pub enum SluiceError {
     Sql {
         location: Option<String>,
         message: String,
+        /// Where in the statement, when the parser or planner said.
+        at: Option<crate::diagnostic::Position>,
     },
     /// A model's SQL failed or could not be planned.
     Model {
@@ -80,6 +82,16 @@ impl SluiceError {
         SluiceError::Sql {
             location: None,
             message: message.into(),
+            at: None,
+        }
+    }
+
+    /// A DataFusion error about a statement, keeping the position it points at.
+    pub fn statement(e: &DataFusionError) -> Self {
+        SluiceError::Sql {
+            location: None,
+            message: crate::diagnostic::without_parser_position(&describe_datafusion_error(e)),
+            at: crate::diagnostic::error_position(e),
         }
     }
 
@@ -96,9 +108,11 @@ impl SluiceError {
             SluiceError::Sql {
                 location: None,
                 message,
+                at,
             } => SluiceError::Sql {
                 location: Some(where_.into()),
                 message,
+                at,
             },
             other => other,
         }
@@ -124,7 +138,9 @@ impl fmt::Display for SluiceError {
                 write!(f, ": {message}")
             }
             SluiceError::Usage(m) => write!(f, "{m}"),
-            SluiceError::Sql { location, message } => match location {
+            SluiceError::Sql {
+                location, message, ..
+            } => match location {
                 Some(loc) => write!(f, "{loc}: {message}"),
                 None => write!(f, "{message}"),
             },
@@ -134,11 +150,16 @@ impl fmt::Display for SluiceError {
                 message,
                 at: Some((at, snippet)),
             } => {
-                write!(f, "{}:{}:{}: {message}", file.display(), at.line, at.column)?;
-                match snippet {
-                    Some(s) => write!(f, "\n{s}"),
-                    None => Ok(()),
+                // The caret under the first line of the message; notes (valid fields) after.
+                let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
+                write!(f, "{}:{}:{}: {first}", file.display(), at.line, at.column)?;
+                if let Some(s) = snippet {
+                    write!(f, "\n{s}")?;
                 }
+                if !rest.is_empty() {
+                    write!(f, "\n{rest}")?;
+                }
+                Ok(())
             }
             SluiceError::Model {
                 model,

@@ -102,7 +102,7 @@ fn script_stops_at_first_failing_statement_naming_file_and_line() {
     assert_eq!(r.stdout, "a\n1\n");
     assert!(
         r.stderr.starts_with(&format!(
-            "error: {}:3: Schema error: No field named nope",
+            "error: {}:3:8: Schema error: No field named nope. Did you mean 'things.name'?\n   3 | SELECT nope\n     |        ^\nValid fields are things.id, things.name, things.amount.\n",
             script.display()
         )),
         "{}",
@@ -121,6 +121,40 @@ fn script_stops_at_first_failing_statement_naming_file_and_line() {
     );
     assert_eq!(r.code, 1, "the failure is still reported");
     assert_eq!(r.stdout, "a\n1\nb\n2\n");
+}
+
+#[test]
+fn script_errors_point_at_line_and_column_of_the_file() {
+    let p = things_project();
+    let script = p.path().join("script.sql");
+    // A statement that starts mid-line after another, and a syntax error on its 2nd line.
+    std::fs::write(&script, "SELECT 1 AS a; SELECT 2 AS b,\n  3 c d;\n").unwrap();
+    let r = run(
+        p.path(),
+        &["shell", "--format", "csv", "-f", script.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with(&format!(
+            "error: {}:2:7: syntax error: Expected: end of statement, found: d\n   2 |   3 c d;\n     |       ^\n",
+            script.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&script, "SELECT 1 AS a; SELECT nope FROM things;\n").unwrap();
+    let r = run(
+        p.path(),
+        &["shell", "--format", "csv", "-f", script.to_str().unwrap()],
+    );
+    assert!(
+        r.stderr.starts_with(&format!(
+            "error: {}:1:23: Schema error: No field named nope",
+            script.display()
+        )),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -157,7 +191,12 @@ fn several_c_and_stdin() {
     );
     assert_eq!(r.code, 1);
     assert_eq!(r.stdout, "name\nann\n");
-    assert!(r.stderr.starts_with("error: stdin:3: "), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("error: stdin:3:8: Schema error: No field named oops.\n   3 | SELECT oops;\n     |        ^\n"),
+        "{}",
+        r.stderr
+    );
     let r = run_stdin(p.path(), &[], "SELECT count(*) AS n FROM things;");
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("| 3 |"), "{}", r.stdout);

@@ -23,7 +23,7 @@ use crate::session::Session;
 pub use meta::MetaCommand;
 use printer::{PrintFormat, PrintOptions, ResultPrinter};
 pub use repl::run_interactive;
-use split::{split, PieceKind};
+use split::{split, Piece, PieceKind};
 
 /// Rows the interactive table format shows before "N more rows".
 pub const INTERACTIVE_MAX_ROWS: usize = 40;
@@ -98,7 +98,7 @@ impl Shell {
                 PieceKind::Meta => self.run_meta_text(&piece.text).await,
             };
             if let Err(e) = result {
-                let e = e.at(format!("{origin}:{}", piece.line));
+                let e = locate(e, text, origin, &piece);
                 if !self.continue_on_error {
                     return Err(e);
                 }
@@ -129,7 +129,7 @@ impl Shell {
         };
         let (plan, sources) = match self.cancellable(planned).await? {
             Ok(p) => p,
-            Err(e) => return Err(SluiceError::sql(describe_datafusion_error(&e))),
+            Err(e) => return Err(SluiceError::statement(&e)),
         };
         let progress = progress::Progress::start(plan.clone(), self.interactive);
         let result = self.stream_result(plan, &sources).await;
@@ -240,4 +240,40 @@ pub fn format_duration(d: Duration) -> String {
 
 fn terminal_width() -> Option<usize> {
     terminal_size::terminal_size().map(|(w, _)| w.0 as usize)
+}
+
+/// Name where in the script a statement's error is: `file:line:col` with the line and a
+/// caret when the parser or planner gave a position, else `file:line` of the statement.
+fn locate(e: SluiceError, text: &str, origin: &str, piece: &Piece) -> SluiceError {
+    let SluiceError::Sql {
+        location: None,
+        message,
+        at: Some(at),
+    } = e
+    else {
+        return e.at(format!("{origin}:{}", piece.line));
+    };
+    let in_file = crate::diagnostic::Position {
+        line: piece.line + at.line - 1,
+        column: if at.line == 1 {
+            piece.column + at.column - 1
+        } else {
+            at.column
+        },
+    };
+    let (first, rest) = message.split_once('\n').unwrap_or((&message, ""));
+    let mut shown = first.to_string();
+    if let Some(s) = crate::diagnostic::snippet(text, in_file) {
+        shown.push('\n');
+        shown.push_str(&s);
+    }
+    if !rest.is_empty() {
+        shown.push('\n');
+        shown.push_str(rest);
+    }
+    SluiceError::Sql {
+        location: Some(format!("{origin}:{}:{}", in_file.line, in_file.column)),
+        message: shown,
+        at: None,
+    }
 }

@@ -11,8 +11,9 @@ pub enum PieceKind {
 pub struct Piece {
     pub kind: PieceKind,
     pub text: String,
-    /// 1-based line where the piece starts.
+    /// 1-based line and column where the piece's text starts.
     pub line: usize,
+    pub column: usize,
     /// False when the text ended before the statement's `;`.
     pub terminated: bool,
 }
@@ -62,6 +63,7 @@ pub fn split(text: &str) -> Vec<Piece> {
                     kind: PieceKind::Meta,
                     text: text[start..i].trim().to_string(),
                     line,
+                    column: 1,
                     terminated: true,
                 });
                 continue;
@@ -118,10 +120,15 @@ pub fn split(text: &str) -> Vec<Piece> {
         let end = i.min(bytes.len());
         let sql = text[start..end].trim();
         if !sql.is_empty() {
+            // The statement's first character, past the blank lines before it.
+            let lead = &text[start..end];
+            let first = start + (lead.len() - lead.trim_start().len());
+            let line_start = text[..first].rfind('\n').map(|n| n + 1).unwrap_or(0);
             pieces.push(Piece {
                 kind: PieceKind::Sql,
                 text: sql.to_string(),
-                line: start_line,
+                line: start_line + text[start..first].matches('\n').count(),
+                column: text[line_start..first].chars().count() + 1,
                 terminated,
             });
         }
