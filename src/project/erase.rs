@@ -18,7 +18,7 @@ use super::publish::{self, OutputFile};
 use super::results::{History, ModelResult, RemoteRecords, RunResults};
 use super::{
     declare_models, finish_staged, ident, new_run_id, publish_staged, register_location,
-    write_output, ProjectPlan, Staged,
+    write_output, ModelBuild, ProjectPlan, Staged, TempTable, Written,
 };
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;
@@ -124,9 +124,10 @@ async fn erase_model(
     let mut removed = 0u64;
     for file in &files {
         let url = listed_url(ctx, &output, std::slice::from_ref(file))?;
+        let table = TempTable::new(ctx, scan.to_string());
         register_location(ctx, scan, &url, m.format).await?;
         let n = checks::count(ctx, &listed_rows_sql(scan, erasure)).await;
-        let _ = ctx.deregister_table(scan);
+        drop(table);
         let n = n.map_err(|e| {
             m.error(format!(
                 "erasure list `{}` against {}: {e}",
@@ -150,23 +151,20 @@ async fn erase_model(
 
     let staging = publish::staging_dir(&session.project.records_dir(), &m.name, run_id);
     let stage = Stage::begin(ctx, &output, staging).await?;
-    let staged = rewrite(
+    let build = ModelBuild {
         session,
         plan,
         i,
-        erasure,
-        &output,
-        &stage,
-        &affected,
-        &kept,
-        &schema,
-        published_rows,
-        removed,
         run_id,
-        &baseline,
-        &mut result,
-    )
-    .await;
+        baseline,
+    };
+    let files_after = Rewrite {
+        affected: &affected,
+        kept: &kept,
+        schema: &schema,
+        rows: published_rows.saturating_sub(removed),
+    };
+    let staged = rewrite(&build, erasure, &output, &stage, files_after, &mut result).await;
     match staged {
         Ok(Some(manifest)) => {
             let staged = Staged {
@@ -207,30 +205,35 @@ async fn erase_model(
     }
 }
 
+/// The published files an erasure rewrites and keeps, the published schema, and the rows
+/// left once the listed ones are gone.
+struct Rewrite<'a> {
+    affected: &'a [OutputFile],
+    kept: &'a [OutputFile],
+    schema: &'a [(String, String)],
+    rows: u64,
+}
+
 /// Stage the kept files and the rewritten ones, then check the whole staged output.
-#[allow(clippy::too_many_arguments)]
 async fn rewrite(
-    session: &Session,
-    plan: &ProjectPlan,
-    i: usize,
+    build: &ModelBuild<'_>,
     erasure: &Erasure,
     output: &Output,
     stage: &Stage,
-    affected: &[OutputFile],
-    kept: &[OutputFile],
-    schema: &[(String, String)],
-    published_rows: u64,
-    removed: u64,
-    run_id: &str,
-    baseline: &Baseline,
+    files: Rewrite<'_>,
     result: &mut ModelResult,
 ) -> Result<Option<super::results::Manifest>> {
-    let ctx = &session.ctx;
-    let m = &plan.models[i];
+    let (ctx, m) = (build.ctx(), build.model());
+    let Rewrite {
+        affected,
+        kept,
+        schema,
+        rows,
+    } = files;
     stage.carry(kept)?;
-    let source = "__erase_source";
+    let source = TempTable::new(ctx, "__erase_source".to_string());
     let url = listed_url(ctx, output, affected)?;
-    register_location(ctx, source, &url, m.format).await?;
+    register_location(ctx, &source.name, &url, m.format).await?;
     // The published column order and types: partition columns read back last from the
     // folders, and Parquet strings read back as views, so every file keeps one schema.
     let columns = schema
@@ -240,7 +243,7 @@ async fn rewrite(
         .join(", ");
     let sql = format!(
         "SELECT {columns} FROM {s} AS p WHERE NOT EXISTS (SELECT 1 FROM {list} AS e WHERE e.{c} = p.{c})",
-        s = ident(source),
+        s = ident(&source.name),
         list = ident(&erasure.list),
         c = ident(&erasure.column),
     );
@@ -248,26 +251,19 @@ async fn rewrite(
         Ok(df) => write_output(df, &stage.write_url(), m, true).await,
         Err(e) => Err(e),
     };
-    let _ = ctx.deregister_table(source);
+    drop(source);
     written.map_err(|e| {
         m.error(format!(
             "rewriting without erased rows: {}",
             describe_datafusion_error(&e)
         ))
     })?;
-    finish_staged(
-        session,
-        plan,
-        i,
-        published_rows.saturating_sub(removed),
+    let written = Written {
+        rows,
         schema,
-        stage,
-        kept,
-        run_id,
-        baseline,
-        result,
-    )
-    .await
+        carried: kept,
+    };
+    finish_staged(build, written, stage, result).await
 }
 
 /// Rows of `table` whose erasure key is on the list.

@@ -1,0 +1,500 @@
+//! Building one model: write its output into a stage (incremental models add to or merge
+//! with what is published), run its checks on exactly the staged files, and hand back the
+//! manifest to publish.
+
+use std::path::Path;
+
+use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+use datafusion::prelude::SessionContext;
+
+use super::checks::{self, Baseline, CheckResult};
+use super::model::{Materialized, Model, OutputFormat};
+use super::output::{Output, PublishedManifest, Stage};
+use super::parquet;
+use super::plan::*;
+use super::publish::{self, OutputFile};
+use super::results::{self, History, ModelResult};
+use super::run::*;
+use super::tables::*;
+use crate::error::{describe_datafusion_error, Result, SluiceError};
+use crate::session::Session;
+
+/// One model's build in one run: the session, the model, the run, and what the model's
+/// volume and schema checks compare with.
+pub(crate) struct ModelBuild<'a> {
+    pub session: &'a Session,
+    pub plan: &'a ProjectPlan,
+    pub i: usize,
+    pub run_id: &'a str,
+    pub baseline: Baseline,
+}
+
+impl<'a> ModelBuild<'a> {
+    pub(crate) fn model(&self) -> &'a Model {
+        &self.plan.models[self.i]
+    }
+
+    pub(crate) fn ctx(&self) -> &'a SessionContext {
+        &self.session.ctx
+    }
+}
+
+/// What a stage holds once written: its rows, its schema, and the published files it keeps.
+pub(crate) struct Written<'a> {
+    pub rows: u64,
+    pub schema: &'a [(String, String)],
+    pub carried: &'a [OutputFile],
+}
+
+/// How an incremental model adds to its published output this run.
+pub(crate) enum Increment {
+    /// Nothing published yet, or --full-refresh: build it whole.
+    Full,
+    /// Keep every published file; add the query's rows above the published maximum.
+    Append {
+        filter: String,
+        previous: Vec<OutputFile>,
+    },
+    /// Replace published rows whose key comes again; keep the rest.
+    Merge { filter: Option<String> },
+}
+
+pub(crate) async fn plan_increment(
+    ctx: &SessionContext,
+    m: &Model,
+    output: &Output,
+    published: Option<&PublishedManifest>,
+    full_refresh: bool,
+) -> Result<Increment> {
+    if m.materialized != Materialized::Incremental || full_refresh {
+        return Ok(Increment::Full);
+    }
+    let Some(manifest) = published else {
+        if output.has_files(ctx).await? {
+            // Rebuilding from the sources would lose the rows they no longer hold.
+            return Err(m.error(format!(
+                "{} holds files but no manifest ({}), so its published rows are unknown; \
+                 restore the manifest, or rebuild from the sources with --full-refresh",
+                output.display(),
+                output.manifest_location()
+            )));
+        }
+        return Ok(Increment::Full);
+    };
+    let previous_files = manifest.files.clone();
+    let previous = format!("__previous_{}", m.name);
+    register_location(ctx, &previous, &output.url(), m.format).await?;
+    let filter = match &m.watermark {
+        Some(col) => {
+            let max = checks::first_value(
+                ctx,
+                &format!(
+                    "SELECT CAST(max({c}) AS VARCHAR) FROM {p}",
+                    c = ident(col),
+                    p = ident(&previous)
+                ),
+            )
+            .await
+            .map_err(|e| m.error(format!("watermark `{col}` of the published output: {e}")))?;
+            max.map(|_| {
+                format!(
+                    "{c} > (SELECT max({c}) FROM {p})",
+                    c = ident(col),
+                    p = ident(&previous)
+                )
+            })
+        }
+        None => None,
+    };
+    Ok(match (m.unique_key.is_empty(), filter) {
+        (true, filter) => Increment::Append {
+            // An empty published output has no maximum: add everything.
+            filter: filter.unwrap_or_else(|| "true".into()),
+            previous: previous_files,
+        },
+        (false, filter) => Increment::Merge { filter },
+    })
+}
+
+pub(crate) async fn build_model(
+    session: &Session,
+    plan: &ProjectPlan,
+    i: usize,
+    run_id: &str,
+    records: &Path,
+    history: &History,
+    options: &RunOptions,
+) -> Result<Built> {
+    let ctx = &session.ctx;
+    let m = &plan.models[i];
+    let mut result = ModelResult::new(m);
+    if m.materialized == Materialized::View {
+        let sql = &plan.sql[i];
+        let df = ctx
+            .sql(sql)
+            .await
+            .map_err(|e| m.datafusion_error(&e, plan.sql_shift[i]))?;
+        let schema = output_schema(&df);
+        register_view(ctx, &m.name, &df, sql)?;
+        if !m.checks.is_empty() {
+            let rows =
+                checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name))).await?;
+            result.checks =
+                run_checks(ctx, &m.name, m, rows, &schema, &Baseline::default()).await?;
+            result.rows = Some(rows);
+        }
+        result.status = if result.checks.iter().any(CheckResult::failed) {
+            "fail".into()
+        } else {
+            "success".into()
+        };
+        return Ok(Built {
+            result,
+            staged: None,
+        });
+    }
+
+    // On a cluster the executors write the files (to the S3 prefix or a shared folder);
+    // this client checks them and commits the manifest.
+    let output = plan.location(&session.project, i);
+    result.location = Some(output.display());
+    let published = output
+        .manifest(ctx)
+        .await
+        .map_err(|e| m.error(e.to_string()))?;
+    let build = ModelBuild {
+        session,
+        plan,
+        i,
+        run_id,
+        baseline: baseline(&output, published.as_ref(), history, m, options),
+    };
+    // `plan_increment` registers the published output under this name.
+    let _previous = TempTable::new(ctx, format!("__previous_{}", m.name));
+    let increment =
+        plan_increment(ctx, m, &output, published.as_ref(), options.full_refresh).await?;
+    let staging = publish::staging_dir(records, &m.name, run_id);
+    let stage = Stage::begin(ctx, &output, staging.clone()).await?;
+    let outcome = stage_and_check(
+        &build,
+        &increment,
+        &stage,
+        &staging.with_extension("new"),
+        &mut result,
+    )
+    .await;
+    match outcome {
+        Ok(Some(manifest)) => {
+            result.status = "success".into();
+            Ok(Built {
+                result,
+                staged: Some(Staged {
+                    stage,
+                    output,
+                    manifest,
+                }),
+            })
+        }
+        Ok(None) => {
+            stage.discard().await;
+            Ok(Built {
+                result,
+                staged: None,
+            })
+        }
+        Err(e) => {
+            stage.discard().await;
+            Err(e)
+        }
+    }
+}
+
+/// What the volume and schema checks compare a new output with: the published manifest
+/// (wherever the target is), then the run history for what the manifest lacks.
+pub(crate) fn baseline(
+    output: &Output,
+    published: Option<&PublishedManifest>,
+    history: &History,
+    m: &Model,
+    options: &RunOptions,
+) -> Baseline {
+    let from_manifest = match published {
+        Some(p) => Baseline {
+            rows: Some(p.rows),
+            schema: Some(p.schema.clone()),
+            source: Some(output.manifest_location()),
+            required: options.require_baseline,
+        },
+        None => Baseline {
+            required: options.require_baseline,
+            ..Baseline::default()
+        },
+    };
+    from_manifest.or(history.baseline(&m.name))
+}
+
+/// Write a table model's output into its stage and run its checks there. Returns the
+/// manifest to publish, or None when a check failed (recorded in `result`).
+pub(crate) async fn stage_and_check(
+    build: &ModelBuild<'_>,
+    increment: &Increment,
+    stage: &Stage,
+    scratch: &Path,
+    result: &mut ModelResult,
+) -> Result<Option<results::Manifest>> {
+    let (ctx, m, plan, i) = (build.ctx(), build.model(), build.plan, build.i);
+    let model_err = |e: datafusion::error::DataFusionError| m.error(describe_datafusion_error(&e));
+    let previous = format!("__previous_{}", m.name);
+    let model_sql = &plan.sql[i];
+    let (new_rows_sql, shift) = match increment {
+        Increment::Append { filter, .. }
+        | Increment::Merge {
+            filter: Some(filter),
+        } => (
+            format!("SELECT * FROM (\n{model_sql}\n) AS __new WHERE {filter}"),
+            plan.sql_shift[i] + 1,
+        ),
+        _ => (model_sql.clone(), plan.sql_shift[i]),
+    };
+    let df = ctx
+        .sql(&new_rows_sql)
+        .await
+        .map_err(|e| m.datafusion_error(&e, shift))?;
+    let schema = output_schema(&df);
+    for col in &m.partition_by {
+        if !schema.iter().any(|(n, _)| n == col) {
+            return Err(m.error(format!(
+                "partition_by column `{col}` is not in the model's output"
+            )));
+        }
+    }
+    let rewrite = match increment {
+        Increment::Full => false,
+        Increment::Merge { .. } => true,
+        // Published rows whose key was put on the erasure list since must go too.
+        Increment::Append { .. } => m.erasure.is_some(),
+    };
+    let mut carried: &[OutputFile] = &[];
+    let mut kept_rows = 0u64;
+    if let (
+        Increment::Append {
+            previous: files, ..
+        },
+        false,
+    ) = (increment, rewrite)
+    {
+        // Keep every published file as it is; the new rows go next to them.
+        stage.carry(files)?;
+        carried = files;
+        kept_rows =
+            checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&previous))).await?;
+    }
+    let new_rows = if rewrite {
+        // New rows first (in a scratch folder), then the published rows that are neither
+        // replaced nor erased.
+        let new_rows = TempTable::new(ctx, format!("__new_{}", m.name));
+        let new_name = &new_rows.name;
+        std::fs::create_dir_all(scratch).map_err(|e| SluiceError::io(scratch, e))?;
+        let scratch_url = format!("{}/", scratch.display());
+        let written = match write_output(df, &scratch_url, m, false).await {
+            Ok(n) => register_location(ctx, new_name, &scratch_url, m.format)
+                .await
+                .map(|()| n),
+            Err(e) => Err(model_err(e)),
+        };
+        let rows = match written {
+            Ok(n) => {
+                result.message = format!("{n} new rows");
+                let sql = merge_sql(m, &schema, new_name, &previous);
+                match ctx.sql(&sql).await {
+                    Ok(df) => write_output(df, &stage.write_url(), m, true)
+                        .await
+                        .map_err(model_err),
+                    Err(e) => Err(m.error(format!(
+                            "cannot merge with the published output (run with --full-refresh if the columns changed): {}",
+                            describe_datafusion_error(&e)
+                        ))),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        drop(new_rows);
+        let _ = std::fs::remove_dir_all(scratch);
+        rows?
+    } else {
+        let n = write_output(df, &stage.write_url(), m, true)
+            .await
+            .map_err(model_err)?;
+        if matches!(increment, Increment::Append { .. }) {
+            result.message = format!("{n} new rows");
+        }
+        n
+    };
+    let written = Written {
+        rows: new_rows + kept_rows,
+        schema: &schema,
+        carried,
+    };
+    finish_staged(build, written, stage, result).await
+}
+
+/// The rows of an incremental model after a merge: this run's new rows, then the published
+/// rows whose unique key did not come again and whose erasure key is not on the list.
+pub(crate) fn merge_sql(
+    m: &Model,
+    schema: &[(String, String)],
+    new_rows: &str,
+    previous: &str,
+) -> String {
+    let columns = schema
+        .iter()
+        .map(|(c, _)| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut keep = Vec::new();
+    if !m.unique_key.is_empty() {
+        let on = m
+            .unique_key
+            .iter()
+            .map(|k| format!("n.{k} = p.{k}", k = ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        keep.push(format!(
+            "NOT EXISTS (SELECT 1 FROM {} AS n WHERE {on})",
+            ident(new_rows)
+        ));
+    }
+    if let Some(e) = &m.erasure {
+        keep.push(format!(
+            "NOT EXISTS (SELECT 1 FROM {list} AS e WHERE e.{c} = p.{c})",
+            list = ident(&e.list),
+            c = ident(&e.column)
+        ));
+    }
+    let filter = if keep.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", keep.join(" AND "))
+    };
+    format!(
+        "SELECT {columns} FROM {n} UNION ALL SELECT {columns} FROM {p} AS p{filter}",
+        n = ident(new_rows),
+        p = ident(previous),
+    )
+}
+
+/// Write a query's rows in the model's format (partitioned if asked) under `url`, a
+/// folder or prefix ending in `/`; the row count.
+pub(crate) async fn write_output(
+    df: DataFrame,
+    url: &str,
+    m: &Model,
+    partitioned: bool,
+) -> datafusion::error::Result<u64> {
+    let partition_by = if partitioned {
+        m.partition_by.clone()
+    } else {
+        vec![]
+    };
+    let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
+    let written = match m.format {
+        OutputFormat::Parquet => {
+            let options = parquet::output_options(&m.compression, df.logical_plan());
+            df.write_parquet(url, write_options, Some(options)).await
+        }
+        OutputFormat::Csv => df.write_csv(url, write_options, None).await,
+        OutputFormat::Ndjson => df.write_json(url, write_options, None).await,
+    }?;
+    Ok(written
+        .iter()
+        .filter_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                .map(|a| a.iter().flatten().sum::<u64>())
+        })
+        .sum())
+}
+
+/// Audit the staged output: every check runs on the staged files, exactly what would be
+/// published. Returns the manifest, or None when a check failed.
+pub(crate) async fn finish_staged(
+    build: &ModelBuild<'_>,
+    written: Written<'_>,
+    stage: &Stage,
+    result: &mut ModelResult,
+) -> Result<Option<results::Manifest>> {
+    let (ctx, m) = (build.ctx(), build.model());
+    let Written {
+        rows,
+        schema,
+        carried,
+    } = written;
+    let mut files = stage.written_files().await?;
+    if let Stage::S3 { .. } = stage {
+        // Carried files stay where they are on S3; the new manifest lists them again.
+        files.extend(carried.iter().cloned());
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+    }
+    let staged = TempTable::new(ctx, format!("__staged_{}", m.name));
+    let staged_name = &staged.name;
+    let staged_table = if files.is_empty() {
+        // Nothing was written (no rows): checks see an empty result of the model's query.
+        let empty = format!(
+            "SELECT * FROM ({}) AS __empty WHERE false",
+            build.plan.sql[build.i]
+        );
+        match ctx.sql(&empty).await {
+            Ok(df) => register_view(ctx, staged_name, &df, &empty),
+            Err(e) => Err(SluiceError::sql(describe_datafusion_error(&e))),
+        }
+    } else {
+        match stage.table_url(ctx, &files) {
+            Ok(url) => register_location(ctx, staged_name, &url, m.format).await,
+            Err(e) => Err(e),
+        }
+    };
+    let checks = match staged_table {
+        Ok(()) => run_checks(ctx, staged_name, m, rows, schema, &build.baseline).await,
+        Err(e) => Err(e),
+    };
+    drop(staged);
+    result.checks = checks?;
+    result.rows = Some(rows);
+    result.bytes = files.iter().map(|f| f.bytes).sum();
+    if result.checks.iter().any(CheckResult::failed) {
+        result.status = "fail".into();
+        let failed: Vec<String> = result
+            .checks
+            .iter()
+            .filter(|c| c.failed())
+            .map(CheckResult::label)
+            .collect();
+        result.message = format!("check failed: {}; nothing published", failed.join(", "));
+        return Ok(None);
+    }
+    Ok(Some(results::Manifest {
+        run_id: build.run_id.to_string(),
+        model: m.name.clone(),
+        format: m.format.extension().to_string(),
+        rows,
+        files,
+        schema: schema.to_vec(),
+        partition_by: m.partition_by.clone(),
+        checks: result.checks.clone(),
+        published_at: chrono::Utc::now().to_rfc3339(),
+    }))
+}
+
+pub(crate) async fn run_checks(
+    ctx: &SessionContext,
+    table: &str,
+    m: &Model,
+    rows: u64,
+    schema: &[(String, String)],
+    baseline: &Baseline,
+) -> Result<Vec<CheckResult>> {
+    checks::run_all(ctx, table, &m.checks, rows, schema, baseline)
+        .await
+        .map_err(|(k, e)| m.error(format!("check {} could not run: {e}", m.checks[k].name())))
+}

@@ -1,0 +1,226 @@
+//! The project plan: models discovered, their resolved SQL, what each reads, the order
+//! they run in, and where each publishes.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use super::dag;
+use super::model::{self, Materialized, Model};
+use super::output::Output;
+use super::publish::{self};
+use crate::config::Project;
+use crate::error::{Result, SluiceError};
+
+/// What `run` will do, computed before anything runs (and printed by `plan`).
+pub struct ProjectPlan {
+    pub models: Vec<Model>,
+    /// Resolved SQL of each model (variables substituted, erasure applied).
+    pub sql: Vec<String>,
+    /// Lines sluice put before the model's own SQL in `sql` (the erasure filter's).
+    pub sql_shift: Vec<usize>,
+    pub reads: Vec<BTreeSet<String>>,
+    pub deps: Vec<Vec<usize>>,
+    pub order: Vec<usize>,
+}
+
+pub(crate) fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<ProjectPlan> {
+    let models = model::discover(&project.root)?;
+    let names: HashSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let mut sql = Vec::new();
+    let mut sql_shift = Vec::new();
+    let mut reads = Vec::new();
+    for m in &models {
+        let mut text = model::substitute(m, vars)?;
+        let r = dag::reads(m, &text)?;
+        for t in &r {
+            if !names.contains(t.as_str()) && !project.config.sources.contains_key(t) {
+                let known = names
+                    .iter()
+                    .copied()
+                    .chain(project.config.sources.keys().map(String::as_str));
+                let hint = crate::diagnostic::did_you_mean(t, known)
+                    .map(|n| format!("; did you mean `{n}`?"))
+                    .unwrap_or_default();
+                let message = format!(
+                    "reads `{t}`, which is neither a model nor a source in sluice.toml{hint}"
+                );
+                return Err(match crate::diagnostic::find_word(&text, t) {
+                    Some(at) => m.error_at(at, 0, message),
+                    None => m.error(message),
+                });
+            }
+        }
+        // The model's SQL starts on a line of its own, so error positions map back to it.
+        let mut shift = 0;
+        if let Some(e) = &m.erasure {
+            shift = 1;
+            text = format!(
+                "SELECT * FROM (\n{text}\n) AS __model WHERE NOT EXISTS (SELECT 1 FROM {list} AS __erased WHERE __erased.{col} = __model.{col})",
+                list = ident(&e.list),
+                col = ident(&e.column)
+            );
+        }
+        sql.push(text);
+        sql_shift.push(shift);
+        reads.push(r);
+    }
+    let deps: Vec<Vec<usize>> = reads
+        .iter()
+        .map(|r| {
+            r.iter()
+                .filter_map(|t| models.iter().position(|m| &m.name == t))
+                .collect()
+        })
+        .collect();
+    let order = dag::order(&models, &deps)?;
+    Ok(ProjectPlan {
+        models,
+        sql,
+        sql_shift,
+        reads,
+        deps,
+        order,
+    })
+}
+
+impl ProjectPlan {
+    /// Models chosen by `--select`: names, `+name` (with ancestors), `name+` (with
+    /// descendants), folders (`staging/`) and `tag:x`. Empty selects everything.
+    pub fn select(&self, selectors: &[String]) -> Result<HashSet<usize>> {
+        if selectors.is_empty() {
+            return Ok((0..self.models.len()).collect());
+        }
+        let mut out = HashSet::new();
+        for s in selectors {
+            let (up, s) = match s.strip_prefix('+') {
+                Some(r) => (true, r),
+                None => (false, s.as_str()),
+            };
+            let (down, s) = match s.strip_suffix('+') {
+                Some(r) => (true, r),
+                None => (false, s),
+            };
+            let base: Vec<usize> = if let Some(tag) = s.strip_prefix("tag:") {
+                (0..self.models.len())
+                    .filter(|&i| self.models[i].tags.iter().any(|t| t == tag))
+                    .collect()
+            } else if s.ends_with('/') || s.contains('/') {
+                let folder = s.trim_start_matches("models/");
+                (0..self.models.len())
+                    .filter(|&i| self.models[i].relative.starts_with(folder))
+                    .collect()
+            } else {
+                (0..self.models.len())
+                    .filter(|&i| self.models[i].name == s)
+                    .collect()
+            };
+            if base.is_empty() {
+                return Err(SluiceError::Usage(format!(
+                    "--select {s}: no model matches"
+                )));
+            }
+            for i in base {
+                out.insert(i);
+                if up {
+                    self.walk(i, true, &mut out);
+                }
+                if down {
+                    self.walk(i, false, &mut out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn walk(&self, i: usize, up: bool, out: &mut HashSet<usize>) {
+        let next: Vec<usize> = if up {
+            self.deps[i].clone()
+        } else {
+            (0..self.models.len())
+                .filter(|&k| self.deps[k].contains(&i))
+                .collect()
+        };
+        for k in next {
+            if out.insert(k) {
+                self.walk(k, up, out);
+            }
+        }
+    }
+
+    /// Where a table model publishes: a local folder or an S3 prefix.
+    pub fn location(&self, project: &Project, i: usize) -> Output {
+        let m = &self.models[i];
+        Output::resolve(&project.target(), m.location.as_deref(), &m.name)
+    }
+
+    /// Finish or roll back local publishes a killed run left half done (the rename-aside
+    /// protocol), before anything reads a published output. Returns the outputs recovered.
+    pub fn recover_publishes(&self, project: &Project) -> Result<Vec<String>> {
+        let mut recovered = Vec::new();
+        for (i, m) in self.models.iter().enumerate() {
+            if m.materialized == Materialized::View {
+                continue;
+            }
+            if let Output::Local(dir) = self.location(project, i) {
+                if publish::recover(&dir)? {
+                    recovered.push(dir.display().to_string());
+                }
+            }
+        }
+        Ok(recovered)
+    }
+
+    /// Human-readable plan: order, inputs, outputs and SQL.
+    pub fn describe(&self, project: &Project, selected: &HashSet<usize>) -> String {
+        let mut s = String::new();
+        let mut n = 0;
+        for &i in &self.order {
+            if !selected.contains(&i) {
+                continue;
+            }
+            n += 1;
+            let m = &self.models[i];
+            let kind = match m.materialized {
+                Materialized::View => "view".to_string(),
+                _ => format!(
+                    "table -> {} ({}{})",
+                    self.location(project, i).display(),
+                    m.format.extension(),
+                    if m.partition_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", partitioned by {}", m.partition_by.join(", "))
+                    }
+                ),
+            };
+            s.push_str(&format!("{n}. {} [{}] {kind}\n", m.name, m.relative));
+            let reads: Vec<&str> = self.reads[i].iter().map(String::as_str).collect();
+            s.push_str(&format!(
+                "   reads: {}\n",
+                if reads.is_empty() {
+                    "-".into()
+                } else {
+                    reads.join(", ")
+                }
+            ));
+            if !m.checks.is_empty() {
+                let names: Vec<String> = m
+                    .checks
+                    .iter()
+                    .map(|c| match c.column() {
+                        Some(col) => format!("{}({col})", c.name()),
+                        None => c.name().to_string(),
+                    })
+                    .collect();
+                s.push_str(&format!("   checks: {}\n", names.join(", ")));
+            }
+            for line in self.sql[i].lines() {
+                s.push_str(&format!("   | {line}\n"));
+            }
+        }
+        s
+    }
+}

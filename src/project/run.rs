@@ -1,0 +1,409 @@
+//! `sluice run`: the scheduler loop that builds models as their inputs finish, and the
+//! publish of what passed (one by one, or all or nothing).
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
+use super::build::*;
+use super::model::Model;
+use super::output::{self, Output, Stage};
+use super::plan::*;
+use super::progress::Reporter;
+use super::publish::{self};
+use super::results::{self, History, ModelResult, RemoteRecords, RunResults};
+use super::tables::*;
+use crate::error::{Result, SluiceError};
+use crate::session::Session;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub select: Vec<String>,
+    pub fail_fast: bool,
+    /// Rebuild incremental models from scratch.
+    pub full_refresh: bool,
+    /// Publish the run's models only when every model and check succeeded.
+    pub all_or_nothing: bool,
+    /// Models built at the same time.
+    pub threads: usize,
+    /// Volume and schema checks fail when there is nothing published to compare with.
+    pub require_baseline: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            select: Vec::new(),
+            fail_fast: false,
+            full_refresh: false,
+            all_or_nothing: false,
+            threads: 4,
+            require_baseline: false,
+        }
+    }
+}
+
+pub(crate) fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    format!(
+        "{}-{:08x}",
+        now.format("%Y%m%dT%H%M%S"),
+        now.timestamp_subsec_nanos() ^ std::process::id()
+    )
+}
+
+/// A model written and checked, not yet published.
+pub(crate) struct Staged {
+    pub(crate) stage: Stage,
+    pub(crate) output: Output,
+    pub(crate) manifest: results::Manifest,
+}
+
+/// What building one model produced.
+pub(crate) struct Built {
+    pub(crate) result: ModelResult,
+    pub(crate) staged: Option<Staged>,
+}
+
+/// One line per finished model, for the log or the live display.
+pub(crate) fn outcome_line(m: &Model, result: &ModelResult) -> String {
+    let mut line = match result.status.as_str() {
+        "success" if result.materialized == "view" => format!(
+            "{:<28} ok     view{}",
+            m.name,
+            result
+                .rows
+                .map(|r| format!(", {r} rows checked"))
+                .unwrap_or_default()
+        ),
+        "success" => format!(
+            "{:<28} ok     {} rows, {} files, {:.2}s{}{}",
+            m.name,
+            result.rows.unwrap_or(0),
+            result.output_files.len(),
+            result.execution_time,
+            if result.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", result.message)
+            },
+            if result.checks.iter().any(|c| c.status == "warn") {
+                " (with warnings)"
+            } else {
+                ""
+            }
+        ),
+        status => format!("{:<28} {status}  {}", m.name, result.message),
+    };
+    for c in result.checks.iter().filter(|c| c.status != "pass") {
+        line.push_str(&format!(
+            "\n    check {} {}: {}{}",
+            c.label(),
+            c.status,
+            c.message,
+            if c.samples.is_empty() {
+                String::new()
+            } else {
+                format!("; e.g. {}", c.samples.join(", "))
+            }
+        ));
+    }
+    line
+}
+
+/// Build the selected models, independent ones at the same time (up to `threads`), each
+/// as soon as the models it reads are done. Returns the results; the caller maps failures
+/// to exit codes (1 for a failed model, 3 for a failed check).
+pub async fn run(
+    session: &Session,
+    plan: &ProjectPlan,
+    options: &RunOptions,
+) -> Result<RunResults> {
+    let project = &session.project;
+    let records = project.records_dir();
+    std::fs::create_dir_all(&records).map_err(|e| SluiceError::io(&records, e))?;
+    let report = Reporter::new();
+    let cleaned = publish::clean_staging(&records)?;
+    if cleaned > 0 {
+        report.line(&format!(
+            "removed {cleaned} leftover staging folder(s) of an interrupted run"
+        ));
+    }
+    for dir in plan.recover_publishes(project)? {
+        report.line(&format!("recovered {dir} from an interrupted publish"));
+    }
+    let selected = plan.select(&options.select)?;
+    // Models outside the selection stay readable (views, published tables); every model
+    // built below is registered over its declaration.
+    declare_models(session, plan);
+    let run_id = new_run_id();
+    let history = History::open(
+        &records,
+        RemoteRecords::for_target(&session.ctx, &project.target())?,
+    )
+    .await?;
+    let mut results = RunResults::new(&run_id, &project.name());
+    let started = Instant::now();
+
+    let mut waiting: Vec<usize> = plan
+        .order
+        .iter()
+        .copied()
+        .filter(|i| selected.contains(i))
+        .collect();
+    let mut done: HashSet<usize> = HashSet::new();
+    let mut failed: HashSet<usize> = HashSet::new();
+    let mut deferred: Vec<(usize, Staged)> = Vec::new();
+    let mut stop = false;
+    let mut running = FuturesUnordered::new();
+    let threads = options.threads.max(1);
+    loop {
+        // Start every model whose selected inputs are built, in plan order.
+        let mut k = 0;
+        while k < waiting.len() {
+            let i = waiting[k];
+            let m = &plan.models[i];
+            let inputs: Vec<usize> = plan.deps[i]
+                .iter()
+                .copied()
+                .filter(|d| selected.contains(d))
+                .collect();
+            let upstream_failed = inputs.iter().any(|d| failed.contains(d));
+            if stop || upstream_failed {
+                waiting.remove(k);
+                failed.insert(i);
+                done.insert(i);
+                let why = if upstream_failed {
+                    "an upstream model failed"
+                } else {
+                    "--fail-fast: an earlier model failed"
+                };
+                report.line(&format!("{:<28} skipped ({why})", m.name));
+                results.push(ModelResult::skipped(m, why));
+                results.write(&records)?;
+                continue;
+            }
+            if running.len() < threads && inputs.iter().all(|d| done.contains(d)) {
+                waiting.remove(k);
+                report.started(&m.name);
+                let build = build_model(session, plan, i, &run_id, &records, &history, options);
+                running.push(async move {
+                    let t0 = Instant::now();
+                    (i, build.await, t0.elapsed().as_secs_f64())
+                });
+                continue;
+            }
+            k += 1;
+        }
+        let Some((i, outcome, elapsed)) = running.next().await else {
+            break;
+        };
+        let m = &plan.models[i];
+        let mut result = match outcome {
+            Ok(Built { result, staged }) => {
+                let mut result = result;
+                if let Some(staged) = staged {
+                    if options.all_or_nothing {
+                        // Downstream models of this run read the staged output.
+                        let registered =
+                            match staged.stage.table_url(&session.ctx, &staged.manifest.files) {
+                                Ok(url) => {
+                                    register_location(&session.ctx, &m.name, &url, m.format).await
+                                }
+                                Err(e) => Err(e),
+                            };
+                        match registered {
+                            Ok(()) => deferred.push((i, staged)),
+                            Err(e) => {
+                                staged.stage.discard().await;
+                                result = ModelResult::error(m, &e.to_string());
+                            }
+                        }
+                    } else {
+                        match publish_staged(session, m, staged, &history).await {
+                            Ok(files) => result.output_files = files,
+                            Err(e) => result = ModelResult::error(m, &e.to_string()),
+                        }
+                    }
+                }
+                result
+            }
+            Err(e) => ModelResult::error(m, &e.to_string()),
+        };
+        result.execution_time = elapsed;
+        report.finished(&m.name, &outcome_line(m, &result));
+        done.insert(i);
+        if result.status != "success" {
+            failed.insert(i);
+            stop = options.fail_fast;
+        }
+        results.push(result);
+        results.write(&records)?;
+    }
+
+    if options.all_or_nothing {
+        let all_ok = results.results.iter().all(|r| r.status == "success");
+        let summary = if all_ok {
+            publish_all(session, plan, deferred, &history, &mut results).await?
+        } else {
+            for (i, staged) in deferred {
+                staged.stage.discard().await;
+                if let Some(r) = results.result_mut(&plan.models[i].name) {
+                    r.status = "skipped".into();
+                    r.message =
+                        "built and checked, not published: another model failed (--all-or-nothing)"
+                            .into();
+                }
+            }
+            "nothing published".to_string()
+        };
+        report.line(&format!("--all-or-nothing: {summary}"));
+    }
+    results.elapsed_time = started.elapsed().as_secs_f64();
+    results.write(&records)?;
+    history
+        .publish_results("run_results.json", &results)
+        .await?;
+    Ok(results)
+}
+
+/// `--all-or-nothing` once every model passed: publish them all, and when one publish fails
+/// (disk full, permissions, S3), take back the ones already published, so every output is
+/// the previous version again. Returns the summary line.
+pub(crate) async fn publish_all(
+    session: &Session,
+    plan: &ProjectPlan,
+    deferred: Vec<(usize, Staged)>,
+    history: &History,
+    results: &mut RunResults,
+) -> Result<String> {
+    let mut committed: Vec<(usize, Committed)> = Vec::new();
+    let mut failed: Option<(usize, SluiceError)> = None;
+    for (i, staged) in deferred {
+        if failed.is_some() {
+            staged.stage.discard().await;
+            continue;
+        }
+        match commit_staged(staged).await {
+            Ok(c) => committed.push((i, c)),
+            Err(e) => failed = Some((i, e)),
+        }
+    }
+    let Some((bad, error)) = failed else {
+        let n = committed.len();
+        for (i, c) in committed {
+            let m = &plan.models[i];
+            let outcome = match c.published.finish().await {
+                Ok(()) => after_publish(session, m, &c.manifest, &c.output, history).await,
+                Err(e) => Err(e),
+            };
+            if let Some(r) = results.result_mut(&m.name) {
+                match outcome {
+                    Ok(files) => r.output_files = files,
+                    Err(e) => {
+                        r.status = "error".into();
+                        r.message = e.to_string();
+                    }
+                }
+            }
+        }
+        return Ok(format!("published {n} models"));
+    };
+    let bad_name = plan.models[bad].name.clone();
+    if let Some(r) = results.result_mut(&bad_name) {
+        r.status = "error".into();
+        r.message = format!("publish failed: {error}");
+    }
+    let mut rolled_back = 0;
+    for (i, c) in committed.into_iter().rev() {
+        let undone = c.published.undo().await;
+        if let Some(r) = results.result_mut(&plan.models[i].name) {
+            match undone {
+                Ok(()) => {
+                    rolled_back += 1;
+                    r.status = "skipped".into();
+                    r.message = format!(
+                        "published, then rolled back to the previous version: publishing `{bad_name}` failed (--all-or-nothing)"
+                    );
+                }
+                Err(e) => {
+                    r.status = "error".into();
+                    r.message = format!(
+                        "publishing `{bad_name}` failed and this model's rollback failed too: {e}"
+                    );
+                }
+            }
+        }
+    }
+    for (i, _) in plan.models.iter().enumerate() {
+        let name = &plan.models[i].name;
+        if let Some(r) = results.result_mut(name) {
+            if r.status == "success" {
+                r.status = "skipped".into();
+                r.message = format!(
+                    "built and checked, not published: publishing `{bad_name}` failed (--all-or-nothing)"
+                );
+            }
+        }
+    }
+    Ok(format!(
+        "publishing `{bad_name}` failed; {rolled_back} published model(s) rolled back, nothing changed"
+    ))
+}
+
+/// A stage made visible to readers, not yet finished.
+pub(crate) struct Committed {
+    pub(crate) published: output::Published,
+    pub(crate) manifest: results::Manifest,
+    pub(crate) output: Output,
+}
+
+/// Make a checked stage what readers see (manifest last).
+pub(crate) async fn commit_staged(staged: Staged) -> Result<Committed> {
+    let Staged {
+        stage,
+        output,
+        manifest,
+    } = staged;
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SluiceError::sql(e.to_string()))?;
+    let published = stage.publish(&json, &manifest.files).await?;
+    Ok(Committed {
+        published,
+        manifest,
+        output,
+    })
+}
+
+/// Publish a checked stage (manifest last) and read the model from its new output.
+/// Returns the published data files.
+pub(crate) async fn publish_staged(
+    session: &Session,
+    m: &Model,
+    staged: Staged,
+    history: &History,
+) -> Result<Vec<String>> {
+    let c = commit_staged(staged).await?;
+    c.published.finish().await?;
+    after_publish(session, m, &c.manifest, &c.output, history).await
+}
+
+/// Read the model from its new output and record the publish; the published data files.
+pub(crate) async fn after_publish(
+    session: &Session,
+    m: &Model,
+    manifest: &results::Manifest,
+    output: &Output,
+    history: &History,
+) -> Result<Vec<String>> {
+    register_location(&session.ctx, &m.name, &output.url(), m.format).await?;
+    history
+        .record(&manifest.run_id, &m.name, manifest.rows, &manifest.schema)
+        .await?;
+    Ok(manifest
+        .files
+        .iter()
+        .map(|f| output.file(&f.path))
+        .collect())
+}
