@@ -1,5 +1,6 @@
 //! Command-line interface: clap definitions and dispatch to the front ends.
 
+use crate::project::results::ModelStatus;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -440,14 +441,14 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     let ok = results
         .results
         .iter()
-        .filter(|r| r.status == "success")
+        .filter(|r| r.status == ModelStatus::Success)
         .count();
     let summary = format!(
         "{} models: {ok} ok, {} failed checks, {} errors, {} skipped in {:.2}s; results in {}/run_results.json",
         results.results.len(),
-        results.results.iter().filter(|r| r.status == "fail").count(),
-        results.results.iter().filter(|r| r.status == "error").count(),
-        results.results.iter().filter(|r| r.status == "skipped").count(),
+        results.results.iter().filter(|r| r.status == ModelStatus::Fail).count(),
+        results.results.iter().filter(|r| r.status == ModelStatus::Error).count(),
+        results.results.iter().filter(|r| r.status == ModelStatus::Skipped).count(),
         results.elapsed_time,
         session.project.records_dir().display()
     );
@@ -455,7 +456,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         let first = results
             .results
             .iter()
-            .find(|r| r.status == "error")
+            .find(|r| r.status == ModelStatus::Error)
             .map(|r| r.message.clone())
             .unwrap_or_default();
         eprintln!("{summary}");
@@ -465,7 +466,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         let first = results
             .results
             .iter()
-            .find(|r| r.status == "fail")
+            .find(|r| r.status == ModelStatus::Fail)
             .map(|r| format!("model `{}`: {}", r.name, r.message))
             .unwrap_or_default();
         eprintln!("{summary}");
@@ -542,14 +543,14 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
 async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
     let (plan, session) = planned_session(cli, &args.vars)?;
     let results = crate::project::test(&session, &plan, &args.select).await?;
-    let count = |s: &str| results.results.iter().filter(|r| r.status == s).count();
+    let count = |s: ModelStatus| results.results.iter().filter(|r| r.status == s).count();
     let checks: usize = results.results.iter().map(|r| r.checks.len()).sum();
     eprintln!(
         "{} models, {checks} checks: {} passed, {} failed, {} errors in {:.2}s",
         results.results.len(),
-        count("success"),
-        count("fail"),
-        count("error"),
+        count(ModelStatus::Success),
+        count(ModelStatus::Fail),
+        count(ModelStatus::Error),
         results.elapsed_time
     );
     first_failure(&results)
@@ -585,13 +586,21 @@ async fn cluster_options(mut options: SessionOptions, url: Option<&str>) -> Resu
 
 /// Exit 1 naming the first model in error, else 3 naming the first failed check.
 fn first_failure(results: &crate::project::results::RunResults) -> Result<()> {
-    if let Some(r) = results.results.iter().find(|r| r.status == "error") {
+    if let Some(r) = results
+        .results
+        .iter()
+        .find(|r| r.status == ModelStatus::Error)
+    {
         return Err(SluiceError::sql(format!(
             "model `{}`: {}",
             r.name, r.message
         )));
     }
-    if let Some(r) = results.results.iter().find(|r| r.status == "fail") {
+    if let Some(r) = results
+        .results
+        .iter()
+        .find(|r| r.status == ModelStatus::Fail)
+    {
         return Err(SluiceError::Check(format!(
             "model `{}`: {}",
             r.name, r.message

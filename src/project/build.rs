@@ -2,6 +2,7 @@
 //! with what is published), run its checks on exactly the staged files, and hand back the
 //! manifest to publish.
 
+use crate::project::results::ModelStatus;
 use std::path::Path;
 
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
@@ -144,9 +145,9 @@ pub(crate) async fn build_model(
             result.rows = Some(rows);
         }
         result.status = if result.checks.iter().any(CheckResult::failed) {
-            "fail".into()
+            ModelStatus::Fail
         } else {
-            "success".into()
+            ModelStatus::Success
         };
         return Ok(Built {
             result,
@@ -185,7 +186,7 @@ pub(crate) async fn build_model(
     .await;
     match outcome {
         Ok(Some(manifest)) => {
-            result.status = "success".into();
+            result.status = ModelStatus::Success;
             Ok(Built {
                 result,
                 staged: Some(Staged {
@@ -463,7 +464,7 @@ pub(crate) async fn finish_staged(
     result.rows = Some(rows);
     result.bytes = files.iter().map(|f| f.bytes).sum();
     if result.checks.iter().any(CheckResult::failed) {
-        result.status = "fail".into();
+        result.status = ModelStatus::Fail;
         let failed: Vec<String> = result
             .checks
             .iter()

@@ -218,11 +218,30 @@ pub fn parse_table_check(value: &toml::Value) -> std::result::Result<Check, Stri
     Ok(Check { kind, severity })
 }
 
+/// A check's outcome: passed, failed with `severity = "warn"`, or failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl std::fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "fail",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     pub check: String,
     pub column: Option<String>,
-    pub status: String,
+    pub status: CheckStatus,
     pub severity: Severity,
     pub failures: u64,
     pub samples: Vec<String>,
@@ -242,7 +261,7 @@ impl CheckResult {
     }
 
     pub fn failed(&self) -> bool {
-        self.status == "fail"
+        self.status == CheckStatus::Fail
     }
 }
 
@@ -393,16 +412,16 @@ fn row_condition(kind: &CheckKind) -> Option<String> {
 
 fn result(check: &Check, failures: u64, samples: Vec<String>, message: String) -> CheckResult {
     let status = if failures == 0 {
-        "pass"
+        CheckStatus::Pass
     } else if check.severity == Severity::Warn {
-        "warn"
+        CheckStatus::Warn
     } else {
-        "fail"
+        CheckStatus::Fail
     };
     CheckResult {
         check: check.name().to_string(),
         column: check.column(),
-        status: status.to_string(),
+        status,
         severity: check.severity,
         failures,
         samples: samples.into_iter().take(5).collect(),
@@ -620,7 +639,7 @@ fn no_baseline(check: &Check, required: bool) -> CheckResult {
             format!("{NO_BASELINE} (a baseline is required)"),
         );
         // A required baseline is not a warning matter.
-        r.status = "fail".into();
+        r.status = CheckStatus::Fail;
         r
     } else {
         result(check, 0, vec![], format!("{NO_BASELINE}; nothing compared"))

@@ -6,6 +6,7 @@
 //! links locally, listed again on S3), files that do are rewritten without those rows, and
 //! the result goes through the same stage, check and publish steps as `run`.
 
+use crate::project::results::ModelStatus;
 use std::time::Instant;
 
 use datafusion::prelude::SessionContext;
@@ -103,7 +104,7 @@ async fn erase_model(
     let mut result = ModelResult::new(m);
     result.location = Some(output.display());
     let Some(published) = output.manifest(ctx).await? else {
-        result.status = "success".into();
+        result.status = ModelStatus::Success;
         result.message = format!("nothing published at {}", output.display());
         return Ok(result);
     };
@@ -143,7 +144,7 @@ async fn erase_model(
         }
     }
     if affected.is_empty() {
-        result.status = "success".into();
+        result.status = ModelStatus::Success;
         result.rows = Some(published_rows);
         result.message = format!("nothing to erase ({} files checked)", files.len());
         return Ok(result);
@@ -176,7 +177,7 @@ async fn erase_model(
             history
                 .record_erasure(run_id, &m.name, removed, &affected)
                 .await?;
-            result.status = "success".into();
+            result.status = ModelStatus::Success;
             result.message = format!(
                 "removed {removed} rows: rewrote {} of {} files ({}), kept {} as they were",
                 affected.len(),

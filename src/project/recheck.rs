@@ -1,5 +1,6 @@
 //! `sluice test`: the checks of the selected models run again on what is published now.
 
+use crate::project::results::ModelStatus;
 use std::time::Instant;
 
 use super::build::*;
@@ -39,8 +40,8 @@ pub async fn test(session: &Session, plan: &ProjectPlan, select: &[String]) -> R
             Err(e) => ModelResult::error(m, &e.to_string()),
         };
         result.execution_time = t0.elapsed().as_secs_f64();
-        let line = match result.status.as_str() {
-            "success" => format!(
+        let line = match result.status {
+            ModelStatus::Success => format!(
                 "{:<28} pass   {} checks on {} rows, {:.2}s",
                 m.name,
                 result.checks.len(),
@@ -111,9 +112,9 @@ pub(crate) async fn test_model(
         .map(CheckResult::label)
         .collect();
     if failed.is_empty() {
-        result.status = "success".into();
+        result.status = ModelStatus::Success;
     } else {
-        result.status = "fail".into();
+        result.status = ModelStatus::Fail;
         result.message = format!("check failed: {}", failed.join(", "));
     }
     Ok(result)

@@ -24,13 +24,40 @@ pub struct Metadata {
     pub generated_at: String,
 }
 
+/// Where a model ended in a run (the `status` of `run_results.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelStatus {
+    Running,
+    /// Built, checked and (for tables) published.
+    Success,
+    /// A check failed: nothing published.
+    Fail,
+    /// The query, a write or a publish failed.
+    Error,
+    /// Not built (an upstream model failed, --fail-fast), or not published (--all-or-nothing).
+    Skipped,
+}
+
+impl ModelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelStatus::Running => "running",
+            ModelStatus::Success => "success",
+            ModelStatus::Fail => "fail",
+            ModelStatus::Error => "error",
+            ModelStatus::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ModelResult {
     pub unique_id: String,
     pub name: String,
     pub file: String,
     pub materialized: String,
-    pub status: String,
+    pub status: ModelStatus,
     pub execution_time: f64,
     pub rows: Option<u64>,
     pub bytes: u64,
@@ -52,7 +79,7 @@ impl ModelResult {
                 Materialized::Incremental => "incremental",
             }
             .to_string(),
-            status: "running".into(),
+            status: ModelStatus::Running,
             execution_time: 0.0,
             rows: None,
             bytes: 0,
@@ -65,14 +92,14 @@ impl ModelResult {
 
     pub fn error(m: &Model, message: &str) -> Self {
         let mut r = Self::new(m);
-        r.status = "error".into();
+        r.status = ModelStatus::Error;
         r.message = message.to_string();
         r
     }
 
     pub fn skipped(m: &Model, message: &str) -> Self {
         let mut r = Self::new(m);
-        r.status = "skipped".into();
+        r.status = ModelStatus::Skipped;
         r.message = message.to_string();
         r
     }
@@ -122,11 +149,11 @@ impl RunResults {
     }
 
     pub fn any_error(&self) -> bool {
-        self.results.iter().any(|r| r.status == "error")
+        self.results.iter().any(|r| r.status == ModelStatus::Error)
     }
 
     pub fn any_check_failure(&self) -> bool {
-        self.results.iter().any(|r| r.status == "fail")
+        self.results.iter().any(|r| r.status == ModelStatus::Fail)
     }
 }
 

@@ -1,6 +1,8 @@
 //! `sluice run`: the scheduler loop that builds models as their inputs finish, and the
 //! publish of what passed (one by one, or all or nothing).
 
+use super::checks::CheckStatus;
+use crate::project::results::ModelStatus;
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -69,8 +71,8 @@ pub(crate) struct Built {
 
 /// One line per finished model, for the log or the live display.
 pub(crate) fn outcome_line(m: &Model, result: &ModelResult) -> String {
-    let mut line = match result.status.as_str() {
-        "success" if result.materialized == "view" => format!(
+    let mut line = match result.status {
+        ModelStatus::Success if result.materialized == "view" => format!(
             "{:<28} ok     view{}",
             m.name,
             result
@@ -78,7 +80,7 @@ pub(crate) fn outcome_line(m: &Model, result: &ModelResult) -> String {
                 .map(|r| format!(", {r} rows checked"))
                 .unwrap_or_default()
         ),
-        "success" => format!(
+        ModelStatus::Success => format!(
             "{:<28} ok     {} rows, {} files, {:.2}s{}{}",
             m.name,
             result.rows.unwrap_or(0),
@@ -89,15 +91,19 @@ pub(crate) fn outcome_line(m: &Model, result: &ModelResult) -> String {
             } else {
                 format!(" ({})", result.message)
             },
-            if result.checks.iter().any(|c| c.status == "warn") {
+            if result.checks.iter().any(|c| c.status == CheckStatus::Warn) {
                 " (with warnings)"
             } else {
                 ""
             }
         ),
-        status => format!("{:<28} {status}  {}", m.name, result.message),
+        status => format!("{:<28} {}  {}", m.name, status.as_str(), result.message),
     };
-    for c in result.checks.iter().filter(|c| c.status != "pass") {
+    for c in result
+        .checks
+        .iter()
+        .filter(|c| c.status != CheckStatus::Pass)
+    {
         line.push_str(&format!(
             "\n    check {} {}: {}{}",
             c.label(),
@@ -235,7 +241,7 @@ pub async fn run(
         result.execution_time = elapsed;
         report.finished(&m.name, &outcome_line(m, &result));
         done.insert(i);
-        if result.status != "success" {
+        if result.status != ModelStatus::Success {
             failed.insert(i);
             stop = options.fail_fast;
         }
@@ -244,14 +250,17 @@ pub async fn run(
     }
 
     if options.all_or_nothing {
-        let all_ok = results.results.iter().all(|r| r.status == "success");
+        let all_ok = results
+            .results
+            .iter()
+            .all(|r| r.status == ModelStatus::Success);
         let summary = if all_ok {
             publish_all(session, plan, deferred, &history, &mut results).await?
         } else {
             for (i, staged) in deferred {
                 staged.stage.discard().await;
                 if let Some(r) = results.result_mut(&plan.models[i].name) {
-                    r.status = "skipped".into();
+                    r.status = ModelStatus::Skipped;
                     r.message =
                         "built and checked, not published: another model failed (--all-or-nothing)"
                             .into();
@@ -303,7 +312,7 @@ pub(crate) async fn publish_all(
                 match outcome {
                     Ok(files) => r.output_files = files,
                     Err(e) => {
-                        r.status = "error".into();
+                        r.status = ModelStatus::Error;
                         r.message = e.to_string();
                     }
                 }
@@ -313,7 +322,7 @@ pub(crate) async fn publish_all(
     };
     let bad_name = plan.models[bad].name.clone();
     if let Some(r) = results.result_mut(&bad_name) {
-        r.status = "error".into();
+        r.status = ModelStatus::Error;
         r.message = format!("publish failed: {error}");
     }
     let mut rolled_back = 0;
@@ -323,13 +332,13 @@ pub(crate) async fn publish_all(
             match undone {
                 Ok(()) => {
                     rolled_back += 1;
-                    r.status = "skipped".into();
+                    r.status = ModelStatus::Skipped;
                     r.message = format!(
                         "published, then rolled back to the previous version: publishing `{bad_name}` failed (--all-or-nothing)"
                     );
                 }
                 Err(e) => {
-                    r.status = "error".into();
+                    r.status = ModelStatus::Error;
                     r.message = format!(
                         "publishing `{bad_name}` failed and this model's rollback failed too: {e}"
                     );
@@ -340,8 +349,8 @@ pub(crate) async fn publish_all(
     for (i, _) in plan.models.iter().enumerate() {
         let name = &plan.models[i].name;
         if let Some(r) = results.result_mut(name) {
-            if r.status == "success" {
-                r.status = "skipped".into();
+            if r.status == ModelStatus::Success {
+                r.status = ModelStatus::Skipped;
                 r.message = format!(
                     "built and checked, not published: publishing `{bad_name}` failed (--all-or-nothing)"
                 );
