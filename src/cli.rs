@@ -155,6 +155,12 @@ pub struct GenLaunchArgs {
     /// Days of events, one folder each from 2026-05-01
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub days: u32,
+    /// Order of event ids: ascending within each day, or a random permutation of all of them
+    #[arg(long, value_enum, default_value = "sequential")]
+    pub order: crate::gen::GenOrder,
+    /// Event files: one folder per day, or one large file holding every day
+    #[arg(long, value_enum, default_value = "day-folders")]
+    pub layout: crate::gen::GenLayout,
 }
 
 #[derive(Debug, Args)]
@@ -617,6 +623,8 @@ fn gen_launch(args: &GenLaunchArgs) -> Result<()> {
         seed: args.seed,
         format: args.format,
         days: args.days,
+        order: args.order,
+        layout: args.layout,
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),

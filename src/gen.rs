@@ -28,6 +28,24 @@ pub enum GenFormat {
     Parquet,
 }
 
+/// The order event ids arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenOrder {
+    /// Ascending within each day (what an exporter that walks its table writes).
+    Sequential,
+    /// A seeded permutation of all ids: any event may come anywhere in the data.
+    Random,
+}
+
+/// How the event files are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenLayout {
+    /// One `day=YYYY-MM-DD` folder per day, one file each.
+    DayFolders,
+    /// One large file, `launch_events/events.csv` (or `.parquet`), every day in it.
+    OneFile,
+}
+
 #[derive(Debug, Clone)]
 pub struct GenOptions {
     /// Event rows in total, exporter duplicates included.
@@ -38,6 +56,8 @@ pub struct GenOptions {
     /// Days of events, one `day=YYYY-MM-DD` folder each, from 2026-05-01.
     pub days: u32,
     pub threads: usize,
+    pub order: GenOrder,
+    pub layout: GenLayout,
 }
 
 #[derive(Debug, Default)]
@@ -260,6 +280,15 @@ pub fn launch(options: &GenOptions) -> Result<GenSummary> {
     )
     .map_err(|e| SluiceError::io(&countries, e))?;
 
+    if options.layout == GenLayout::OneFile {
+        // One writer: the days one after another into one file.
+        let mut sink = EventSink::create(&out.join("launch_events"), options.format)?;
+        for day in 0..options.days {
+            summary.events += write_day(options, accounts, day, &mut sink)?;
+        }
+        summary.bytes += sink.close()?;
+        return Ok(summary);
+    }
     // Days in parallel, each from its own stream; rows spread evenly over the days.
     let days: Vec<u32> = (0..options.days).collect();
     let threads = options.threads.clamp(1, days.len());
@@ -278,9 +307,13 @@ pub fn launch(options: &GenOptions) -> Result<GenSummary> {
                 scope.spawn(move || {
                     let mut total = (0u64, 0u64);
                     for &day in mine {
-                        let (rows, bytes) = write_day(options, accounts, day)?;
-                        total.0 += rows;
-                        total.1 += bytes;
+                        let folder = options
+                            .out
+                            .join("launch_events")
+                            .join(format!("day={}", day_date(day)?.format("%Y-%m-%d")));
+                        let mut sink = EventSink::create(&folder, options.format)?;
+                        total.0 += write_day(options, accounts, day, &mut sink)?;
+                        total.1 += sink.close()?;
                     }
                     Ok(total)
                 })
@@ -477,30 +510,59 @@ impl ParquetOut {
 }
 
 /// One day's events; (rows, bytes).
-fn write_day(options: &GenOptions, accounts: u64, day: u32) -> Result<(u64, u64)> {
+/// The date of day `day` (0 = 2026-05-01).
+fn day_date(day: u32) -> Result<chrono::NaiveDate> {
+    chrono::NaiveDate::from_ymd_opt(2026, 5, 1)
+        .and_then(|d| d.checked_add_days(chrono::Days::new(day as u64)))
+        .ok_or_else(|| SluiceError::Usage(format!("day {day} is out of range")))
+}
+
+/// A seeded bijection of `0..n`: multiply-xorshift rounds over the next power of two,
+/// repeated until the value lands below `n` (each round is a bijection of that range, so
+/// the walk ends and no two inputs meet).
+fn permute(x: u64, n: u64, seed: u64) -> u64 {
+    let bits = 64 - (n.max(2) - 1).leading_zeros();
+    let mask = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    let shift = (bits / 2).max(1);
+    let (k1, k2) = (mix(seed) | 1, mix(seed ^ 0x5bd1_e995) | 1);
+    let mut y = x;
+    loop {
+        y = y.wrapping_mul(k1) & mask;
+        y ^= y >> shift;
+        y = y.wrapping_mul(k2) & mask;
+        y ^= y >> shift;
+        if y < n {
+            return y;
+        }
+    }
+}
+
+/// Write one day's events into `sink`; the rows written.
+fn write_day(options: &GenOptions, accounts: u64, day: u32, sink: &mut EventSink) -> Result<u64> {
     let per_day = options.rows / options.days as u64;
     let rows = per_day + u64::from((day as u64) < options.rows % options.days as u64);
     let first_id = day as u64 * per_day + (day as u64).min(options.rows % options.days as u64);
-    let date = chrono::NaiveDate::from_ymd_opt(2026, 5, 1)
-        .and_then(|d| d.checked_add_days(chrono::Days::new(day as u64)))
-        .ok_or_else(|| SluiceError::Usage(format!("day {day} is out of range")))?;
+    let date = day_date(day)?;
     let midnight = date
         .and_hms_opt(0, 0, 0)
         .map(|t| t.and_utc().timestamp())
         .unwrap_or(0);
     let date = date.format("%Y-%m-%d").to_string();
-    let folder = options
-        .out
-        .join("launch_events")
-        .join(format!("day={date}"));
     let mut rng = Stream(mix(options.seed) ^ mix(u64::from(day) + 1));
     let mut event = Event::default();
     let mut written = 0u64;
     let mut next_id = first_id;
-    let mut sink = EventSink::create(&folder, options.format)?;
     while written < rows {
         next_id += 1;
-        event.fill(&mut rng, options.seed, accounts, next_id, &date, midnight);
+        let id = match options.order {
+            GenOrder::Sequential => next_id,
+            GenOrder::Random => 1 + permute(next_id - 1, options.rows, options.seed),
+        };
+        event.fill(&mut rng, options.seed, accounts, id, &date, midnight);
         sink.push(&event)?;
         written += 1;
         if written < rows && rng.below(DUPLICATE_ONE_IN) == 0 {
@@ -508,7 +570,7 @@ fn write_day(options: &GenOptions, accounts: u64, day: u32) -> Result<(u64, u64)
             written += 1;
         }
     }
-    Ok((written, sink.close()?))
+    Ok(written)
 }
 
 /// One event's fields, as text (the CSV bytes; Parquet parses the two numbers back).

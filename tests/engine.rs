@@ -177,3 +177,122 @@ fn hash_joins_build_on_the_input_with_fewer_bytes() {
         sorted(rows.to_string())
     );
 }
+
+/// Events in random key order with repeated keys, some tied on the ORDER BY column.
+fn shuffled_events() -> tempfile::TempDir {
+    let mut rows = String::from("id,ts,v\n");
+    // A small LCG: the same "random" order every run.
+    let mut x: u64 = 12345;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    for n in 0..3000u64 {
+        let id = next() % 700;
+        // Timestamps from a small range: many keys have two rows at the same time.
+        let ts = next() % 40;
+        let id = if n % 97 == 0 {
+            String::new()
+        } else {
+            id.to_string()
+        };
+        rows.push_str(&format!("{id},2026-05-01 10:{:02}:00,v{n}\n", ts));
+    }
+    project(&[
+        (
+            "sluice.toml",
+            "[sources.events]\nlocation = \"data/events.csv\"\nschema = { id = \"BIGINT\", ts = \"TIMESTAMP\", v = \"VARCHAR\" }\n",
+        ),
+        ("data/events.csv", &rows),
+    ])
+}
+
+/// `id,ts,v` lines by id; a key whose ORDER BY value ties may differ in `v` only.
+fn by_key(csv: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.splitn(3, ',');
+            let (id, ts, v) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+            (id.to_string(), (ts.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn unsorted_input_is_deduplicated_by_hash_with_the_window_operators_answer() {
+    let p = shuffled_events();
+    for (order, tie_break) in [("ts", ""), ("ts DESC", ""), ("ts", ", v DESC")] {
+        let hashed = format!("SELECT id, ts, v FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY {order}{tie_break}) AS rn FROM events) AS r WHERE rn = 1 ORDER BY v");
+        // rn * 2 = 2 is not a form the rewrite knows: DataFusion's window answers it.
+        let windowed = hashed.replace("WHERE rn = 1", "WHERE rn * 2 = 2");
+        for settings in [
+            "",
+            "SET datafusion.execution.batch_size = 7;",
+            "SET datafusion.execution.target_partitions = 1;",
+            "SET datafusion.execution.batch_size = 5; SET datafusion.execution.target_partitions = 3;",
+        ] {
+            let plan = query(p.path(), settings, &format!("EXPLAIN {hashed}"));
+            assert!(plan.contains("BestRowPerKeyExec: keys=[id@0]"), "{plan}");
+            assert!(!plan.contains("BoundedWindowAggExec"), "{plan}");
+            assert!(
+                query(p.path(), settings, &format!("EXPLAIN {windowed}"))
+                    .contains("BoundedWindowAggExec")
+            );
+            let (ours, theirs) = (
+                by_key(&query(p.path(), settings, &hashed)),
+                by_key(&query(p.path(), settings, &windowed)),
+            );
+            assert_eq!(ours.len(), theirs.len(), "{order}{tie_break} {settings}");
+            assert!(ours.len() > 600, "{}", ours.len());
+            let mut ties = 0;
+            for (id, (ts, v)) in &theirs {
+                let (our_ts, our_v) = &ours[id];
+                // The same time for every key; the same row unless the time ties (then
+                // both picked one of the tied rows, and a full ORDER BY picks the same).
+                assert_eq!(our_ts, ts, "key {id} with {order}{tie_break} {settings}");
+                if our_v != v {
+                    assert!(tie_break.is_empty(), "key {id}: {our_v} vs {v}");
+                    ties += 1;
+                }
+            }
+            assert!(ties < ours.len() / 2, "{ties}");
+        }
+    }
+}
+
+#[test]
+fn an_ordered_result_keeps_the_sorted_dedup_and_a_tiny_memory_pool_says_so() {
+    let p = shuffled_events();
+    // ORDER BY the key: the window's output order serves it, so the sorted path stays.
+    let by_id = "SELECT id, ts FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1 ORDER BY id";
+    let plan = query(p.path(), "", &format!("EXPLAIN {by_id}"));
+    assert!(
+        plan.contains("FirstRowPerKeyExec") || plan.contains("BestRowPerKeyExec"),
+        "{plan}"
+    );
+    let out = query(p.path(), "", by_id);
+    let ids: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|id| id.parse::<i64>().unwrap_or(i64::MAX));
+    assert_eq!(ids, sorted, "the result is ordered by id");
+    // A pool too small for the keys: a clear error, not a wrong answer.
+    let r = run(
+        p.path(),
+        &[
+            "--memory-limit",
+            "64K",
+            "shell",
+            "-c",
+            "SELECT count(*) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("Resources exhausted"), "{}", r.stderr);
+}

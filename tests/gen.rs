@@ -118,3 +118,50 @@ fn generated_data_is_messy_and_linked_like_the_exports() {
             > 80_000
     );
 }
+
+#[test]
+fn random_order_in_one_file_holds_the_same_events_as_the_day_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (days, shuffled) = (dir.path().join("days"), dir.path().join("one"));
+    assert_eq!(gen(&days, "30000", &["--days", "3"]).code, 0);
+    let r = gen(
+        &shuffled,
+        "30000",
+        &["--days", "3", "--order", "random", "--layout", "one-file"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(shuffled.join("launch_events/events.csv").is_file());
+    assert!(!shuffled.join("launch_events/day=2026-05-01").exists());
+    let stats = |data: &Path| {
+        let p = project(&[(
+            "sluice.toml",
+            "[sources.events]\nlocation = \"data/launch_events/\"\nformat = \"csv\"\nschema = { event_id = \"BIGINT\", account_id = \"VARCHAR\", event_type = \"VARCHAR\", event_ts = \"TIMESTAMP\", email = \"VARCHAR\", phone = \"VARCHAR\", platform = \"VARCHAR\" }\n",
+        )]);
+        std::os::unix::fs::symlink(data, p.path().join("data")).unwrap();
+        query_csv(
+            p.path(),
+            "SELECT count(*) AS n, count(DISTINCT event_id) AS ids, count(DISTINCT account_id) AS accounts, min(event_id) >= 1 AND max(event_id) <= 30000 AS in_range FROM events",
+        )
+    };
+    // As many events, distinct ids and accounts; ids within 1..=rows either way.
+    let (a, b) = (stats(&days), stats(&shuffled));
+    assert_eq!(a, b);
+    assert!(a.ends_with(",true\n"), "{a}");
+    // Random: the first rows of the file are nowhere near id order.
+    let text = std::fs::read_to_string(shuffled.join("launch_events/events.csv")).unwrap();
+    let first: Vec<u64> = text
+        .lines()
+        .skip(1)
+        .take(1000)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    let ascending = first.windows(2).filter(|w| w[1] >= w[0]).count();
+    assert!(
+        (300..700).contains(&ascending),
+        "{ascending} of 999 steps ascend"
+    );
+    assert!(
+        first.iter().any(|&id| id > 20000),
+        "ids from every day appear early"
+    );
+}

@@ -30,8 +30,11 @@ def duckdb_run(data, out, threads):
     con.execute(f"SET threads = {threads}")
     columns = ", ".join(f"'{n}': '{t}'" for n, t in EVENT_COLUMNS)
     start = time.time()
-    con.execute(f"""CREATE VIEW launch_events AS SELECT * FROM read_csv('{data}/launch_events/*/*.csv',
-                    header = true, hive_partitioning = true, columns = {{{columns}}})""")
+    # Day folders (hive partitions) or one large file (`gen launch --layout one-file`).
+    one_file = os.path.exists(f"{data}/launch_events/events.csv")
+    files = f"{data}/launch_events/events.csv" if one_file else f"{data}/launch_events/*/*.csv"
+    con.execute(f"""CREATE VIEW launch_events AS SELECT * FROM read_csv('{files}',
+                    header = true, hive_partitioning = {str(not one_file).lower()}, columns = {{{columns}}})""")
     for name in ["accounts", "account_migrations", "deletion_requests"]:
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_csv('{data}/{name}.csv', header = true, all_varchar = true)")
     # DuckDB's sha256 returns lowercase hex, as sha256_hex does.

@@ -5,6 +5,11 @@
 #   benches/pipeline/run.sh [ROWS ...]      (default: 1000000 10000000)
 #   SLUICE_ONLY=1 MEMORY_LIMIT=4G RUNS=1 benches/pipeline/run.sh 100000000   (sluice alone, bounded)
 #   RUNS=5 benches/pipeline/run.sh           (runs per engine and size; default 3)
+#   SHAPES="random-file" benches/pipeline/run.sh 10000000   (data shapes; default both)
+#
+# Shapes: `days` is what `sluice gen launch` writes by default (a folder per day, ids
+# ascending within it); `random-file` is one large CSV file with the ids in random order,
+# as users' exports arrive. Every engine runs on both, and a table is printed per shape.
 #
 # Each engine runs RUNS times per size and the table shows the median time (every run's
 # time is printed too: this machine's speed varies by a quarter from run to run) and the
@@ -26,8 +31,9 @@ runs=${RUNS:-3}
 
 if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import duckdb, pyspark' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb==1.*' 'pyspark==3.5.*'
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.*' 'pyspark==4.*'
 fi
+read -r duckdb_version spark_version < <("$venv/bin/python" -c 'import duckdb, pyspark; print(duckdb.__version__, pyspark.__version__)')
 command -v java >/dev/null || { echo "run.sh: PySpark needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || { echo "run.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
@@ -48,12 +54,18 @@ median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR
 largest() { printf '%s\n' "$@" | sort -g | tail -1; }
 
 mkdir -p "$work"
-declare -a table=()
+shapes=(${SHAPES:-days random-file})
+declare -A tables=()
+for shape in "${shapes[@]}"; do
 for rows in "${sizes[@]}"; do
-  dir=$work/$rows
+  case $shape in
+    days) dir=$work/$rows; gen_args=() ;;
+    random-file) dir=$work/$rows-random-file; gen_args=(--order random --layout one-file) ;;
+    *) echo "run.sh: unknown shape $shape (days, random-file)" >&2; exit 2 ;;
+  esac
   if ! [ -f "$dir/data/.complete-$seed" ]; then
     rm -rf "$dir/data"
-    "$sluice" gen launch --rows "$rows" --out "$dir/data" --seed "$seed"
+    "$sluice" gen launch --rows "$rows" --out "$dir/data" --seed "$seed" "${gen_args[@]}"
     touch "$dir/data/.complete-$seed"
   fi
   csv_mb=$(du -sm "$dir/data" | cut -f1)
@@ -95,13 +107,18 @@ for rows in "${sizes[@]}"; do
   if [ "${stats[0]}" != "${stats[1]}" ] || [ "${stats[0]}" != "${stats[2]}" ]; then
     echo "run.sh: the three outputs differ" >&2; exit 1
   fi
-  table+=("$(printf '%-10s %9.2f %9.2f %9.2f %8.2fx %8.2fx %10s %10s' "$rows" "$s_time" "$d_query" "$k_query" \
+  tables[$shape]+="$(printf '%-10s %9.2f %9.2f %9.2f %8.2fx %8.2fx %10s %10s' "$rows" "$s_time" "$d_query" "$k_query" \
     "$(echo "$d_query / $s_time" | bc -l)" "$(echo "$k_query / $s_time" | bc -l)" \
-    "$((s_rss / 1024))MB" "$((d_rss / 1024))MB")")
+    "$((s_rss / 1024))MB" "$((d_rss / 1024))MB")"$'\n'
+done
 done
 
-[ ${#table[@]} -gt 0 ] || exit 0
-echo
-printf '%-10s %9s %9s %9s %9s %9s %10s %10s\n' rows sluice_s duckdb_s spark_s vs_duckdb vs_spark sluice_rss duckdb_rss
-printf '%s\n' "${table[@]}"
+[ ${#tables[@]} -gt 0 ] || exit 0
+for shape in "${shapes[@]}"; do
+  [ -n "${tables[$shape]:-}" ] || continue
+  echo
+  echo "shape: $shape   (sluice $("$sluice" --version | cut -d' ' -f2), DuckDB $duckdb_version, PySpark $spark_version)"
+  printf '%-10s %9s %9s %9s %9s %9s %10s %10s\n' rows sluice_s duckdb_s spark_s vs_duckdb vs_spark sluice_rss duckdb_rss
+  printf '%s' "${tables[$shape]}"
+done
 echo "(medians of $runs runs; vs_x: x's time / sluice's time; above 1 means sluice is faster)"

@@ -12,7 +12,10 @@
 //! The input is already sorted by the partition keys (then the ORDER BY), so the rows with
 //! `rn = 1` are exactly the first row of each run of equal keys: [`FirstRowPerKeyExec`]
 //! finds those runs with arrow's `partition` kernel in one pass and keeps their first rows.
-//! [`DedupFirstRow`] puts it in place of the window and the filter.
+//! [`DedupFirstRow`] puts it in place of the window and the filter. When the input is not
+//! sorted yet (DataFusion put a sort under the window), it puts
+//! [`BestRowPerKeyExec`](super::best_row::BestRowPerKeyExec) in place of the sort, the
+//! window and the filter, unless a node above relies on the window's output order.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -23,7 +26,7 @@ use datafusion::arrow::compute::kernels::partition::partition;
 use datafusion::arrow::compute::{take_record_batch, SortOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Result, ScalarValue};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
@@ -33,6 +36,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowUDFExpr};
 use datafusion::physical_plan::{
@@ -40,6 +44,8 @@ use datafusion::physical_plan::{
     PlanProperties,
 };
 use futures::StreamExt;
+
+use super::best_row::BestRowPerKeyExec;
 
 /// Replaces `Filter(rn = 1) <- BoundedWindowAggExec(row_number() PARTITION BY k ORDER BY o)`
 /// over input sorted by the keys with [`FirstRowPerKeyExec`]. Any other window query is
@@ -57,13 +63,8 @@ impl PhysicalOptimizerRule for DedupFirstRow {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_down(|node| {
-            Ok(match rewrite(&node, self.column_keys_only)? {
-                Some(new) => Transformed::yes(new),
-                None => Transformed::no(node),
-            })
-        })
-        .data()
+        let order_needed = plan.output_ordering().is_some();
+        optimize_node(plan, order_needed, self.column_keys_only)
     }
 
     fn name(&self) -> &str {
@@ -75,9 +76,44 @@ impl PhysicalOptimizerRule for DedupFirstRow {
     }
 }
 
+/// Rewrite `node` and what is below it. `order_needed`: some node above relies on this
+/// node's output order (it requires an ordering, or passes its input's order on to one that
+/// does, or it is the query's ordered result).
+fn optimize_node(
+    node: Arc<dyn ExecutionPlan>,
+    order_needed: bool,
+    column_keys_only: bool,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let node = match rewrite(&node, column_keys_only, order_needed)? {
+        Some(new) => new,
+        None => node,
+    };
+    let children: Vec<Arc<dyn ExecutionPlan>> = node.children().into_iter().cloned().collect();
+    if children.is_empty() {
+        return Ok(node);
+    }
+    let required = node.required_input_ordering();
+    let maintains = node.maintains_input_order();
+    let mut changed = false;
+    let mut new_children = Vec::with_capacity(children.len());
+    for (k, child) in children.into_iter().enumerate() {
+        let needed = required.get(k).is_some_and(|r| r.is_some())
+            || (order_needed && maintains.get(k).copied().unwrap_or(false));
+        let new = optimize_node(child.clone(), needed, column_keys_only)?;
+        changed |= !Arc::ptr_eq(&new, &child);
+        new_children.push(new);
+    }
+    if changed {
+        datafusion::physical_plan::execution_plan::replace_children_if_necessary(node, new_children)
+    } else {
+        Ok(node)
+    }
+}
+
 fn rewrite(
     node: &Arc<dyn ExecutionPlan>,
     column_keys_only: bool,
+    order_needed: bool,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(filter) = node.downcast_ref::<FilterExec>() else {
         return Ok(None);
@@ -129,11 +165,26 @@ fn rewrite(
     {
         return Ok(None);
     }
-    let mut plan: Arc<dyn ExecutionPlan> = Arc::new(FirstRowPerKeyExec::new(
-        input.clone(),
-        expr.partition_by().to_vec(),
-        window.schema(),
-    ));
+    // A sort DataFusion put under the window only for it: find the rows by hash instead,
+    // when nothing above needs them in key order and the plan stays on this machine.
+    // Its input must already be split by key (hash-partitioned, or one partition).
+    let sort = input.downcast_ref::<SortExec>().filter(|s| {
+        s.fetch().is_none()
+            && (s.preserve_partitioning() || s.input().output_partitioning().partition_count() == 1)
+    });
+    let mut plan: Arc<dyn ExecutionPlan> = match sort {
+        Some(sort) if !order_needed && !column_keys_only => Arc::new(BestRowPerKeyExec::new(
+            sort.input().clone(),
+            expr.partition_by().to_vec(),
+            expr.order_by().to_vec(),
+            window.schema(),
+        )),
+        _ => Arc::new(FirstRowPerKeyExec::new(
+            input.clone(),
+            expr.partition_by().to_vec(),
+            window.schema(),
+        )),
+    };
     // The dedup has the window's columns, so the nodes above read it unchanged.
     if let Some(projection) = between {
         plan = Arc::new(ProjectionExec::try_new(projection.expr().to_vec(), plan)?);

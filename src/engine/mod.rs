@@ -1,5 +1,6 @@
 //! sluice's additions to DataFusion's planner and operators, installed by the session
 //! builder so the shell, the server and `run` plan the same way.
 
+pub mod best_row;
 pub mod first_row;
 pub mod join_sides;
