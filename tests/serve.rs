@@ -375,12 +375,33 @@ fn pgbench_simple_and_extended_with_8_clients() {
     }
 }
 
+/// One request; the response's head and body, a chunked body put back together (and
+/// checked to end with its last chunk).
 fn http(port: u16, request: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out
+    let Some((head, mut body)) = out.split_once("\r\n\r\n") else {
+        return out;
+    };
+    if !head.contains("transfer-encoding: chunked") {
+        return out;
+    }
+    let mut decoded = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("a chunk size line");
+        let size = usize::from_str_radix(size, 16).expect("a hex chunk size");
+        if size == 0 {
+            assert_eq!(rest, "\r\n", "the body ends with its last chunk");
+            break;
+        }
+        decoded.push_str(&rest[..size]);
+        body = rest[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after a chunk");
+    }
+    format!("{head}\r\n\r\n{decoded}")
 }
 
 fn post_query(port: u16, auth: Option<&str>, accept: &str, sql: &str) -> String {
@@ -455,6 +476,87 @@ fn http_health_metrics_and_query() {
         metrics.contains("sluice_query_duration_seconds_count 3"),
         "{metrics}"
     );
+}
+
+/// Peak resident memory of a process so far, in MB (VmHWM).
+fn peak_rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+#[test]
+fn http_query_streams_large_results_in_every_format() {
+    let p = served_project();
+    let server = Server::start(p.path(), &[]);
+    let auth = "YW5hbHlzdDpjb3JyZWN0IGhvcnNlIGJhdHRlcnk=";
+    // Empty results and JSON lines.
+    let r = post_query(
+        server.http,
+        Some(auth),
+        "application/json",
+        "SELECT id FROM people WHERE id > 9",
+    );
+    assert!(r.ends_with("\r\n\r\n[]"), "{r}");
+    let r = post_query(
+        server.http,
+        Some(auth),
+        "text/csv",
+        "SELECT id, name FROM people WHERE id > 9",
+    );
+    assert!(r.ends_with("\r\n\r\nid,name\n"), "{r}");
+    let r = post_query(
+        server.http,
+        Some(auth),
+        "application/x-ndjson",
+        "SELECT id, name FROM people ORDER BY id",
+    );
+    assert!(
+        r.ends_with("\r\n\r\n{\"id\":1,\"name\":\"ann\"}\n{\"id\":2,\"name\":\"bob\"}\n{\"id\":3,\"name\":\"cy\"}\n"),
+        "{r}"
+    );
+    let before = peak_rss_mb(server.child.id());
+    // 5M rows of about 110 bytes (550 MB of CSV), read by a real client as they come:
+    // Python's urllib for CSV, pyarrow's IPC reader for Arrow.
+    let script = format!(
+        r#"
+import urllib.request, json, base64, pyarrow.ipc as ipc
+def post(accept, sql):
+    req = urllib.request.Request("http://127.0.0.1:{port}/query", data=json.dumps({{"sql": sql}}).encode(),
+        headers={{"Authorization": "Basic {auth}", "Accept": accept, "Content-Type": "application/json"}})
+    return urllib.request.urlopen(req)
+rows = 0
+total = 0
+with post("text/csv", "SELECT value, repeat('x', 100) AS pad FROM generate_series(1, 5000000)") as r:
+    first = r.readline()
+    for line in r:
+        rows += 1
+        total += int(line.split(b",")[0])
+with post("application/vnd.apache.arrow.stream", "SELECT value FROM generate_series(1, 3000000)") as r:
+    t = ipc.open_stream(r).read_all()
+print(first.decode().strip(), rows, total, t.num_rows, t.column(0).to_pylist()[-1])
+"#,
+        port = server.http
+    );
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "value,pad 5000000 12500002500000 3000000 3000000\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The 550 MB answer never sat in the server: its peak grew by far less.
+    let after = peak_rss_mb(server.child.id());
+    assert!(after < before + 200, "peak RSS {before} MB -> {after} MB");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 #   SLUICE_ONLY=1 MEMORY_LIMIT=4G RUNS=1 benches/pipeline/run.sh 100000000   (sluice alone, bounded)
 #   RUNS=5 benches/pipeline/run.sh           (runs per engine and size; default 3)
 #   SHAPES="random-file" benches/pipeline/run.sh 10000000   (data shapes; default both)
+#   SLUICE_BIN=/path/to/sluice benches/pipeline/run.sh      (a release binary built before)
 #
 # Shapes: `days` is what `sluice gen launch` writes by default (a folder per day, ids
 # ascending within it); `random-file` is one large CSV file with the ids in random order,
@@ -37,8 +38,13 @@ read -r duckdb_version spark_version < <("$venv/bin/python" -c 'import duckdb, p
 command -v java >/dev/null || { echo "run.sh: PySpark needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || { echo "run.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-(cd "$root" && cargo build --release --locked --bin sluice)
-sluice=$root/target/release/sluice
+# SLUICE_BIN=path uses a sluice binary built before (no release build here).
+if [ -n "${SLUICE_BIN:-}" ]; then
+  sluice=$SLUICE_BIN
+else
+  (cd "$root" && cargo build --release --locked --bin sluice)
+  sluice=$root/target/release/sluice
+fi
 py=$venv/bin/python
 
 # Run a command; print "seconds peak_rss_kib" of it on fd 3.

@@ -465,13 +465,10 @@ pub(crate) async fn finish_staged(
     result.bytes = files.iter().map(|f| f.bytes).sum();
     if result.checks.iter().any(CheckResult::failed) {
         result.status = ModelStatus::Fail;
-        let failed: Vec<String> = result
-            .checks
-            .iter()
-            .filter(|c| c.failed())
-            .map(CheckResult::label)
-            .collect();
-        result.message = format!("check failed: {}; nothing published", failed.join(", "));
+        result.message = format!(
+            "check failed: {}; nothing published",
+            CheckResult::failed_labels(&result.checks)
+        );
         return Ok(None);
     }
     Ok(Some(results::Manifest {

@@ -260,6 +260,16 @@ impl CheckResult {
         }
     }
 
+    /// Labels of the failed checks among `results`, for "check failed: ..." messages.
+    pub fn failed_labels(results: &[CheckResult]) -> String {
+        results
+            .iter()
+            .filter(|c| c.failed())
+            .map(CheckResult::label)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn failed(&self) -> bool {
         self.status == CheckStatus::Fail
     }

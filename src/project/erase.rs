@@ -16,7 +16,7 @@ use super::checks::Baseline;
 use super::model::{Erasure, Materialized, Model};
 use super::output::{Output, Stage};
 use super::publish::{self, OutputFile};
-use super::results::{History, ModelResult, RemoteRecords, RunResults};
+use super::results::{History, ModelResult, RunResults};
 use super::{
     declare_models, finish_staged, ident, new_run_id, publish_staged, register_location,
     write_output, ModelBuild, ProjectPlan, Staged, TempTable, Written,
@@ -38,11 +38,7 @@ pub async fn erase(session: &Session, plan: &ProjectPlan, select: &[String]) -> 
     let selected = plan.select(select)?;
     declare_models(session, plan);
     let run_id = new_run_id();
-    let history = History::open(
-        &records,
-        RemoteRecords::for_target(&session.ctx, &project.target())?,
-    )
-    .await?;
+    let history = History::of_project(session).await?;
     let mut results = RunResults::new(&run_id, &project.name());
     let started = Instant::now();
     for &i in &plan.order {

@@ -8,7 +8,7 @@ use super::checks::{self, CheckResult};
 use super::model::Materialized;
 use super::plan::*;
 use super::progress::Reporter;
-use super::results::{History, ModelResult, RemoteRecords, RunResults};
+use super::results::{History, ModelResult, RunResults};
 use super::run::*;
 use super::tables::*;
 use crate::error::{describe_datafusion_error, Result};
@@ -22,11 +22,7 @@ pub async fn test(session: &Session, plan: &ProjectPlan, select: &[String]) -> R
     let selected = plan.select(select)?;
     declare_models(session, plan);
     let report = Reporter::new();
-    let history = History::open(
-        &records,
-        RemoteRecords::for_target(&session.ctx, &project.target())?,
-    )
-    .await?;
+    let history = History::of_project(session).await?;
     let mut results = RunResults::new(&new_run_id(), &project.name());
     let started = Instant::now();
     for &i in &plan.order {
@@ -105,17 +101,14 @@ pub(crate) async fn test_model(
     let checks = run_checks(ctx, &table, m, rows, &schema, &history.baseline(&m.name)).await;
     result.checks = checks?;
     result.rows = Some(rows);
-    let failed: Vec<String> = result
-        .checks
-        .iter()
-        .filter(|c| c.failed())
-        .map(CheckResult::label)
-        .collect();
-    if failed.is_empty() {
-        result.status = ModelStatus::Success;
-    } else {
+    if result.checks.iter().any(CheckResult::failed) {
         result.status = ModelStatus::Fail;
-        result.message = format!("check failed: {}", failed.join(", "));
+        result.message = format!(
+            "check failed: {}",
+            CheckResult::failed_labels(&result.checks)
+        );
+    } else {
+        result.status = ModelStatus::Success;
     }
     Ok(result)
 }

@@ -285,6 +285,13 @@ impl History {
         })
     }
 
+    /// The history of a project's target: `target/`, and under the target when on S3.
+    pub async fn of_project(session: &crate::session::Session) -> Result<Self> {
+        let project = &session.project;
+        let remote = RemoteRecords::for_target(&session.ctx, &project.target())?;
+        Self::open(&project.records_dir(), remote).await
+    }
+
     /// Where the history is read from, for messages.
     pub fn origin(&self) -> String {
         match &self.remote {

@@ -15,7 +15,7 @@ use super::output::{self, Output, Stage};
 use super::plan::*;
 use super::progress::Reporter;
 use super::publish::{self};
-use super::results::{self, History, ModelResult, RemoteRecords, RunResults};
+use super::results::{self, History, ModelResult, RunResults};
 use super::tables::*;
 use crate::error::{Result, SluiceError};
 use crate::session::Session;
@@ -145,11 +145,7 @@ pub async fn run(
     // built below is registered over its declaration.
     declare_models(session, plan);
     let run_id = new_run_id();
-    let history = History::open(
-        &records,
-        RemoteRecords::for_target(&session.ctx, &project.target())?,
-    )
-    .await?;
+    let history = History::of_project(session).await?;
     let mut results = RunResults::new(&run_id, &project.name());
     let started = Instant::now();
 

@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -163,7 +164,7 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
             None => unauthorised(),
         },
         ("POST", "/query") => match authorised(&request, state) {
-            Some(user) => query(&request, state, &user).await,
+            Some(user) => return query(&request, state, &user, &mut stream).await,
             None => unauthorised(),
         },
         _ => json_error(
@@ -200,22 +201,93 @@ fn authorised(request: &Request, state: &HttpState) -> Option<String> {
         .then(|| user.to_string())
 }
 
-async fn query(request: &Request, state: &HttpState, user: &str) -> Reply {
+/// Answer `POST /query`: refusals and errors before the first row as a JSON error; rows
+/// streamed as they come (chunked), so a large result never sits in the server's memory.
+async fn query(
+    request: &Request,
+    state: &HttpState,
+    user: &str,
+    stream: &mut TcpStream,
+) -> std::io::Result<()> {
+    match prepare(request, state, user).await {
+        Err(reply) => write_reply(stream, state, reply).await,
+        Ok(prepared) => stream_rows(prepared, state, user, stream).await,
+    }
+}
+
+/// A query planned, admitted and started, with its first batch in hand.
+struct Prepared<'a> {
+    format: Format,
+    rows: datafusion::execution::SendableRecordBatchStream,
+    first: Option<RecordBatch>,
+    started: Instant,
+    deadline: Option<tokio::time::Instant>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Format {
+    Json,
+    JsonLines,
+    Csv,
+    ArrowIpc,
+}
+
+impl Format {
+    fn of(accept: &str) -> Format {
+        if accept.contains("application/vnd.apache.arrow.stream") {
+            Format::ArrowIpc
+        } else if accept.contains("text/csv") {
+            Format::Csv
+        } else if accept.contains("application/x-ndjson") || accept.contains("application/jsonl") {
+            Format::JsonLines
+        } else {
+            Format::Json
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::JsonLines => "application/x-ndjson",
+            Format::Csv => "text/csv",
+            Format::ArrowIpc => "application/vnd.apache.arrow.stream",
+        }
+    }
+}
+
+fn timeout_error(limit: Duration) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Execution(format!(
+        "canceling statement due to statement timeout ({} s)",
+        limit.as_secs_f64()
+    ))
+}
+
+async fn prepare<'a>(
+    request: &Request,
+    state: &'a HttpState,
+    user: &str,
+) -> Result<Prepared<'a>, Reply> {
     let sql = match serde_json::from_slice::<serde_json::Value>(&request.body) {
         Ok(v) => match v["sql"].as_str() {
             Some(s) => s.to_string(),
-            None => return json_error(400, "the body must be JSON with a \"sql\" string"),
+            None => {
+                return Err(json_error(
+                    400,
+                    "the body must be JSON with a \"sql\" string",
+                ))
+            }
         },
-        Err(e) => return json_error(400, &format!("the body is not JSON: {e}")),
+        Err(e) => return Err(json_error(400, &format!("the body is not JSON: {e}"))),
     };
     if state.read_only {
         match Parser::parse_sql(&PostgreSqlDialect {}, &sql) {
             Ok(statements) => {
                 if let Some(why) = statements.iter().find_map(guard::refusal) {
-                    return json_error(403, &why);
+                    return Err(json_error(403, &why));
                 }
             }
-            Err(e) => return json_error(400, &format!("SQL error: {e}")),
+            Err(e) => return Err(json_error(400, &format!("SQL error: {e}"))),
         }
     }
     // The plan decides what a statement does, whatever its spelling (SELECT ... INTO).
@@ -226,100 +298,219 @@ async fn query(request: &Request, state: &HttpState, user: &str) -> Reply {
             log(&format!(
                 "query user={user} protocol=http duration_ms=0 status=error"
             ));
-            return json_error(400, &describe_datafusion_error(&e));
+            return Err(json_error(400, &describe_datafusion_error(&e)));
         }
     };
     if state.read_only {
         if let Some(why) = guard::plan_refusal(&plan) {
-            return json_error(403, &why);
+            return Err(json_error(403, &why));
         }
     }
-    let accept = request.header("accept").unwrap_or("application/json");
-    let Ok(_permit) = state.gate.acquire().await else {
-        return json_error(503, "the server is shutting down");
+    let format = Format::of(request.header("accept").unwrap_or("application/json"));
+    let Ok(permit) = state.gate.acquire().await else {
+        return Err(json_error(503, "the server is shutting down"));
     };
     let started = Instant::now();
-    let work = async {
+    let deadline = state.timeout.map(|t| tokio::time::Instant::now() + t);
+    // Up to the first batch: an error here is still an HTTP error with a status.
+    let start = async {
         let df = state.ctx.execute_logical_plan(plan).await?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        Ok::<_, datafusion::error::DataFusionError>((schema, batches))
+        let mut rows = df.execute_stream().await?;
+        let first = rows.next().await.transpose()?;
+        Ok::<_, datafusion::error::DataFusionError>((rows, first))
     };
-    let outcome = match state.timeout {
-        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(datafusion::error::DataFusionError::Execution(format!(
-                "canceling statement due to statement timeout ({} s)",
-                limit.as_secs_f64()
-            )))
+    let outcome = match (deadline, state.timeout) {
+        (Some(at), Some(limit)) => tokio::time::timeout_at(at, start)
+            .await
+            .unwrap_or_else(|_| Err(timeout_error(limit))),
+        _ => start.await,
+    };
+    match outcome {
+        Ok((rows, first)) => Ok(Prepared {
+            format,
+            rows,
+            first,
+            started,
+            deadline,
+            _permit: permit,
         }),
-        None => work.await,
-    };
+        Err(e) => {
+            let elapsed = started.elapsed();
+            state.metrics.query_done(elapsed, true);
+            log(&format!(
+                "query user={user} protocol=http duration_ms={} status=error",
+                elapsed.as_millis()
+            ));
+            Err(json_error(400, &describe_datafusion_error(&e)))
+        }
+    }
+}
+
+/// Encodes batches one at a time in the requested format.
+struct Encoder {
+    format: Format,
+    /// Whether the opening bytes (`[`, the CSV header) went out.
+    opened: bool,
+    ipc: Option<datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>>,
+}
+
+impl Encoder {
+    fn new(format: Format, schema: &SchemaRef) -> datafusion::arrow::error::Result<Encoder> {
+        let ipc = match format {
+            Format::ArrowIpc => Some(datafusion::arrow::ipc::writer::StreamWriter::try_new(
+                Vec::new(),
+                schema,
+            )?),
+            _ => None,
+        };
+        Ok(Encoder {
+            format,
+            opened: false,
+            ipc,
+        })
+    }
+
+    /// The bytes of one batch (the format's opening with the first rows).
+    fn batch(&mut self, b: &RecordBatch) -> datafusion::arrow::error::Result<Vec<u8>> {
+        if b.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let first = !self.opened;
+        self.opened = true;
+        match self.format {
+            Format::Json => {
+                let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+                writer.write(b)?;
+                writer.finish()?;
+                let array = writer.into_inner();
+                // `[r1,r2]` goes out as `[r1,r2` first and `,r1,r2` after; `]` at the end.
+                let inner = array
+                    .strip_prefix(b"[")
+                    .and_then(|a| a.strip_suffix(b"]"))
+                    .unwrap_or(&array);
+                let mut out = Vec::with_capacity(inner.len() + 1);
+                out.push(if first { b'[' } else { b',' });
+                out.extend_from_slice(inner);
+                Ok(out)
+            }
+            Format::JsonLines => {
+                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
+                writer.write(b)?;
+                writer.finish()?;
+                Ok(writer.into_inner())
+            }
+            Format::Csv => {
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(first)
+                    .build(Vec::new());
+                writer.write(b)?;
+                Ok(writer.into_inner())
+            }
+            Format::ArrowIpc => match self.ipc.as_mut() {
+                Some(writer) => {
+                    writer.write(b)?;
+                    Ok(std::mem::take(writer.get_mut()))
+                }
+                None => Ok(Vec::new()),
+            },
+        }
+    }
+
+    /// The closing bytes.
+    fn finish(&mut self, schema: &SchemaRef) -> datafusion::arrow::error::Result<Vec<u8>> {
+        match self.format {
+            Format::Json if !self.opened => Ok(b"[]".to_vec()),
+            Format::Json => Ok(b"]".to_vec()),
+            Format::Csv if !self.opened => {
+                // No rows: the header alone.
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                Ok(format!("{}\n", names.join(",")).into_bytes())
+            }
+            Format::ArrowIpc => match self.ipc.as_mut() {
+                Some(writer) => {
+                    writer.finish()?;
+                    Ok(std::mem::take(writer.get_mut()))
+                }
+                None => Ok(Vec::new()),
+            },
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Write one chunk of a chunked response.
+async fn chunk(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    stream
+        .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())
+        .await?;
+    stream.write_all(bytes).await?;
+    stream.write_all(b"\r\n").await
+}
+
+/// Send the rows as they are produced. An error after the first chunk cannot change the
+/// status any more: the response then ends without its last chunk, which every HTTP client
+/// reports as an incomplete response.
+async fn stream_rows(
+    prepared: Prepared<'_>,
+    state: &HttpState,
+    user: &str,
+    stream: &mut TcpStream,
+) -> std::io::Result<()> {
+    let Prepared {
+        format,
+        mut rows,
+        first,
+        started,
+        deadline,
+        _permit,
+    } = prepared;
+    let schema = rows.schema();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        format.content_type()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let mut sent = 0usize;
+    let outcome: Result<(), String> = async {
+        let mut encoder = Encoder::new(format, &schema).map_err(|e| e.to_string())?;
+        let mut next = first;
+        loop {
+            let Some(batch) = next.take() else { break };
+            let bytes = encoder.batch(&batch).map_err(|e| e.to_string())?;
+            sent += bytes.len();
+            chunk(stream, &bytes).await.map_err(|e| e.to_string())?;
+            let pulled = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, rows.next()).await {
+                    Ok(b) => b,
+                    Err(_) => return Err("statement timeout".to_string()),
+                },
+                None => rows.next().await,
+            };
+            next = pulled
+                .transpose()
+                .map_err(|e| describe_datafusion_error(&e))?;
+        }
+        let bytes = encoder.finish(&schema).map_err(|e| e.to_string())?;
+        sent += bytes.len();
+        chunk(stream, &bytes).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
     let elapsed = started.elapsed();
     state.metrics.query_done(elapsed, outcome.is_err());
-    let reply = match outcome {
-        Ok((schema, batches)) => encode(accept, schema, &batches),
-        Err(e) => json_error(400, &describe_datafusion_error(&e)),
-    };
+    state.metrics.http_response(sent);
     log(&format!(
         "query user={user} protocol=http duration_ms={} status={}",
         elapsed.as_millis(),
-        if reply.status == 200 { "ok" } else { "error" }
+        if outcome.is_ok() { "ok" } else { "error" }
     ));
-    reply
-}
-
-fn encode(accept: &str, schema: SchemaRef, batches: &[RecordBatch]) -> Reply {
-    let result = if accept.contains("application/vnd.apache.arrow.stream") {
-        arrow_ipc(schema, batches).map(|b| ("application/vnd.apache.arrow.stream", b))
-    } else if accept.contains("text/csv") {
-        csv(batches).map(|b| ("text/csv", b))
-    } else {
-        json(batches).map(|b| ("application/json", b))
-    };
-    match result {
-        Ok((content_type, body)) => Reply {
-            status: 200,
-            content_type,
-            body,
-            extra: None,
-        },
-        Err(e) => json_error(500, &e.to_string()),
-    }
-}
-
-fn json(batches: &[RecordBatch]) -> datafusion::arrow::error::Result<Vec<u8>> {
-    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-    for b in batches {
-        writer.write(b)?;
-    }
-    writer.finish()?;
-    let mut out = writer.into_inner();
-    if out.is_empty() {
-        out.extend_from_slice(b"[]");
-    }
-    Ok(out)
-}
-
-fn csv(batches: &[RecordBatch]) -> datafusion::arrow::error::Result<Vec<u8>> {
-    let mut writer = datafusion::arrow::csv::WriterBuilder::new()
-        .with_header(true)
-        .build(Vec::new());
-    for b in batches {
-        writer.write(b)?;
-    }
-    Ok(writer.into_inner())
-}
-
-fn arrow_ipc(
-    schema: SchemaRef,
-    batches: &[RecordBatch],
-) -> datafusion::arrow::error::Result<Vec<u8>> {
-    let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)?;
-    for b in batches {
-        writer.write(b)?;
-    }
-    writer.finish()?;
-    writer.into_inner()
+    stream.shutdown().await
 }
 
 async fn write_reply(
