@@ -108,6 +108,10 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         .listing_table_ignore_subdirectory = false;
     // Spans on identifiers let planning errors point at the line and column they are about.
     config.options_mut().sql_parser.collect_spans = true;
+    config
+        .options_mut()
+        .extensions
+        .insert(crate::engine::options::SluiceOptions::default());
     if let Some(n) = options.target_partitions {
         config = config.with_target_partitions(n.max(1));
     }

@@ -229,10 +229,10 @@ fn unsorted_input_is_deduplicated_by_hash_with_the_window_operators_answer() {
         // rn * 2 = 2 is not a form the rewrite knows: DataFusion's window answers it.
         let windowed = hashed.replace("WHERE rn = 1", "WHERE rn * 2 = 2");
         for settings in [
-            "",
-            "SET datafusion.execution.batch_size = 7;",
-            "SET datafusion.execution.target_partitions = 1;",
-            "SET datafusion.execution.batch_size = 5; SET datafusion.execution.target_partitions = 3;",
+            "SET sluice.dedup = 'hash';",
+            "SET sluice.dedup = 'hash'; SET datafusion.execution.batch_size = 7;",
+            "SET sluice.dedup = 'hash'; SET datafusion.execution.target_partitions = 1;",
+            "SET sluice.dedup = 'hash'; SET datafusion.execution.batch_size = 5; SET datafusion.execution.target_partitions = 3;",
         ] {
             let plan = query(p.path(), settings, &format!("EXPLAIN {hashed}"));
             assert!(plan.contains("BestRowPerKeyExec: keys=[id@0]"), "{plan}");
@@ -264,6 +264,21 @@ fn unsorted_input_is_deduplicated_by_hash_with_the_window_operators_answer() {
 }
 
 #[test]
+fn the_hash_dedup_is_opt_in() {
+    let p = shuffled_events();
+    let sql = "EXPLAIN SELECT id, ts, v FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1 ORDER BY v";
+    let plan = query(p.path(), "", sql);
+    assert!(plan.contains("FirstRowPerKeyExec: keys=[id@0]"), "{plan}");
+    assert!(plan.contains("SortExec"), "{plan}");
+    let r = run_env(
+        p.path(),
+        &["shell", "--format", "csv", "-c", sql],
+        &[("SLUICE_DEDUP", "hash")],
+    );
+    assert!(r.stdout.contains("BestRowPerKeyExec"), "{}", r.stdout);
+}
+
+#[test]
 fn an_ordered_result_keeps_the_sorted_dedup_and_a_tiny_memory_pool_says_so() {
     let p = shuffled_events();
     // ORDER BY the key: the window's output order serves it, so the sorted path stays.
@@ -290,7 +305,7 @@ fn an_ordered_result_keeps_the_sorted_dedup_and_a_tiny_memory_pool_says_so() {
             "64K",
             "shell",
             "-c",
-            "SELECT count(*) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1",
+            "SET sluice.dedup = 'hash'; SELECT count(*) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1",
         ],
     );
     assert_eq!(r.code, 1, "{}", r.stderr);

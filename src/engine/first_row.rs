@@ -61,10 +61,15 @@ impl PhysicalOptimizerRule for DedupFirstRow {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let order_needed = plan.output_ordering().is_some();
-        optimize_node(plan, order_needed, self.column_keys_only)
+        // The hash dedup is opt-in (`SET sluice.dedup = 'hash'`): see benches/pipeline.
+        let choice = Choice {
+            column_keys_only: self.column_keys_only,
+            by_hash: !self.column_keys_only && super::options::SluiceOptions::dedup_by_hash(config),
+        };
+        optimize_node(plan, order_needed, choice)
     }
 
     fn name(&self) -> &str {
@@ -76,15 +81,23 @@ impl PhysicalOptimizerRule for DedupFirstRow {
     }
 }
 
+/// What the rule may put in: only operators with column keys (a cluster plan), and the
+/// hash dedup (chosen, and not on a cluster: it has no codec).
+#[derive(Clone, Copy)]
+struct Choice {
+    column_keys_only: bool,
+    by_hash: bool,
+}
+
 /// Rewrite `node` and what is below it. `order_needed`: some node above relies on this
 /// node's output order (it requires an ordering, or passes its input's order on to one that
 /// does, or it is the query's ordered result).
 fn optimize_node(
     node: Arc<dyn ExecutionPlan>,
     order_needed: bool,
-    column_keys_only: bool,
+    choice: Choice,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let node = match rewrite(&node, column_keys_only, order_needed)? {
+    let node = match rewrite(&node, choice, order_needed)? {
         Some(new) => new,
         None => node,
     };
@@ -99,7 +112,7 @@ fn optimize_node(
     for (k, child) in children.into_iter().enumerate() {
         let needed = required.get(k).is_some_and(|r| r.is_some())
             || (order_needed && maintains.get(k).copied().unwrap_or(false));
-        let new = optimize_node(child.clone(), needed, column_keys_only)?;
+        let new = optimize_node(child.clone(), needed, choice)?;
         changed |= !Arc::ptr_eq(&new, &child);
         new_children.push(new);
     }
@@ -112,7 +125,7 @@ fn optimize_node(
 
 fn rewrite(
     node: &Arc<dyn ExecutionPlan>,
-    column_keys_only: bool,
+    choice: Choice,
     order_needed: bool,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(filter) = node.downcast_ref::<FilterExec>() else {
@@ -157,7 +170,7 @@ fn rewrite(
         || expr.partition_by().is_empty()
         || window.input_order_mode != InputOrderMode::Sorted
         || rn != input.schema().fields().len()
-        || (column_keys_only
+        || (choice.column_keys_only
             && !expr
                 .partition_by()
                 .iter()
@@ -173,7 +186,7 @@ fn rewrite(
             && (s.preserve_partitioning() || s.input().output_partitioning().partition_count() == 1)
     });
     let mut plan: Arc<dyn ExecutionPlan> = match sort {
-        Some(sort) if !order_needed && !column_keys_only => Arc::new(BestRowPerKeyExec::new(
+        Some(sort) if !order_needed && choice.by_hash => Arc::new(BestRowPerKeyExec::new(
             sort.input().clone(),
             expr.partition_by().to_vec(),
             expr.order_by().to_vec(),

@@ -4,3 +4,4 @@
 pub mod best_row;
 pub mod first_row;
 pub mod join_sides;
+pub mod options;
