@@ -217,6 +217,21 @@ fn psql_catalog_queries_auth_and_refused_writes() {
     );
 }
 
+/// Run a Python script in the test venv; the JSON it prints (the script must succeed).
+fn python_json(script: &str) -> serde_json::Value {
+    let out = Command::new(venv_bin("python"))
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn psycopg_parameters_prepared_types_timeout_and_cancel() {
     let p = served_project();
@@ -249,17 +264,7 @@ print(json.dumps(out))
 "#,
         port = server.port
     );
-    let out = Command::new(venv_bin("python"))
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = python_json(&script);
     assert_eq!(v["param"], serde_json::json!([["bob"]]));
     assert_eq!(v["prepared"], serde_json::json!([["ann"], ["cy"]]));
     assert_eq!(v["prepared_again"], serde_json::json!([["bob"]]));
@@ -309,17 +314,7 @@ print(json.dumps(out))
 "#,
         port = server.port
     );
-    let out = Command::new(venv_bin("python"))
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = python_json(&script);
     assert!(
         v["cancel"]
             .as_str()

@@ -283,6 +283,8 @@ pub async fn open_source(
     let is_collection = url.is_collection() || url.get_glob().is_some();
     // A folder's files say which extension (and compression) they use: `.ndjson`,
     // `.jsonl.gz` and `.json` are all NDJSON.
+    // A folder is listed once: that listing decides the suffix and whether it has files.
+    let mut listed: Option<(Vec<object_store::ObjectMeta>, bool)> = None;
     let detected = if url.is_collection() && url.get_glob().is_none() {
         let all: Vec<_> = url
             .list_all_files(state, store.as_ref(), "")
@@ -293,26 +295,36 @@ pub async fn open_source(
             .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?;
         let names: Vec<&str> = all.iter().filter_map(|m| m.location.filename()).collect();
         let detected = format::folder_suffix(def.format, &names).map_err(|e| def.error(e))?;
-        if let Some(pattern) = detected.and_then(|d| format::skip_own_files(&names, d)) {
+        let skip_own = detected.and_then(|d| format::skip_own_files(&names, d));
+        if let Some(pattern) = &skip_own {
             // A published NDJSON folder holds `_sluice.json`, which the extension alone
             // would read as data: list the data files by a glob that leaves `_` and `.`
             // files out.
             url = parse_table_url(&format!("{}/{pattern}", location.trim_end_matches('/')))
                 .map_err(|e| def.error(format!("bad location: {e}")))?;
         }
+        listed = Some((all, skip_own.is_some()));
         detected
     } else {
         None
     };
     let mut options = listing_options(def, is_collection, detected);
-    let files: Vec<_> = url
-        .list_all_files(state, store.as_ref(), &options.file_extension)
-        .await
-        .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
-        .try_collect()
-        .await
-        .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?;
-    if files.is_empty() {
+    let has_files = match listed {
+        Some((all, skip_own)) => all.iter().any(|m| {
+            let name = m.location.filename().unwrap_or_default();
+            m.location.as_ref().ends_with(&options.file_extension)
+                && !(skip_own && (name.starts_with('_') || name.starts_with('.')))
+        }),
+        None => url
+            .list_all_files(state, store.as_ref(), &options.file_extension)
+            .await
+            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
+            .try_next()
+            .await
+            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
+            .is_some(),
+    };
+    if !has_files {
         let what = if is_collection {
             format!("no {} files found", def.format.name())
         } else {
