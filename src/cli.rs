@@ -1,16 +1,20 @@
 //! Command-line interface: clap definitions and dispatch to the front ends.
 
-use crate::project::results::ModelStatus;
-use std::io::{IsTerminal, Read};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::units::parse_memory_size;
 use crate::config::Project;
 use crate::error::{exit, Result, SluiceError};
-use crate::session::{build_session, parse_memory_size, SessionOptions};
+use crate::project::ProjectPlan;
+use crate::server::ServeOptions;
+use crate::session::{build_session, Session, SessionOptions};
 use crate::shell::printer::{print_batches, PrintFormat, PrintOptions};
+use crate::shell::script::{run_script, Script};
 use crate::shell::{run_interactive, Shell};
 
 #[derive(Debug, Parser)]
@@ -58,14 +62,29 @@ pub enum Command {
     Cluster(ClusterCommand),
 }
 
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// Models to build: name, +name (with ancestors), name+ (with descendants), folder/, tag:x
+/// `--select` and `--var`: which models, with which variables.
+#[derive(Debug, Default, Args)]
+pub struct Selection {
+    /// Models: name, +name (with ancestors), name+ (with descendants), folder/, tag:x
+    /// (default: all)
     #[arg(short = 's', long, value_name = "SELECTOR", num_args = 1..)]
     pub select: Vec<String>,
+    #[command(flatten)]
+    pub vars: Vars,
+}
+
+/// `--var NAME=VALUE`, repeatable.
+#[derive(Debug, Default, Args)]
+pub struct Vars {
     /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub models: Selection,
     /// Stop at the first failing model
     #[arg(long)]
     pub fail_fast: bool,
@@ -124,12 +143,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Default, Args)]
 pub struct TestArgs {
-    /// Models to test: name, +name, name+, folder/, tag:x
-    #[arg(short = 's', long, value_name = "SELECTOR", num_args = 1..)]
-    pub select: Vec<String>,
-    /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
-    #[arg(long = "var", value_name = "NAME=VALUE")]
-    pub vars: Vec<String>,
+    #[command(flatten)]
+    pub models: Selection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,12 +180,8 @@ pub struct GenLaunchArgs {
 
 #[derive(Debug, Args)]
 pub struct LineageArgs {
-    /// Models whose lineage to show: name, +name, name+, folder/, tag:x (default: all)
-    #[arg(short = 's', long, value_name = "SELECTOR", num_args = 1..)]
-    pub select: Vec<String>,
-    /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
-    #[arg(long = "var", value_name = "NAME=VALUE")]
-    pub vars: Vec<String>,
+    #[command(flatten)]
+    pub models: Selection,
     #[arg(long, value_enum, default_value = "json")]
     pub format: crate::project::lineage::LineageFormat,
     /// Print what one column (model.column) is computed from, hop by hop to the sources
@@ -183,9 +194,8 @@ pub struct DocsArgs {
     /// Folder to write the site into (index.html)
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
-    #[arg(long = "var", value_name = "NAME=VALUE")]
-    pub vars: Vec<String>,
+    #[command(flatten)]
+    pub vars: Vars,
 }
 
 #[derive(Debug, Default, Args)]
@@ -299,18 +309,47 @@ fn session_options(cli: &Cli) -> Result<SessionOptions> {
     Ok(options)
 }
 
+/// Session options for a front end that queries models by name (the shell, the server):
+/// the project's models declared; a broken model warns instead of stopping it.
+fn querying_models(cli: &Cli, project: &Project) -> Result<SessionOptions> {
+    let mut options = session_options(cli)?;
+    match crate::project::build_plan(project, &project.vars()) {
+        Ok(plan) => options.models = crate::project::model_tables(project, &plan),
+        Err(e) => eprintln!("warning: models not loaded: {e}"),
+    }
+    Ok(options)
+}
+
 async fn dispatch(cli: Cli) -> Result<()> {
     match &cli.command {
         None => shell(&cli, &ShellArgs::default()).await,
         Some(Command::Shell(args)) => shell(&cli, args).await,
         Some(Command::Functions(args)) => functions(args),
         Some(Command::Run(args)) => run(&cli, args).await,
-        Some(Command::Plan(args)) => plan(&cli, args),
-        Some(Command::Test(args)) => test(&cli, args).await,
+        Some(Command::Plan(args)) => plan(&cli, &args.models),
+        Some(Command::Test(args)) => {
+            let (plan, session) = planned_session(&cli, &args.models.vars)?;
+            let results = crate::project::test(&session, &plan, &args.models.select).await?;
+            eprintln!("{}", results.test_summary());
+            results.outcome(false)
+        }
         Some(Command::Gen(GenCommand::Launch(args))) => gen_launch(args),
-        Some(Command::Erase(args)) => erase(&cli, args).await,
+        Some(Command::Erase(args)) => {
+            let (plan, session) = planned_session(&cli, &args.models.vars)?;
+            let results =
+                crate::project::erase::erase(&session, &plan, &args.models.select).await?;
+            if results.results.is_empty() {
+                eprintln!("no published model names an erasure list");
+            }
+            results.outcome(false)
+        }
         Some(Command::Lineage(args)) => lineage(&cli, args).await,
-        Some(Command::Docs(args)) => docs(&cli, args).await,
+        Some(Command::Docs(args)) => {
+            let (plan, session) = planned_session(&cli, &args.vars)?;
+            let index = crate::project::docs::write_site(&session, &plan, &args.out).await?;
+            eprintln!("wrote {}", index.display());
+            Ok(())
+        }
         Some(Command::Serve(args)) => serve(&cli, args).await,
         Some(Command::Cluster(ClusterCommand::Scheduler(args))) => {
             let project = load_project(&cli)?;
@@ -332,19 +371,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
 
 async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
     let project = load_project(cli)?;
-    let session = build_session(
-        project.clone(),
-        &cluster_options(session_options(cli)?, args.cluster.as_deref()).await?,
-    )?;
-    // Models are queryable in the shell; a broken model must not stop the shell.
-    match crate::project::build_plan(&project, &project.vars()) {
-        Ok(plan) => crate::project::declare_models(&session, &plan),
-        Err(e) => eprintln!("warning: models not loaded: {e}"),
-    }
-    let scripted =
-        !args.commands.is_empty() || !args.files.is_empty() || !std::io::stdin().is_terminal();
-    let format = args.format.unwrap_or(PrintFormat::Table);
-    let mut shell = Shell::new(session, format, !scripted);
+    let options = cluster_options(querying_models(cli, &project)?, args.cluster.as_deref()).await?;
+    let session = build_session(project, &options)?;
+    let script = Script {
+        commands: args.commands.clone(),
+        files: args.files.clone(),
+    };
+    let interactive = script.is_empty() && std::io::stdin().is_terminal();
+    let mut shell = Shell::new(
+        session,
+        args.format.unwrap_or(PrintFormat::Table),
+        interactive,
+    );
     shell.continue_on_error = args.continue_on_error;
     if let Some(n) = args.max_rows {
         shell.print.max_rows = Some(n);
@@ -352,82 +390,27 @@ async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
     if let Some(path) = &args.output {
         shell.set_output(Some(path))?;
     }
-    if !scripted {
+    if interactive {
         let result = run_interactive(&mut shell).await;
         shell.flush();
         return result;
     }
-    let mut first_error: Option<SluiceError> = None;
-    let mut record = |e: SluiceError, shell: &Shell| -> Result<()> {
-        if shell.continue_on_error {
-            first_error.get_or_insert(e);
-            Ok(())
-        } else {
-            Err(e)
-        }
-    };
-    for (i, sql) in args.commands.iter().enumerate() {
-        let origin = if args.commands.len() == 1 {
-            "-c".to_string()
-        } else {
-            format!("-c #{}", i + 1)
-        };
-        if let Err(e) = shell.run_script(sql, &origin).await {
-            shell.flush();
-            record(e, &shell)?;
-        }
-    }
-    for file in &args.files {
-        let text = std::fs::read_to_string(file).map_err(|e| SluiceError::io(file, e))?;
-        if let Err(e) = shell.run_script(&text, &file.display().to_string()).await {
-            shell.flush();
-            record(e, &shell)?;
-        }
-    }
-    if args.commands.is_empty() && args.files.is_empty() {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| SluiceError::io("<stdin>", e))?;
-        if let Err(e) = shell.run_script(&text, "stdin").await {
-            shell.flush();
-            record(e, &shell)?;
-        }
-    }
-    shell.flush();
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    run_script(&mut shell, &script).await
 }
 
-fn vars(
-    project: &Project,
-    settings: &[String],
-) -> Result<std::collections::BTreeMap<String, String>> {
-    let mut vars = project.vars();
-    for v in settings {
-        let (k, val) = v
-            .split_once('=')
-            .ok_or_else(|| SluiceError::Usage(format!("--var {v}: expected NAME=VALUE")))?;
-        vars.insert(k.trim().to_string(), val.to_string());
-    }
-    Ok(vars)
-}
-
-fn plan(cli: &Cli, args: &RunArgs) -> Result<()> {
+fn plan(cli: &Cli, models: &Selection) -> Result<()> {
     let project = load_project(cli)?;
-    let plan = crate::project::build_plan(&project, &vars(&project, &args.vars)?)?;
-    let selected = plan.select(&args.select)?;
+    let plan = crate::project::build_plan(&project, &vars(&project, &models.vars)?)?;
+    let selected = plan.select(&models.select)?;
     print!("{}", plan.describe(&project, &selected));
     Ok(())
 }
 
 async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
     let options = cluster_options(session_options(cli)?, args.cluster.as_deref()).await?;
-    let (plan, session) = planned_session_with(cli, &args.vars, &options)?;
+    let (plan, session) = planned_session_with(cli, &args.models.vars, &options)?;
     let options = crate::project::RunOptions {
-        select: args.select.clone(),
+        select: args.models.select.clone(),
         fail_fast: args.fail_fast,
         full_refresh: args.full_refresh,
         all_or_nothing: args.all_or_nothing,
@@ -444,139 +427,51 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
             }
         }
     }
-    let ok = results
-        .results
-        .iter()
-        .filter(|r| r.status == ModelStatus::Success)
-        .count();
-    let summary = format!(
-        "{} models: {ok} ok, {} failed checks, {} errors, {} skipped in {:.2}s; results in {}/run_results.json",
-        results.results.len(),
-        results.results.iter().filter(|r| r.status == ModelStatus::Fail).count(),
-        results.results.iter().filter(|r| r.status == ModelStatus::Error).count(),
-        results.results.iter().filter(|r| r.status == ModelStatus::Skipped).count(),
-        results.elapsed_time,
-        session.project.records_dir().display()
-    );
-    if results.any_error() {
-        let first = results
-            .results
-            .iter()
-            .find(|r| r.status == ModelStatus::Error)
-            .map(|r| r.message.clone())
-            .unwrap_or_default();
-        eprintln!("{summary}");
-        return Err(SluiceError::sql(first));
-    }
-    if results.any_check_failure() {
-        let first = results
-            .results
-            .iter()
-            .find(|r| r.status == ModelStatus::Fail)
-            .map(|r| format!("model `{}`: {}", r.name, r.message))
-            .unwrap_or_default();
-        eprintln!("{summary}");
-        return Err(SluiceError::Check(first));
-    }
-    eprintln!("{summary}");
-    Ok(())
-}
-
-/// `30s`, `5m`, `1h` or plain seconds.
-fn parse_duration(text: &str) -> Result<std::time::Duration> {
-    let t = text.trim();
-    let (number, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| SluiceError::Usage(format!("{text}: expected a duration like 30s or 5m")))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(SluiceError::Usage(format!(
-                "{text}: unknown unit `{other}`, use ms, s, m or h"
-            )))
-        }
-    };
-    if !(seconds > 0.0 && seconds.is_finite()) {
-        return Err(SluiceError::Usage(format!(
-            "{text}: must be more than zero"
-        )));
-    }
-    Ok(std::time::Duration::from_secs_f64(seconds))
+    eprintln!("{}", results.run_summary(&session.project.records_dir()));
+    results.outcome(true)
 }
 
 async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
     let project = load_project(cli)?;
-    let server = &project.config.server;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let timeout = match args
-        .statement_timeout
-        .as_ref()
-        .or(server.statement_timeout.as_ref())
-    {
-        Some(t) => Some(parse_duration(t)?),
-        None => None,
-    };
-    let options = crate::server::ServeOptions {
-        listen: args
-            .listen
-            .clone()
-            .or_else(|| server.listen.clone())
-            .unwrap_or_else(|| "127.0.0.1:5433".into()),
-        http: args.http.clone().or_else(|| server.http.clone()),
+    let requested = crate::server::ServeRequest {
+        listen: args.listen.clone(),
+        http: args.http.clone(),
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         allow_write: args.allow_write,
-        max_connections: args
-            .max_connections
-            .or(server.max_connections)
-            .unwrap_or(64),
-        max_concurrent_queries: args
-            .max_concurrent_queries
-            .or(server.max_concurrent_queries)
-            .unwrap_or(cores),
-        statement_timeout: timeout,
+        max_connections: args.max_connections,
+        max_concurrent_queries: args.max_concurrent_queries,
+        statement_timeout: args.statement_timeout.clone(),
     };
-    crate::server::serve(project.clone(), session_options(cli)?, options).await
+    let options = ServeOptions::resolve(requested, &project.config.server)?;
+    let session_options = querying_models(cli, &project)?;
+    crate::server::serve(project, session_options, options).await
 }
 
-async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
-    let (plan, session) = planned_session(cli, &args.vars)?;
-    let results = crate::project::test(&session, &plan, &args.select).await?;
-    let count = |s: ModelStatus| results.results.iter().filter(|r| r.status == s).count();
-    let checks: usize = results.results.iter().map(|r| r.checks.len()).sum();
-    eprintln!(
-        "{} models, {checks} checks: {} passed, {} failed, {} errors in {:.2}s",
-        results.results.len(),
-        count(ModelStatus::Success),
-        count(ModelStatus::Fail),
-        count(ModelStatus::Error),
-        results.elapsed_time
-    );
-    first_failure(&results)
+/// The project's variables with `--var`s over them.
+fn vars(project: &Project, settings: &Vars) -> Result<BTreeMap<String, String>> {
+    let mut vars = project.vars();
+    for v in &settings.vars {
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| SluiceError::Usage(format!("--var {v}: expected NAME=VALUE")))?;
+        vars.insert(k.trim().to_string(), val.to_string());
+    }
+    Ok(vars)
 }
 
 /// The project's plan (with `--var`s) and the session to run it in.
-fn planned_session(
-    cli: &Cli,
-    cli_vars: &[String],
-) -> Result<(crate::project::ProjectPlan, crate::session::Session)> {
-    planned_session_with(cli, cli_vars, &session_options(cli)?)
+fn planned_session(cli: &Cli, vars: &Vars) -> Result<(ProjectPlan, Session)> {
+    planned_session_with(cli, vars, &session_options(cli)?)
 }
 
 fn planned_session_with(
     cli: &Cli,
-    cli_vars: &[String],
+    settings: &Vars,
     options: &SessionOptions,
-) -> Result<(crate::project::ProjectPlan, crate::session::Session)> {
+) -> Result<(ProjectPlan, Session)> {
     let project = load_project(cli)?;
-    let plan = crate::project::build_plan(&project, &vars(&project, cli_vars)?)?;
+    let plan = crate::project::build_plan(&project, &vars(&project, settings)?)?;
     let session = build_session(project, options)?;
     Ok((plan, session))
 }
@@ -584,35 +479,10 @@ fn planned_session_with(
 /// `options` running on the cluster at `url`, once its scheduler answers.
 async fn cluster_options(mut options: SessionOptions, url: Option<&str>) -> Result<SessionOptions> {
     if let Some(url) = url {
-        crate::cluster::check_reachable(url).await?;
+        crate::cluster_client::check_reachable(url).await?;
         options.cluster = Some(url.to_string());
     }
     Ok(options)
-}
-
-/// Exit 1 naming the first model in error, else 3 naming the first failed check.
-fn first_failure(results: &crate::project::results::RunResults) -> Result<()> {
-    if let Some(r) = results
-        .results
-        .iter()
-        .find(|r| r.status == ModelStatus::Error)
-    {
-        return Err(SluiceError::sql(format!(
-            "model `{}`: {}",
-            r.name, r.message
-        )));
-    }
-    if let Some(r) = results
-        .results
-        .iter()
-        .find(|r| r.status == ModelStatus::Fail)
-    {
-        return Err(SluiceError::Check(format!(
-            "model `{}`: {}",
-            r.name, r.message
-        )));
-    }
-    Ok(())
 }
 
 fn gen_launch(args: &GenLaunchArgs) -> Result<()> {
@@ -630,33 +500,13 @@ fn gen_launch(args: &GenLaunchArgs) -> Result<()> {
             .unwrap_or(2),
     };
     let s = crate::gen::launch(&options)?;
-    let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "wrote {} events over {} days, {} accounts ({} migrated), {} deletion requests: {:.1} MB in {secs:.2}s ({:.2} M events/s) to {}",
-        s.events,
-        args.days,
-        s.accounts,
-        s.migrations,
-        s.deletion_requests,
-        s.bytes as f64 / 1e6,
-        s.events as f64 / secs / 1e6,
-        args.out.display()
-    );
+    eprintln!("{}", s.summary(args.days, started.elapsed(), &args.out));
     Ok(())
 }
 
-async fn erase(cli: &Cli, args: &TestArgs) -> Result<()> {
-    let (plan, session) = planned_session(cli, &args.vars)?;
-    let results = crate::project::erase::erase(&session, &plan, &args.select).await?;
-    if results.results.is_empty() {
-        eprintln!("no published model names an erasure list");
-    }
-    first_failure(&results)
-}
-
 async fn lineage(cli: &Cli, args: &LineageArgs) -> Result<()> {
-    let (plan, session) = planned_session(cli, &args.vars)?;
-    let lineage = crate::project::lineage::lineage(&session, &plan, &args.select).await?;
+    let (plan, session) = planned_session(cli, &args.models.vars)?;
+    let lineage = crate::project::lineage::lineage(&session, &plan, &args.models.select).await?;
     match &args.column {
         Some(column) => {
             let sources = |c: &str| {
@@ -670,41 +520,12 @@ async fn lineage(cli: &Cli, args: &LineageArgs) -> Result<()> {
     Ok(())
 }
 
-async fn docs(cli: &Cli, args: &DocsArgs) -> Result<()> {
-    let (plan, session) = planned_session(cli, &args.vars)?;
-    let index = crate::project::docs::write_site(&session, &plan, &args.out).await?;
-    eprintln!("wrote {}", index.display());
-    Ok(())
-}
-
 fn functions(args: &FunctionsArgs) -> Result<()> {
-    use datafusion::arrow::array::{RecordBatch, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let docs = crate::functions::docs();
-    let col = |f: fn(&crate::functions::FunctionDoc) -> &'static str| {
-        Arc::new(StringArray::from(docs.iter().map(f).collect::<Vec<_>>())) as _
-    };
-    let schema = Arc::new(Schema::new(
-        ["name", "kind", "signature", "description", "example"]
-            .iter()
-            .map(|n| Field::new(*n, DataType::Utf8, false))
-            .collect::<Vec<_>>(),
-    ));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            col(|d| d.name),
-            col(|d| d.kind),
-            col(|d| d.signature),
-            col(|d| d.description),
-            col(|d| d.example),
-        ],
-    )
-    .map_err(|e| SluiceError::sql(e.to_string()))?;
+    let batch = crate::functions::docs_table(&crate::functions::docs())?;
     let options = PrintOptions {
         format: args.format,
         max_rows: None,
         max_width: None,
     };
-    print_batches(&options, schema, &[batch], &mut std::io::stdout())
+    print_batches(&options, batch.schema(), &[batch], &mut std::io::stdout())
 }

@@ -15,13 +15,11 @@ use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::config::units::default_memory_limit;
 use crate::config::{Project, S3Config};
 use crate::error::{Result, SluiceError};
-use crate::sources::{PathTableFactory, ProjectSchema, SourceDef};
+use crate::sources::{ModelTable, PathTableFactory, ProjectSchema, SourceDef};
 use crate::storage::StoreRegistry;
-
-/// Share of physical memory a session may use when no `--memory-limit` is given.
-const DEFAULT_MEMORY_FRACTION: f64 = 0.7;
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -36,6 +34,9 @@ pub struct SessionOptions {
     /// This session plans or executes for a cluster (scheduler, executor): only operators
     /// that can be sent between them.
     pub distributed: bool,
+    /// Project models queryable by name (the shell and the server declare them; `run`
+    /// declares what it builds itself).
+    pub models: Vec<(String, ModelTable)>,
 }
 
 impl SessionOptions {
@@ -116,7 +117,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         config = config.with_target_partitions(n.max(1));
     }
     if options.cluster.is_some() {
-        config = crate::cluster::client_config(config);
+        config = crate::cluster_client::client_config(config);
     }
     let dedup = crate::engine::first_row::DedupFirstRow {
         column_keys_only: options.distributed,
@@ -128,13 +129,14 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         .with_physical_optimizer_rules(physical_rules(dedup))
         .build();
     let state = match &options.cluster {
-        Some(url) => crate::cluster::client_state(state, url)?,
+        Some(url) => crate::cluster_client::client_state(state, url)?,
         None => state,
     };
     // Functions are registered after the cluster upgrade, which resets the function lists.
     let ctx = SessionContext::new_with_state(state);
 
     let schema = Arc::new(ProjectSchema::new(SourceDef::from_project(&project)));
+    schema.declare_models(options.models.iter().cloned());
     let catalog = ctx
         .catalog("datafusion")
         .ok_or_else(|| SluiceError::Usage("default catalog missing".into()))?;
@@ -182,82 +184,4 @@ fn physical_rules(
     }
     rules.push(Arc::new(dedup));
     rules
-}
-
-/// The default memory limit: a fraction of physical memory, or of the cgroup limit when lower.
-pub fn default_memory_limit() -> usize {
-    let total = physical_memory().unwrap_or(4 << 30);
-    (total as f64 * DEFAULT_MEMORY_FRACTION) as usize
-}
-
-fn physical_memory() -> Option<usize> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
-    let total = meminfo.and_then(|m| {
-        m.lines()
-            .find(|l| l.starts_with("MemTotal:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<usize>().ok())
-            .map(|kb| kb * 1024)
-    });
-    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok());
-    match (total, cgroup) {
-        (Some(t), Some(c)) => Some(t.min(c)),
-        (t, c) => t.or(c),
-    }
-}
-
-/// Parse a memory size: `4G`, `512MB`, `1.5GiB`, `123456` (bytes) or `60%` of RAM.
-pub fn parse_memory_size(text: &str) -> Result<usize> {
-    let t = text.trim();
-    let bad = || {
-        SluiceError::Usage(format!(
-            "invalid memory size `{text}`: expected a number with K, M, G or T (e.g. 4G), or a percentage (e.g. 60%)"
-        ))
-    };
-    if let Some(pct) = t.strip_suffix('%') {
-        let p: f64 = pct.trim().parse().map_err(|_| bad())?;
-        if !(p > 0.0 && p <= 100.0) {
-            return Err(bad());
-        }
-        let total = physical_memory().unwrap_or(4 << 30);
-        return Ok((total as f64 * p / 100.0) as usize);
-    }
-    let upper = t.to_ascii_uppercase();
-    let digits_end = upper
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(upper.len());
-    let (num, unit) = upper.split_at(digits_end);
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let mult: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "K" | "KB" | "KIB" => 1024.0,
-        "M" | "MB" | "MIB" => 1024.0 * 1024.0,
-        "G" | "GB" | "GIB" => 1024.0 * 1024.0 * 1024.0,
-        "T" | "TB" | "TIB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(bad()),
-    };
-    let bytes = value * mult;
-    if bytes < 1.0 {
-        return Err(bad());
-    }
-    Ok(bytes as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_sizes() {
-        assert_eq!(parse_memory_size("4G").unwrap(), 4 << 30);
-        assert_eq!(parse_memory_size("512mb").unwrap(), 512 << 20);
-        assert_eq!(parse_memory_size("1.5GiB").unwrap(), 3 << 29);
-        assert_eq!(parse_memory_size("1000").unwrap(), 1000);
-        assert!(parse_memory_size("50%").unwrap() > 0);
-        assert!(parse_memory_size("lots").is_err());
-        assert!(parse_memory_size("4X").is_err());
-        assert!(parse_memory_size("0").is_err());
-    }
 }

@@ -2,6 +2,7 @@
 //! file, the line and the key.
 
 mod types;
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,8 @@ mod shared_id;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
@@ -26,6 +28,31 @@ pub struct FunctionDoc {
     pub signature: &'static str,
     pub description: &'static str,
     pub example: &'static str,
+}
+
+/// Function docs as the table `sluice functions` prints and `\df` shows (without the
+/// example column).
+pub fn docs_table(docs: &[FunctionDoc]) -> Result<RecordBatch> {
+    let column = |f: fn(&FunctionDoc) -> &str| {
+        Arc::new(StringArray::from(docs.iter().map(f).collect::<Vec<_>>())) as ArrayRef
+    };
+    let schema = Arc::new(Schema::new(
+        ["name", "kind", "signature", "description", "example"]
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            column(|d| d.name),
+            column(|d| d.kind),
+            column(|d| d.signature),
+            column(|d| d.description),
+            column(|d| d.example),
+        ],
+    )
+    .map_err(|e| crate::error::SluiceError::sql(e.to_string()))
 }
 
 /// Every function sluice adds to DataFusion, in the order they are listed.

@@ -26,5 +26,5 @@ pub use plan::{build_plan, ProjectPlan};
 pub use recheck::test;
 pub(crate) use run::{new_run_id, publish_staged, Staged};
 pub use run::{run, RunOptions};
-pub use tables::declare_models;
+pub use tables::{declare_models, model_tables};
 pub(crate) use tables::{register_location, replace_table, TempTable};

@@ -155,6 +155,60 @@ impl RunResults {
     pub fn any_check_failure(&self) -> bool {
         self.results.iter().any(|r| r.status == ModelStatus::Fail)
     }
+
+    fn count(&self, status: ModelStatus) -> usize {
+        self.results.iter().filter(|r| r.status == status).count()
+    }
+
+    fn first(&self, status: ModelStatus) -> Option<&ModelResult> {
+        self.results.iter().find(|r| r.status == status)
+    }
+
+    /// The line `sluice run` ends with.
+    pub fn run_summary(&self, records: &Path) -> String {
+        format!(
+            "{} models: {} ok, {} failed checks, {} errors, {} skipped in {:.2}s; results in {}/run_results.json",
+            self.results.len(),
+            self.count(ModelStatus::Success),
+            self.count(ModelStatus::Fail),
+            self.count(ModelStatus::Error),
+            self.count(ModelStatus::Skipped),
+            self.elapsed_time,
+            records.display()
+        )
+    }
+
+    /// The line `sluice test` ends with.
+    pub fn test_summary(&self) -> String {
+        let checks: usize = self.results.iter().map(|r| r.checks.len()).sum();
+        format!(
+            "{} models, {checks} checks: {} passed, {} failed, {} errors in {:.2}s",
+            self.results.len(),
+            self.count(ModelStatus::Success),
+            self.count(ModelStatus::Fail),
+            self.count(ModelStatus::Error),
+            self.elapsed_time
+        )
+    }
+
+    /// The process outcome: exit 1 naming the first model in error, else 3 naming the
+    /// first failed check. A run's error messages already name their model.
+    pub fn outcome(&self, messages_name_the_model: bool) -> Result<()> {
+        if let Some(r) = self.first(ModelStatus::Error) {
+            return Err(SluiceError::sql(if messages_name_the_model {
+                r.message.clone()
+            } else {
+                format!("model `{}`: {}", r.name, r.message)
+            }));
+        }
+        if let Some(r) = self.first(ModelStatus::Fail) {
+            return Err(SluiceError::Check(format!(
+                "model `{}`: {}",
+                r.name, r.message
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `_sluice.json`, written into a published folder last.

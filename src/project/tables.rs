@@ -11,7 +11,7 @@ use datafusion::prelude::SessionContext;
 use super::model::{Materialized, OutputFormat};
 use super::output::Output;
 use super::plan::*;
-use crate::config::SourceFormat;
+use crate::config::{Project, SourceFormat};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;
 use crate::sources::{open_source, ModelTable, SourceDef};
@@ -89,10 +89,16 @@ pub(crate) fn replace_table(
     Ok(())
 }
 
-/// Make the project's models queryable by name without building them: views by their
-/// SQL, tables by their published output (when there is one). Nothing is read or planned
-/// until a statement uses a model.
+/// Make the project's models queryable by name without building them.
 pub fn declare_models(session: &Session, plan: &ProjectPlan) {
+    session
+        .schema
+        .declare_models(model_tables(&session.project, plan));
+}
+
+/// The project's models as tables: views by their SQL, tables by their published output
+/// (when there is one). Nothing is read or planned until a statement uses a model.
+pub fn model_tables(project: &Project, plan: &ProjectPlan) -> Vec<(String, ModelTable)> {
     let models = plan.order.iter().filter_map(|&i| {
         let m = &plan.models[i];
         let table = match m.materialized {
@@ -100,7 +106,7 @@ pub fn declare_models(session: &Session, plan: &ProjectPlan) {
                 sql: plan.sql[i].clone(),
             },
             _ => {
-                let output = plan.location(&session.project, i);
+                let output = plan.location(project, i);
                 // On S3 whether it was published is known only by asking, on first use.
                 if let Output::Local(dir) = &output {
                     if !dir.join("_SUCCESS").exists() {
@@ -116,5 +122,5 @@ pub fn declare_models(session: &Session, plan: &ProjectPlan) {
         };
         Some((m.name.clone(), table))
     });
-    session.schema.declare_models(models);
+    models.collect()
 }

@@ -6,20 +6,22 @@ mod guard;
 mod handlers;
 mod http;
 mod metrics;
+mod options;
+
+use options::{tls_acceptor, usage};
+pub use options::{ServeOptions, ServeRequest};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::rustls;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::{read_secret, Project};
-use crate::error::{Result, SluiceError};
+use crate::error::Result;
 use crate::session::{build_session, SessionOptions};
 use handlers::{Handlers, Limits, Users};
 use metrics::Metrics;
@@ -30,48 +32,6 @@ pub(crate) fn log(line: &str) {
         "{} {line}",
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
     );
-}
-
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    pub listen: String,
-    pub http: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub allow_write: bool,
-    pub max_connections: usize,
-    pub max_concurrent_queries: usize,
-    pub statement_timeout: Option<Duration>,
-}
-
-fn usage(message: String) -> SluiceError {
-    SluiceError::Usage(message)
-}
-
-/// A TLS acceptor from PEM files; any problem stops the server (never plaintext instead).
-fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |path: &str| {
-        std::fs::read(path).map_err(|e| usage(format!("TLS: cannot read {path}: {e}")))
-    };
-    let certs: Vec<_> = rustls_pemfile::certs(&mut read(cert)?.as_slice())
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| usage(format!("TLS: {cert} is not a PEM certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(usage(format!("TLS: no certificate in {cert}")));
-    }
-    let key_der = rustls_pemfile::private_key(&mut read(key)?.as_slice())
-        .map_err(|e| usage(format!("TLS: {key} is not a PEM private key: {e}")))?
-        .ok_or_else(|| usage(format!("TLS: no private key in {key}")))?;
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map_err(|e| {
-            usage(format!(
-                "TLS: {cert} and {key} do not make a TLS setup: {e}"
-            ))
-        })?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn is_loopback(addr: &SocketAddr) -> bool {
@@ -128,10 +88,6 @@ pub async fn serve(
     // project's tables only.
     session_options.query_files_by_path = options.allow_write;
     let session = build_session(project.clone(), &session_options)?;
-    match crate::project::build_plan(&project, &project.vars()) {
-        Ok(plan) => crate::project::declare_models(&session, &plan),
-        Err(e) => log(&format!("warning: models not served: {e}")),
-    }
     setup_pg_catalog(&session.ctx, "datafusion", EmptyContextProvider)
         .map_err(|e| usage(format!("cannot set up pg_catalog: {e}")))?;
     let ctx = Arc::new(session.ctx.clone());

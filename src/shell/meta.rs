@@ -226,56 +226,46 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
     }
 }
 
+/// sluice's functions (the table `sluice functions` prints, without examples), and with a
+/// pattern DataFusion's built-in ones too.
 fn list_functions(shell: &Shell, pattern: Option<&str>) -> Result<RecordBatch> {
-    let (mut names, mut kinds, mut sigs, mut descs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let ours = crate::functions::docs();
-    for d in &ours {
-        if matches(pattern, d.name) {
-            names.push(d.name.to_string());
-            kinds.push(d.kind.to_string());
-            sigs.push(d.signature.to_string());
-            descs.push(d.description.to_string());
-        }
+    let ours: Vec<_> = crate::functions::docs()
+        .into_iter()
+        .filter(|d| matches(pattern, d.name))
+        .collect();
+    let table = crate::functions::docs_table(&ours)?
+        .project(&[0, 1, 2, 3])
+        .map_err(|e| SluiceError::sql(e.to_string()))?;
+    if pattern.is_none() {
+        return Ok(table);
     }
-    if pattern.is_some() {
-        let state = shell.session.ctx.state();
-        let mut builtin: Vec<(String, &str, String)> = Vec::new();
-        for (name, f) in state.scalar_functions() {
-            let doc = f
-                .documentation()
-                .map(|d| d.description.clone())
-                .unwrap_or_default();
-            builtin.push((name.clone(), "scalar", doc));
-        }
-        for (name, f) in state.aggregate_functions() {
-            let doc = f
-                .documentation()
-                .map(|d| d.description.clone())
-                .unwrap_or_default();
-            builtin.push((name.clone(), "aggregate", doc));
-        }
-        for (name, f) in state.window_functions() {
-            let doc = f
-                .documentation()
-                .map(|d| d.description.clone())
-                .unwrap_or_default();
-            builtin.push((name.clone(), "window", doc));
-        }
-        builtin.sort();
-        for (name, kind, doc) in builtin {
-            if matches(pattern, &name) && !ours.iter().any(|d| d.name == name) {
-                names.push(name);
-                kinds.push(format!("{kind} (datafusion)"));
-                sigs.push(String::new());
-                descs.push(doc.lines().next().unwrap_or("").to_string());
-            }
-        }
+    let state = shell.session.ctx.state();
+    let first_line = |d: Option<&datafusion::logical_expr::Documentation>| {
+        d.map(|d| d.description.lines().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let mut builtin: Vec<(String, &str, String)> = Vec::new();
+    for (name, f) in state.scalar_functions() {
+        builtin.push((name.clone(), "scalar", first_line(f.documentation())));
     }
-    strings(
-        &["name", "kind", "signature", "description"],
-        vec![names, kinds, sigs, descs],
-    )
+    for (name, f) in state.aggregate_functions() {
+        builtin.push((name.clone(), "aggregate", first_line(f.documentation())));
+    }
+    for (name, f) in state.window_functions() {
+        builtin.push((name.clone(), "window", first_line(f.documentation())));
+    }
+    builtin.sort();
+    builtin.retain(|(name, _, _)| matches(pattern, name) && !ours.iter().any(|d| d.name == name));
+    let mut columns = vec![Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    for (name, kind, doc) in builtin {
+        columns[0].push(name);
+        columns[1].push(format!("{kind} (datafusion)"));
+        columns[2].push(String::new());
+        columns[3].push(doc);
+    }
+    let theirs = strings(&["name", "kind", "signature", "description"], columns)?;
+    datafusion::arrow::compute::concat_batches(&table.schema(), [&table, &theirs])
+        .map_err(|e| SluiceError::sql(e.to_string()))
 }
 
 #[cfg(test)]

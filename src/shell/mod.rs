@@ -6,6 +6,7 @@ mod meta;
 pub mod printer;
 mod progress;
 mod repl;
+pub mod script;
 pub mod split;
 
 use std::fs::File;
