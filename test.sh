@@ -30,6 +30,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo fmt --check
-cargo build --all-targets --locked
+cargo build --workspace --all-targets --locked
 # Benches are built above and run by their scripts (criterion takes no test-harness flags).
-cargo test --locked --lib --bins --tests -- --test-threads 2
+cargo test --workspace --locked --lib --bins --tests -- --test-threads 2

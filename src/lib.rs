@@ -7,15 +7,14 @@
 pub mod cli;
 pub mod cluster;
 pub mod cluster_client;
-pub mod config;
-pub mod diagnostic;
-pub mod engine;
-pub mod error;
-pub mod functions;
 pub mod gen;
 pub mod project;
 pub mod server;
 pub mod session;
 pub mod shell;
-pub mod sources;
-pub mod storage;
+
+// Crates of their own (crates/): the shared core, and the functions and engine rules that
+// any DataFusion program can use. Their paths under `sluice::` stay valid.
+pub use sluice_core::{config, diagnostic, error, sources, storage};
+pub use sluice_engine as engine;
+pub use sluice_functions as functions;

@@ -69,6 +69,20 @@ fn bucket_settings(project: &Project) -> Result<HashMap<String, S3Config>> {
     Ok(out.into_iter().map(|(b, (_, s))| (b, s)).collect())
 }
 
+/// `hmac_sha256` reads the project's `[secrets]`.
+#[derive(Debug)]
+struct ProjectSecrets(Arc<Project>);
+
+impl crate::functions::Secrets for ProjectSecrets {
+    fn declares(&self, name: &str) -> bool {
+        self.0.config.secrets.contains_key(name)
+    }
+
+    fn read(&self, name: &str) -> std::result::Result<Vec<u8>, String> {
+        self.0.secret(name).map_err(|e| e.to_string())
+    }
+}
+
 /// A session with the project's sources and sluice's functions registered.
 pub struct Session {
     pub ctx: SessionContext,
@@ -144,7 +158,8 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         .register_schema("public", schema.clone() as Arc<dyn SchemaProvider>)
         .map_err(|e| SluiceError::Usage(format!("cannot register sources: {e}")))?;
 
-    crate::functions::register_all(&ctx, project.clone())?;
+    crate::functions::register_all(&ctx, Arc::new(ProjectSecrets(project.clone())))
+        .map_err(|e| SluiceError::Usage(format!("cannot register functions: {e}")))?;
 
     let ctx = if options.query_files_by_path {
         let factory = Arc::new(PathTableFactory::default());

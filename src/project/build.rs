@@ -10,10 +10,10 @@ use datafusion::prelude::SessionContext;
 
 use super::checks::{self, Baseline, CheckResult};
 use super::model::{Materialized, Model, OutputFormat};
-use super::output::{Output, PublishedManifest, Stage};
 use super::parquet;
 use super::plan::*;
 use super::publish::{self, OutputFile};
+use super::publish::{Output, PublishedManifest, Stage};
 use super::results::{self, History, ModelResult};
 use super::run::*;
 use super::tables::*;

@@ -1,5 +1,6 @@
 //! Data quality checks of a model, run on the staged output before it is published.
 
+use crate::functions::quote_ident as ident;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
@@ -310,10 +311,6 @@ impl Baseline {
 }
 
 const NO_BASELINE: &str = "no baseline: nothing published and no run history to compare with";
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

@@ -14,8 +14,8 @@ use datafusion::prelude::SessionContext;
 use super::checks;
 use super::checks::Baseline;
 use super::model::{Erasure, Materialized, Model};
-use super::output::{Output, Stage};
 use super::publish::{self, OutputFile};
+use super::publish::{Output, Stage};
 use super::results::{History, ModelResult, RunResults};
 use super::{
     declare_models, finish_staged, ident, new_run_id, publish_staged, register_location,

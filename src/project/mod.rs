@@ -8,7 +8,6 @@ pub mod erase;
 pub mod lineage;
 pub mod model;
 pub mod notify;
-pub mod output;
 pub mod parquet;
 pub mod progress;
 pub mod publish;

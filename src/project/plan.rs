@@ -1,11 +1,12 @@
 //! The project plan: models discovered, their resolved SQL, what each reads, the order
 //! they run in, and where each publishes.
 
+pub(crate) use crate::functions::quote_ident as ident;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::dag;
 use super::model::{self, Materialized, Model};
-use super::output::Output;
+use super::publish::Output;
 use super::publish::{self};
 use crate::config::Project;
 use crate::error::{Result, SluiceError};
@@ -20,10 +21,6 @@ pub struct ProjectPlan {
     pub reads: Vec<BTreeSet<String>>,
     pub deps: Vec<Vec<usize>>,
     pub order: Vec<usize>,
-}
-
-pub(crate) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<ProjectPlan> {

@@ -263,7 +263,7 @@ impl RemoteRecords {
             return Ok(None);
         }
         let url = format!("{}/{RECORDS_FOLDER}/", target.trim_end_matches('/'));
-        let (store, prefix) = super::output::s3_store(ctx, &url)?;
+        let (store, prefix) = super::publish::s3_store(ctx, &url)?;
         Ok(Some(RemoteRecords { store, prefix, url }))
     }
 

@@ -11,10 +11,10 @@ use futures::StreamExt;
 
 use super::build::*;
 use super::model::Model;
-use super::output::{self, Output, Stage};
 use super::plan::*;
 use super::progress::Reporter;
 use super::publish::{self};
+use super::publish::{Output, Published, Stage};
 use super::results::{self, History, ModelResult, RunResults};
 use super::tables::*;
 use crate::error::{Result, SluiceError};
@@ -360,7 +360,7 @@ pub(crate) async fn publish_all(
 
 /// A stage made visible to readers, not yet finished.
 pub(crate) struct Committed {
-    pub(crate) published: output::Published,
+    pub(crate) published: Published,
     pub(crate) manifest: results::Manifest,
     pub(crate) output: Output,
 }

@@ -9,8 +9,8 @@ use datafusion::datasource::ViewTable;
 use datafusion::prelude::SessionContext;
 
 use super::model::{Materialized, OutputFormat};
-use super::output::Output;
 use super::plan::*;
+use super::publish::Output;
 use crate::config::{Project, SourceFormat};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;

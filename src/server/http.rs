@@ -17,8 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use super::handlers::Handlers;
 use super::metrics::Metrics;
+use super::pgwire::Handlers;
 use super::{guard, log};
 use crate::error::describe_datafusion_error;
 

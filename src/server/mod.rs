@@ -2,11 +2,12 @@
 //! psycopg, JDBC, BI tools, pgbench), and `/health`, `/metrics` and `POST /query` over HTTP.
 //! The session comes from the same builder as the shell and `run`.
 
+mod auth;
 mod guard;
-mod handlers;
 mod http;
 mod metrics;
 mod options;
+mod pgwire;
 
 use options::{tls_acceptor, usage};
 pub use options::{ServeOptions, ServeRequest};
@@ -23,8 +24,9 @@ use tokio::sync::Semaphore;
 use crate::config::{read_secret, Project};
 use crate::error::Result;
 use crate::session::{build_session, SessionOptions};
-use handlers::{Handlers, Limits, Users};
+use auth::Users;
 use metrics::Metrics;
+use pgwire::{Handlers, Limits};
 
 /// One timestamped line on standard error per connection, query and server event.
 pub(crate) fn log(line: &str) {
@@ -176,7 +178,7 @@ pub async fn serve(
             metrics.connection_opened();
             log(&format!("connection from {peer} opened"));
             // A client that sends garbage or disconnects only ends its own connection.
-            let outcome = pgwire::tokio::process_socket(socket, tls, handlers).await;
+            let outcome = ::pgwire::tokio::process_socket(socket, tls, handlers).await;
             metrics.connection_closed();
             log(&format!(
                 "connection from {peer} closed after {} ms{}",

@@ -175,8 +175,8 @@ async fn describe(shell: &Shell, name: &str) -> Result<RecordBatch> {
             .table_provider(name)
             .await
             .map_err(|e| match e {
-                datafusion::error::DataFusionError::Plan(m) if m.contains("source `") => {
-                    SluiceError::sql(m)
+                e if crate::error::source_error(&e).is_some() => {
+                    SluiceError::sql(describe_datafusion_error(&e))
                 }
                 e if describe_datafusion_error(&e).contains("not found")
                     || describe_datafusion_error(&e).contains("No table named") =>

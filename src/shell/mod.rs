@@ -218,7 +218,7 @@ impl Shell {
 /// Name the sources a failed query was reading, unless the message already does.
 fn annotate(e: datafusion::error::DataFusionError, described: &[String]) -> SluiceError {
     let message = describe_datafusion_error(&e);
-    if message.contains("source `") || described.is_empty() {
+    if crate::error::source_error(&e).is_some() || described.is_empty() {
         SluiceError::sql(message)
     } else if described.len() == 1 {
         SluiceError::sql(format!("{}: {message}", described[0]))

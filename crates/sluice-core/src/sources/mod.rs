@@ -7,6 +7,7 @@ pub mod listed;
 pub mod manifest;
 mod path;
 
+use crate::error::SluiceError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
@@ -80,15 +81,13 @@ impl SourceDef {
     }
 
     fn error(&self, message: impl std::fmt::Display) -> DataFusionError {
-        if self.name == self.config.location {
-            // A path queried directly: the path is the name.
-            DataFusionError::Plan(format!("'{}': {message}", self.name))
-        } else {
-            DataFusionError::Plan(format!(
-                "source `{}` ({}): {message}",
-                self.name, self.config.location
-            ))
-        }
+        // A path queried directly is its own name.
+        let location = (self.name != self.config.location).then(|| self.config.location.clone());
+        DataFusionError::External(Box::new(SluiceError::Source {
+            name: self.name.clone(),
+            location,
+            message: message.to_string(),
+        }))
     }
 }
 

@@ -49,6 +49,14 @@ pub enum SluiceError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// A source (or a file queried by path) could not be opened or read.
+    Source {
+        /// The source's name, or the path when a file was queried directly.
+        name: String,
+        /// Its location, when it differs from the name.
+        location: Option<String>,
+        message: String,
+    },
     /// The statement was cancelled by the user (Ctrl-C).
     Cancelled,
 }
@@ -61,6 +69,7 @@ impl SluiceError {
             SluiceError::Sql { .. }
             | SluiceError::Model { .. }
             | SluiceError::Io { .. }
+            | SluiceError::Source { .. }
             | SluiceError::Cancelled => exit::SQL,
         }
     }
@@ -169,6 +178,16 @@ impl fmt::Display for SluiceError {
             } => write!(f, "model `{model}` ({}): {message}", file.display()),
             SluiceError::Check(m) => write!(f, "{m}"),
             SluiceError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            SluiceError::Source {
+                name,
+                location: Some(location),
+                message,
+            } => write!(f, "source `{name}` ({location}): {message}"),
+            SluiceError::Source {
+                name,
+                location: None,
+                message,
+            } => write!(f, "'{name}': {message}"),
             SluiceError::Cancelled => write!(f, "query cancelled"),
         }
     }
@@ -179,6 +198,25 @@ impl std::error::Error for SluiceError {}
 impl From<DataFusionError> for SluiceError {
     fn from(e: DataFusionError) -> Self {
         SluiceError::sql(describe_datafusion_error(&e))
+    }
+}
+
+/// The source a DataFusion error is about, when sluice raised it while opening one.
+pub fn source_error(e: &DataFusionError) -> Option<&SluiceError> {
+    match e {
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            source_error(inner)
+        }
+        DataFusionError::Shared(inner) => source_error(inner),
+        DataFusionError::External(inner) => match inner.downcast_ref::<SluiceError>() {
+            Some(s @ SluiceError::Source { .. }) => Some(s),
+            Some(_) => None,
+            None => inner
+                .downcast_ref::<DataFusionError>()
+                .and_then(source_error),
+        },
+        DataFusionError::Collection(errs) => errs.first().and_then(source_error),
+        _ => None,
     }
 }
 

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::args::{all_scalar, arg_array, finish, scalar_str};
 use super::FunctionDoc;
-use crate::config::Project;
+use super::Secrets;
 
 pub const SHA256_HEX_DOC: FunctionDoc = FunctionDoc {
     name: "sha256_hex",
@@ -204,18 +204,18 @@ impl ScalarUDFImpl for Sha256Hex {
 
 type HmacSha256Mac = Hmac<Sha256>;
 
-/// HMAC keyed by a named secret. The key is read from the project on first use and kept
+/// HMAC keyed by a named secret. The key is read from the secrets on first use and kept
 /// in memory only; it is not part of the function's identity, name or any message.
 #[derive(Debug)]
 pub struct HmacSha256 {
     signature: Signature,
-    project: Arc<Project>,
+    secrets: Arc<dyn Secrets>,
     keys: Mutex<HashMap<String, Arc<Vec<u8>>>>,
 }
 
 impl PartialEq for HmacSha256 {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.project, &other.project)
+        Arc::ptr_eq(&self.secrets, &other.secrets)
     }
 }
 impl Eq for HmacSha256 {}
@@ -226,7 +226,7 @@ impl std::hash::Hash for HmacSha256 {
 }
 
 impl HmacSha256 {
-    pub fn new(project: Arc<Project>) -> Self {
+    pub fn new(secrets: Arc<dyn Secrets>) -> Self {
         let strings = [DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View];
         let values = [
             DataType::Utf8,
@@ -246,7 +246,7 @@ impl HmacSha256 {
             .collect();
         HmacSha256 {
             signature: Signature::one_of(sigs, Volatility::Immutable),
-            project,
+            secrets,
             keys: Mutex::new(HashMap::new()),
         }
     }
@@ -255,7 +255,7 @@ impl HmacSha256 {
         if let Some(k) = self.keys.lock().ok().and_then(|k| k.get(name).cloned()) {
             return Ok(k);
         }
-        let key = match self.project.secret(name) {
+        let key = match self.secrets.read(name) {
             Ok(k) => Arc::new(k),
             Err(e) => return exec_err!("hmac_sha256: {e}"),
         };
@@ -289,7 +289,7 @@ impl ScalarUDFImpl for HmacSha256 {
             .and_then(scalar_str)
         {
             Some(name) => {
-                if !self.project.config.secrets.contains_key(name) {
+                if !self.secrets.declares(name) {
                     return plan_err!(
                         "hmac_sha256: unknown secret `{name}`; declare it under [secrets] in sluice.toml"
                     );

@@ -29,7 +29,7 @@ use futures::{StreamExt, TryStreamExt};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::shared_id::{namespace, shared_id_of};
-use super::FunctionDoc;
+use super::{quote_ident, FunctionDoc};
 
 pub const DOC: FunctionDoc = FunctionDoc {
     name: "resolve_identities",
@@ -439,16 +439,12 @@ impl Forest {
     }
 }
 
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
 fn two_columns_sql(table: &str, a: &str, b: &str) -> String {
     format!(
         "SELECT CAST({} AS VARCHAR), CAST({} AS VARCHAR) FROM {}",
-        quote(a),
-        quote(b),
-        quote(table)
+        quote_ident(a),
+        quote_ident(b),
+        quote_ident(table)
     )
 }
 
@@ -467,7 +463,7 @@ async fn two_columns(
     let df = df.map_err(|e| {
         DataFusionError::Plan(format!(
             "resolve_identities: cannot read {a}, {b} from `{table}`: {}",
-            crate::error::describe_datafusion_error(&e)
+            e.strip_backtrace()
         ))
     })?;
     let mut stream = df.execute_stream().await?;

@@ -16,7 +16,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
-use super::publish::{self, OutputFile};
+use super::local::{self as publish, OutputFile};
 use crate::error::{Result, SluiceError};
 use crate::sources::manifest::{self, MANIFEST};
 

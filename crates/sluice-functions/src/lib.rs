@@ -1,5 +1,10 @@
-//! sluice's SQL functions. One file per function family; this module registers them all
-//! in a session and describes them for `sluice functions` and `\df`.
+//! sluice's SQL functions for DataFusion: PII normalisation and hashing, HMAC keyed by named
+//! secrets, shared user ids, identity resolution, funnels and retention, and Spark's hash
+//! functions. One file per function family; [`register_all`] adds them all to a session and
+//! [`docs`] describes them (sluice prints it for `sluice functions` and `\df`).
+//!
+//! The crate depends on DataFusion only: a program with its own secrets gives them to
+//! `hmac_sha256` through [`Secrets`].
 
 mod args;
 mod funnel;
@@ -17,8 +22,21 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
-use crate::config::Project;
-use crate::error::Result;
+use datafusion::error::Result;
+
+/// Where `hmac_sha256` finds its keys: the program's named secrets. A key is read when a
+/// query first uses it and kept in memory only; it is never part of a plan or a message.
+pub trait Secrets: Send + Sync + std::fmt::Debug {
+    /// A secret of this name is declared (checked when a query is planned).
+    fn declares(&self, name: &str) -> bool;
+    /// The secret's bytes, or why they cannot be read (a message without the secret).
+    fn read(&self, name: &str) -> std::result::Result<Vec<u8>, String>;
+}
+
+/// `name` as a SQL identifier, always quoted, so keywords and mixed case survive.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 
 /// What `sluice functions` and `\df` print for one function.
 #[derive(Debug, Clone)]
@@ -52,7 +70,7 @@ pub fn docs_table(docs: &[FunctionDoc]) -> Result<RecordBatch> {
             column(|d| d.example),
         ],
     )
-    .map_err(|e| crate::error::SluiceError::sql(e.to_string()))
+    .map_err(Into::into)
 }
 
 /// Every function sluice adds to DataFusion, in the order they are listed.
@@ -103,11 +121,11 @@ const SPARK_DOCS: [FunctionDoc; 4] = [
     },
 ];
 
-/// Register every sluice function in a session. Secrets are read through the project,
-/// never stored in the plan.
-pub fn register_all(ctx: &SessionContext, project: Arc<Project>) -> Result<()> {
+/// Register every sluice function in a session; `hmac_sha256` reads its keys from
+/// `secrets`.
+pub fn register_all(ctx: &SessionContext, secrets: Arc<dyn Secrets>) -> Result<()> {
     ctx.register_udf(ScalarUDF::from(hashing::Sha256Hex::new()));
-    ctx.register_udf(ScalarUDF::from(hashing::HmacSha256::new(project)));
+    ctx.register_udf(ScalarUDF::from(hashing::HmacSha256::new(secrets)));
     ctx.register_udf(ScalarUDF::from(pii::NormalizeEmail::new()));
     ctx.register_udf(ScalarUDF::from(pii::NormalizePhone::new()));
     ctx.register_udf(ScalarUDF::from(pii::HashPii::new()));
