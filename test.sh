@@ -7,13 +7,21 @@ cd "$(dirname "$0")"
 # Python tools the tests drive: an S3-compatible server (moto) and clients (boto3, pyarrow,
 # psycopg), in a venv of their own.
 venv_ok() {
-  [ -x .venv/bin/moto_server ] &&
-    .venv/bin/python -c 'import boto3, pyarrow, psycopg' 2>/dev/null
+  [ -x .venv/bin/moto_server ] && [ -s .venv/junit-10.xsd ] &&
+    .venv/bin/python -c 'import boto3, pyarrow, psycopg, xmlschema, junitparser' 2>/dev/null
 }
 if ! venv_ok; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check \
-    'moto[server]==5.*' 'boto3==1.*' 'pyarrow>=15' 'psycopg[binary]==3.*'
+    'moto[server]==5.*' 'boto3==1.*' 'pyarrow>=15' 'psycopg[binary]==3.*' \
+    'xmlschema==3.*' 'junitparser==3.*'
+  # JUnit's schema (Jenkins' junit-10.xsd) as pytest's source distribution ships it.
+  sdist=$(mktemp -d)
+  .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    'pytest==8.3.5' -d "$sdist"
+  tar -xzf "$sdist"/pytest-8.3.5.tar.gz -C "$sdist" pytest-8.3.5/testing/example_scripts/junit-10.xsd
+  cp "$sdist"/pytest-8.3.5/testing/example_scripts/junit-10.xsd .venv/junit-10.xsd
+  rm -rf "$sdist"
   venv_ok || { echo "test.sh: could not install the Python test tools into .venv" >&2; exit 1; }
 fi
 

@@ -45,7 +45,7 @@ pub enum Command {
     /// Run the models' checks again on what is published now (writes test_results.json)
     Test(TestArgs),
     /// Apply the current erasure lists to published outputs, rewriting only affected files
-    Erase(TestArgs),
+    Erase(EraseArgs),
     /// Table and column lineage of the models, as JSON, Mermaid or Graphviz dot
     Lineage(LineageArgs),
     /// Write a static HTML site documenting sources, models, checks and lineage
@@ -111,6 +111,10 @@ pub struct RunArgs {
     /// process still plans, checks and publishes
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
+    /// Also write a JUnit XML report (one testsuite per model, a testcase per check) for CI
+    /// systems
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -142,9 +146,22 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Default, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub models: Selection,
+}
+
+#[derive(Debug, Default, Args)]
 pub struct TestArgs {
     #[command(flatten)]
     pub models: Selection,
+    /// Only the unit tests in tests/*.toml: models run on fixed rows, no data needed
+    #[arg(long)]
+    pub unit: bool,
+    /// Also write a JUnit XML report (one testsuite per model, a testcase per check and
+    /// per unit test) for CI systems
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,12 +344,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Functions(args)) => functions(args),
         Some(Command::Run(args)) => run(&cli, args).await,
         Some(Command::Plan(args)) => plan(&cli, &args.models),
-        Some(Command::Test(args)) => {
-            let (plan, session) = planned_session(&cli, &args.models.vars)?;
-            let results = crate::project::test(&session, &plan, &args.models.select).await?;
-            eprintln!("{}", results.test_summary());
-            results.outcome(false)
-        }
+        Some(Command::Test(args)) => test(&cli, args).await,
         Some(Command::Gen(GenCommand::Launch(args))) => gen_launch(args),
         Some(Command::Erase(args)) => {
             let (plan, session) = planned_session(&cli, &args.models.vars)?;
@@ -398,6 +410,55 @@ async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
     run_script(&mut shell, &script).await
 }
 
+/// Unit tests, then (without --unit) the checks on what is published; the exit code says
+/// the worse of the two.
+async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
+    let (plan, session) = planned_session(cli, &args.models.vars)?;
+    let selected: Option<std::collections::BTreeSet<String>> = if args.models.select.is_empty() {
+        None
+    } else {
+        let indexes = plan.select(&args.models.select)?;
+        Some(
+            indexes
+                .iter()
+                .map(|&i| plan.models[i].name.clone())
+                .collect(),
+        )
+    };
+    let started = std::time::Instant::now();
+    let units = crate::project::unit::run_unit_tests(
+        &session.project,
+        &session_options(cli)?,
+        selected.as_ref(),
+    )
+    .await?;
+    let (summary, unit_result) =
+        crate::project::unit::unit_outcome(&units, started.elapsed().as_secs_f64());
+    if !units.is_empty() || args.unit {
+        eprintln!("{summary}");
+    }
+    if args.unit {
+        if let Some(path) = &args.junit {
+            crate::project::junit::write_junit(path, None, &units)?;
+        }
+        return unit_result;
+    }
+    let results = crate::project::test(&session, &plan, &args.models.select).await?;
+    eprintln!("{}", results.test_summary());
+    if let Some(path) = &args.junit {
+        crate::project::junit::write_junit(path, Some(&results), &units)?;
+    }
+    match (unit_result, results.outcome(false)) {
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(if a.exit_code() == crate::error::exit::SQL {
+            a
+        } else {
+            b
+        }),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
 fn plan(cli: &Cli, models: &Selection) -> Result<()> {
     let project = load_project(cli)?;
     let plan = crate::project::build_plan(&project, &vars(&project, &models.vars)?)?;
@@ -428,6 +489,9 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<()> {
         }
     }
     eprintln!("{}", results.run_summary(&session.project.records_dir()));
+    if let Some(path) = &args.junit {
+        crate::project::junit::write_junit(path, Some(&results), &[])?;
+    }
     results.outcome(true)
 }
 

@@ -37,6 +37,9 @@ pub struct SessionOptions {
     /// Project models queryable by name (the shell and the server declare them; `run`
     /// declares what it builds itself).
     pub models: Vec<(String, ModelTable)>,
+    /// No project sources: the tables are only what the caller registers (unit tests'
+    /// fixtures, so a test never reads real data).
+    pub without_sources: bool,
 }
 
 impl SessionOptions {
@@ -149,7 +152,12 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     // Functions are registered after the cluster upgrade, which resets the function lists.
     let ctx = SessionContext::new_with_state(state);
 
-    let schema = Arc::new(ProjectSchema::new(SourceDef::from_project(&project)));
+    let sources = if options.without_sources {
+        Default::default()
+    } else {
+        SourceDef::from_project(&project)
+    };
+    let schema = Arc::new(ProjectSchema::new(sources));
     schema.declare_models(options.models.iter().cloned());
     let catalog = ctx
         .catalog("datafusion")

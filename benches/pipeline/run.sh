@@ -15,7 +15,7 @@
 # Each engine runs RUNS times per size and the table shows the median time (every run's
 # time is printed too: this machine's speed varies by a quarter from run to run) and the
 # highest peak RSS.
-# Installs DuckDB and PySpark into .venv-bench, builds sluice in release mode, generates
+# Installs DuckDB and PySpark into .venv-bench, builds sluice (the dist profile), generates
 # the data with `sluice gen launch` (kept under target/bench-pipeline/ between runs), and
 # runs each engine once per size. Spark's time excludes the JVM start; sluice's and
 # DuckDB's include their start-up. Peak RSS comes from /usr/bin/time.
@@ -38,12 +38,13 @@ read -r duckdb_version spark_version < <("$venv/bin/python" -c 'import duckdb, p
 command -v java >/dev/null || { echo "run.sh: PySpark needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || { echo "run.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-# SLUICE_BIN=path uses a sluice binary built before (no release build here).
+# SLUICE_BIN=path uses a sluice binary built before (no build here); else the shipped
+# profile (dist: thin LTO) is built.
 if [ -n "${SLUICE_BIN:-}" ]; then
   sluice=$SLUICE_BIN
 else
-  (cd "$root" && cargo build --release --locked --bin sluice)
-  sluice=$root/target/release/sluice
+  (cd "$root" && cargo build --profile dist --locked --bin sluice)
+  sluice=$root/target/dist/sluice
 fi
 py=$venv/bin/python
 

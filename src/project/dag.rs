@@ -9,9 +9,21 @@ use datafusion::sql::resolve::resolve_table_references;
 use super::model::Model;
 use crate::error::{Result, SluiceError};
 
-/// Table names a model reads: FROM/JOIN references (CTE names excluded), tables named in
-/// `resolve_identities(...)`, erasure lists and relationship checks.
+/// Table names a model reads: what its SQL reads (`sql_reads`) and relationship checks.
 pub fn reads(model: &Model, sql: &str) -> Result<BTreeSet<String>> {
+    let mut names = sql_reads(model, sql)?;
+    for check in &model.checks {
+        if let Some(t) = check.reads() {
+            names.insert(t.to_string());
+        }
+    }
+    names.remove(&model.name);
+    Ok(names)
+}
+
+/// Table names a model's SQL reads: FROM/JOIN references (CTE names excluded), tables
+/// named in `resolve_identities(...)`, and its erasure list.
+pub fn sql_reads(model: &Model, sql: &str) -> Result<BTreeSet<String>> {
     let statements = DFParser::parse_sql(sql).map_err(|e| model.datafusion_error(&e, 0))?;
     if statements.len() != 1 {
         return Err(model.error(format!(
@@ -38,11 +50,6 @@ pub fn reads(model: &Model, sql: &str) -> Result<BTreeSet<String>> {
     }
     if let Some(e) = &model.erasure {
         names.insert(e.list.clone());
-    }
-    for check in &model.checks {
-        if let Some(t) = check.reads() {
-            names.insert(t.to_string());
-        }
     }
     names.remove(&model.name);
     Ok(names)

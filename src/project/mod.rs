@@ -5,6 +5,7 @@ pub mod checks;
 pub mod dag;
 pub mod docs;
 pub mod erase;
+pub mod junit;
 pub mod lineage;
 pub mod model;
 pub mod notify;
@@ -12,6 +13,7 @@ pub mod parquet;
 pub mod progress;
 pub mod publish;
 pub mod results;
+pub mod unit;
 
 mod build;
 mod plan;

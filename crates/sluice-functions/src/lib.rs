@@ -121,6 +121,11 @@ const SPARK_DOCS: [FunctionDoc; 4] = [
     },
 ];
 
+/// `hmac_sha256` reading its keys from `secrets` (to replace the registered one).
+pub fn hmac_sha256(secrets: Arc<dyn Secrets>) -> ScalarUDF {
+    ScalarUDF::from(hashing::HmacSha256::new(secrets))
+}
+
 /// Register every sluice function in a session; `hmac_sha256` reads its keys from
 /// `secrets`.
 pub fn register_all(ctx: &SessionContext, secrets: Arc<dyn Secrets>) -> Result<()> {

@@ -316,20 +316,23 @@ pub fn read_secret(name: &str, secret: &SecretConfig, root: &Path) -> Result<Vec
 
 /// Parse and validate the text of a sluice.toml.
 pub fn parse_config(path: &Path, text: &str) -> Result<ProjectConfig> {
-    let config: ProjectConfig = toml::from_str(text).map_err(|e| {
-        let (line, key) = match e.span() {
-            Some(span) => locate_key(text, span.start),
-            None => (None, None),
-        };
-        SluiceError::Config {
-            file: path.to_path_buf(),
-            line,
-            key,
-            message: e.message().trim().to_string(),
-        }
-    })?;
+    let config: ProjectConfig = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
     validate(path, text, &config)?;
     Ok(config)
+}
+
+/// A TOML file's parse error at its line and key.
+pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> SluiceError {
+    let (line, key) = match e.span() {
+        Some(span) => locate_key(text, span.start),
+        None => (None, None),
+    };
+    SluiceError::Config {
+        file: path.to_path_buf(),
+        line,
+        key,
+        message: e.message().trim().to_string(),
+    }
 }
 
 /// Find the line of a byte offset and the dotted key written there (`sources.events.format`).
