@@ -9,16 +9,65 @@ use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::prelude::SessionContext;
 
 use super::checks::{self, Baseline, CheckResult};
-use super::model::{Materialized, Model, OutputFormat};
+use super::model::{Materialized, Model};
 use super::parquet;
 use super::plan::*;
 use super::publish::{self, OutputFile};
 use super::publish::{Output, PublishedManifest, Stage};
 use super::results::{self, History, ModelResult};
-use super::run::*;
 use super::tables::*;
+use crate::config::FileFormat;
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub select: Vec<String>,
+    pub fail_fast: bool,
+    /// Rebuild incremental models from scratch.
+    pub full_refresh: bool,
+    /// Publish the run's models only when every model and check succeeded.
+    pub all_or_nothing: bool,
+    /// Models built at the same time.
+    pub threads: usize,
+    /// Volume and schema checks fail when there is nothing published to compare with.
+    pub require_baseline: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            select: Vec::new(),
+            fail_fast: false,
+            full_refresh: false,
+            all_or_nothing: false,
+            threads: 4,
+            require_baseline: false,
+        }
+    }
+}
+
+pub(crate) fn new_run_id() -> String {
+    let now = chrono::Utc::now();
+    format!(
+        "{}-{:08x}",
+        now.format("%Y%m%dT%H%M%S"),
+        now.timestamp_subsec_nanos() ^ std::process::id()
+    )
+}
+
+/// A model written and checked, not yet published.
+pub(crate) struct Staged {
+    pub(crate) stage: Stage,
+    pub(crate) output: Output,
+    pub(crate) manifest: results::Manifest,
+}
+
+/// What building one model produced.
+pub(crate) struct Built {
+    pub(crate) result: ModelResult,
+    pub(crate) staged: Option<Staged>,
+}
 
 /// One model's build in one run: the session, the model, the run, and what the model's
 /// volume and schema checks compare with.
@@ -399,12 +448,12 @@ pub(crate) async fn write_output(
     };
     let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
     let written = match m.format {
-        OutputFormat::Parquet => {
+        FileFormat::Parquet => {
             let options = parquet::output_options(&m.compression, df.logical_plan());
             df.write_parquet(url, write_options, Some(options)).await
         }
-        OutputFormat::Csv => df.write_csv(url, write_options, None).await,
-        OutputFormat::Ndjson => df.write_json(url, write_options, None).await,
+        FileFormat::Csv => df.write_csv(url, write_options, None).await,
+        FileFormat::Ndjson => df.write_json(url, write_options, None).await,
     }?;
     Ok(written
         .iter()

@@ -21,11 +21,12 @@ mod recheck;
 mod run;
 mod tables;
 
-pub(crate) use build::{finish_staged, write_output, ModelBuild, Written};
+pub use build::RunOptions;
+pub(crate) use build::{finish_staged, new_run_id, write_output, ModelBuild, Staged, Written};
 pub(crate) use plan::ident;
 pub use plan::{build_plan, ProjectPlan};
 pub use recheck::test;
-pub(crate) use run::{new_run_id, publish_staged, Staged};
-pub use run::{run, RunOptions};
+pub(crate) use run::publish_staged;
+pub use run::run;
 pub use tables::{declare_models, model_tables};
 pub(crate) use tables::{register_location, replace_table, TempTable};

@@ -1,6 +1,7 @@
 //! Model files: `models/**/NAME.sql`, one SELECT optionally preceded by a `/* @config ... */`
 //! TOML block. Errors name the model file, the line and the key.
 
+use crate::config::FileFormat;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -18,25 +19,6 @@ pub enum Materialized {
     View,
     Table,
     Incremental,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    #[default]
-    Parquet,
-    Csv,
-    Ndjson,
-}
-
-impl OutputFormat {
-    pub fn extension(self) -> &'static str {
-        match self {
-            OutputFormat::Parquet => "parquet",
-            OutputFormat::Csv => "csv",
-            OutputFormat::Ndjson => "json",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,7 +42,7 @@ struct RawColumn {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     materialized: Option<Materialized>,
-    format: Option<OutputFormat>,
+    format: Option<FileFormat>,
     location: Option<String>,
     #[serde(default)]
     partition_by: Vec<String>,
@@ -89,7 +71,7 @@ pub struct Model {
     /// Where `sql` starts in the file, so errors point at the file's own lines.
     pub sql_start: Position,
     pub materialized: Materialized,
-    pub format: OutputFormat,
+    pub format: FileFormat,
     pub location: Option<String>,
     pub partition_by: Vec<String>,
     /// Parquet compression codec as DataFusion spells it, e.g. `snappy` or `zstd(3)`.
@@ -323,7 +305,7 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         ));
     }
     let format = raw.format.unwrap_or_default();
-    if raw.compression.is_some() && format != OutputFormat::Parquet {
+    if raw.compression.is_some() && format != FileFormat::Parquet {
         return Err(config_error(
             line_of("compression"),
             Some("compression".into()),

@@ -14,60 +14,11 @@ use super::model::Model;
 use super::plan::*;
 use super::progress::Reporter;
 use super::publish::{self};
-use super::publish::{Output, Published, Stage};
+use super::publish::{Output, Published};
 use super::results::{self, History, ModelResult, RunResults};
 use super::tables::*;
 use crate::error::{Result, SluiceError};
 use crate::session::Session;
-
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub select: Vec<String>,
-    pub fail_fast: bool,
-    /// Rebuild incremental models from scratch.
-    pub full_refresh: bool,
-    /// Publish the run's models only when every model and check succeeded.
-    pub all_or_nothing: bool,
-    /// Models built at the same time.
-    pub threads: usize,
-    /// Volume and schema checks fail when there is nothing published to compare with.
-    pub require_baseline: bool,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            select: Vec::new(),
-            fail_fast: false,
-            full_refresh: false,
-            all_or_nothing: false,
-            threads: 4,
-            require_baseline: false,
-        }
-    }
-}
-
-pub(crate) fn new_run_id() -> String {
-    let now = chrono::Utc::now();
-    format!(
-        "{}-{:08x}",
-        now.format("%Y%m%dT%H%M%S"),
-        now.timestamp_subsec_nanos() ^ std::process::id()
-    )
-}
-
-/// A model written and checked, not yet published.
-pub(crate) struct Staged {
-    pub(crate) stage: Stage,
-    pub(crate) output: Output,
-    pub(crate) manifest: results::Manifest,
-}
-
-/// What building one model produced.
-pub(crate) struct Built {
-    pub(crate) result: ModelResult,
-    pub(crate) staged: Option<Staged>,
-}
 
 /// One line per finished model, for the log or the live display.
 pub(crate) fn outcome_line(m: &Model, result: &ModelResult) -> String {

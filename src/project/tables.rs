@@ -8,30 +8,22 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::ViewTable;
 use datafusion::prelude::SessionContext;
 
-use super::model::{Materialized, OutputFormat};
+use super::model::Materialized;
 use super::plan::*;
 use super::publish::Output;
-use crate::config::{Project, SourceFormat};
+use crate::config::{FileFormat, Project};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;
 use crate::sources::{open_source, ModelTable, SourceDef};
-
-pub(crate) fn output_format(f: OutputFormat) -> SourceFormat {
-    match f {
-        OutputFormat::Parquet => SourceFormat::Parquet,
-        OutputFormat::Csv => SourceFormat::Csv,
-        OutputFormat::Ndjson => SourceFormat::Ndjson,
-    }
-}
 
 /// Register a folder or prefix of output files as a table (a published model, a staged one).
 pub(crate) async fn register_location(
     ctx: &SessionContext,
     name: &str,
     url: &str,
-    format: OutputFormat,
+    format: FileFormat,
 ) -> Result<()> {
-    let def = SourceDef::prefix(name, url, output_format(format));
+    let def = SourceDef::prefix(name, url, format);
     let table = open_source(&ctx.state(), &def)
         .await
         .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
@@ -116,7 +108,7 @@ pub fn model_tables(project: &Project, plan: &ProjectPlan) -> Vec<(String, Model
                 ModelTable::Published(Box::new(SourceDef::prefix(
                     &m.name,
                     &output.url(),
-                    output_format(m.format),
+                    m.format,
                 )))
             }
         };

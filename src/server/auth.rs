@@ -19,7 +19,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use sha2::{Digest, Sha256};
 
-use super::pgwire::user_of;
+use pgwire::api::METADATA_USER;
 
 /// `[server.users]` with their SCRAM salted passwords, computed once at start.
 #[derive(Debug)]
@@ -126,4 +126,13 @@ impl StartupHandler for Startup {
             }),
         }
     }
+}
+
+/// The user a connection logged in as (`-` before the startup message names one).
+pub(super) fn user_of<C: ClientInfo>(client: &C) -> String {
+    client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_else(|| "-".into())
 }

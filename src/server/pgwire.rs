@@ -31,13 +31,12 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::ConnectionHandle;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
-    METADATA_USER,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::auth::{Open, Startup, Users};
+use super::auth::{user_of, Open, Startup, Users};
 use super::guard;
 use super::metrics::Metrics;
 
@@ -123,14 +122,6 @@ pub struct Service {
     gate: Arc<Semaphore>,
     timeout: Option<Duration>,
     metrics: Arc<Metrics>,
-}
-
-pub(super) fn user_of<C: ClientInfo>(client: &C) -> String {
-    client
-        .metadata()
-        .get(METADATA_USER)
-        .cloned()
-        .unwrap_or_else(|| "-".into())
 }
 
 /// Fires when the client cancels the statement (pgwire's cancel request).

@@ -1,7 +1,7 @@
 //! `sluice.toml` as typed structs: loading, validation and error messages that name the
 //! file, the line and the key.
 
-mod types;
+mod sql_types;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::error::{Result, SluiceError};
-pub use types::parse_sql_type;
+pub use sql_types::parse_sql_type;
 
 pub const CONFIG_FILE: &str = "sluice.toml";
 
@@ -61,39 +61,50 @@ pub struct S3Config {
     pub timeout_secs: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// The file formats sluice reads (sources) and writes (model outputs, Parquet by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SourceFormat {
+pub enum FileFormat {
     Csv,
+    #[default]
     Parquet,
     Ndjson,
 }
 
-impl SourceFormat {
+impl FileFormat {
+    /// The extension of the files sluice writes in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Csv => "csv",
+            FileFormat::Ndjson => "json",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
-            SourceFormat::Csv => "csv",
-            SourceFormat::Parquet => "parquet",
-            SourceFormat::Ndjson => "ndjson",
+            FileFormat::Csv => "csv",
+            FileFormat::Parquet => "parquet",
+            FileFormat::Ndjson => "ndjson",
         }
     }
 
     /// Guess the format from a location's extension (`.csv.gz` counts as CSV).
-    pub fn from_location(location: &str) -> Option<SourceFormat> {
+    pub fn from_location(location: &str) -> Option<FileFormat> {
         let lower = location.to_ascii_lowercase();
         let trimmed = ["gz", "bz2", "xz", "zst"]
             .iter()
             .find_map(|ext| lower.strip_suffix(&format!(".{ext}")))
             .unwrap_or(&lower);
         if trimmed.ends_with(".csv") || trimmed.ends_with(".tsv") {
-            Some(SourceFormat::Csv)
+            Some(FileFormat::Csv)
         } else if trimmed.ends_with(".parquet") {
-            Some(SourceFormat::Parquet)
+            Some(FileFormat::Parquet)
         } else if trimmed.ends_with(".json")
             || trimmed.ends_with(".ndjson")
             || trimmed.ends_with(".jsonl")
         {
-            Some(SourceFormat::Ndjson)
+            Some(FileFormat::Ndjson)
         } else {
             None
         }
@@ -129,7 +140,7 @@ pub struct SourceOptions {
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     pub location: String,
-    pub format: Option<SourceFormat>,
+    pub format: Option<FileFormat>,
     #[serde(default)]
     pub options: SourceOptions,
     /// Column name -> SQL type; when given, nothing is inferred.
@@ -393,7 +404,7 @@ fn validate(path: &Path, text: &str, config: &ProjectConfig) -> Result<()> {
         }
         let format = source
             .format
-            .or_else(|| SourceFormat::from_location(&source.location));
+            .or_else(|| FileFormat::from_location(&source.location));
         let Some(format) = format else {
             return Err(err(
                 format!("sources.{name}.format"),
@@ -419,7 +430,7 @@ fn validate(path: &Path, text: &str, config: &ProjectConfig) -> Result<()> {
                 }
             }
         }
-        if format != SourceFormat::Csv {
+        if format != FileFormat::Csv {
             let csv_only = [
                 ("delimiter", o.delimiter.is_some()),
                 ("header", o.header.is_some()),

@@ -12,7 +12,7 @@ use datafusion::datasource::listing::ListingOptions;
 use indexmap::IndexMap;
 
 use super::SourceDef;
-use crate::config::{parse_sql_type, Compression, SourceFormat};
+use crate::config::{parse_sql_type, Compression, FileFormat};
 
 fn compression(c: Option<Compression>) -> CompressionTypeVariant {
     match c {
@@ -47,11 +47,11 @@ fn byte(value: &Option<String>) -> Option<u8> {
 }
 
 /// The extensions a folder of a format's files may use, the first being the usual one.
-fn extensions(format: SourceFormat) -> &'static [&'static str] {
+fn extensions(format: FileFormat) -> &'static [&'static str] {
     match format {
-        SourceFormat::Csv => &[".csv", ".tsv"],
-        SourceFormat::Parquet => &[".parquet"],
-        SourceFormat::Ndjson => &[".json", ".ndjson", ".jsonl"],
+        FileFormat::Csv => &[".csv", ".tsv"],
+        FileFormat::Parquet => &[".parquet"],
+        FileFormat::Ndjson => &[".json", ".ndjson", ".jsonl"],
     }
 }
 
@@ -68,7 +68,7 @@ const COMPRESSIONS: [(&str, Option<Compression>); 5] = [
 /// has a suffix of the format; an error when the folder mixes two, which one listing
 /// cannot read.
 pub fn folder_suffix(
-    format: SourceFormat,
+    format: FileFormat,
     names: &[&str],
 ) -> Result<Option<(&'static str, Option<Compression>)>, String> {
     let mut found: Vec<(&'static str, Option<Compression>, &'static str)> = Vec::new();
@@ -155,7 +155,7 @@ pub fn listing_options(
         }
     };
     match def.format {
-        SourceFormat::Csv => {
+        FileFormat::Csv => {
             let csv = CsvOptions {
                 has_header: Some(o.header.unwrap_or(true)),
                 delimiter: byte(&o.delimiter).unwrap_or(b','),
@@ -176,9 +176,9 @@ pub fn listing_options(
             ListingOptions::new(Arc::new(CsvFormat::default().with_options(csv)))
                 .with_file_extension(extension(ext))
         }
-        SourceFormat::Parquet => ListingOptions::new(Arc::new(ParquetFormat::default()))
+        FileFormat::Parquet => ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(extension(".parquet")),
-        SourceFormat::Ndjson => ListingOptions::new(Arc::new(
+        FileFormat::Ndjson => ListingOptions::new(Arc::new(
             JsonFormat::default().with_file_compression_type(comp.into()),
         ))
         .with_file_extension(extension(".json")),

@@ -22,7 +22,7 @@ use datafusion::execution::context::SessionState;
 use futures::{StreamExt, TryStreamExt};
 use indexmap::IndexMap;
 
-use crate::config::{Project, SourceConfig, SourceFormat};
+use crate::config::{FileFormat, Project, SourceConfig};
 pub use format::listing_options;
 pub use path::PathTableFactory;
 
@@ -31,7 +31,7 @@ pub use path::PathTableFactory;
 pub struct SourceDef {
     pub name: String,
     pub location: String,
-    pub format: SourceFormat,
+    pub format: FileFormat,
     pub config: SourceConfig,
 }
 
@@ -44,8 +44,8 @@ impl SourceDef {
             .map(|(name, config)| {
                 let format = config
                     .format
-                    .or_else(|| SourceFormat::from_location(&config.location))
-                    .unwrap_or(SourceFormat::Csv);
+                    .or_else(|| FileFormat::from_location(&config.location))
+                    .unwrap_or(FileFormat::Csv);
                 let def = SourceDef {
                     name: name.clone(),
                     location: project.resolve_location(&config.location),
@@ -58,12 +58,12 @@ impl SourceDef {
     }
 
     /// A folder of output files (a published or staged model) read as a table.
-    pub fn folder(name: &str, folder: &std::path::Path, format: SourceFormat) -> SourceDef {
+    pub fn folder(name: &str, folder: &std::path::Path, format: FileFormat) -> SourceDef {
         Self::prefix(name, &folder.display().to_string(), format)
     }
 
     /// A folder or object store prefix of files read as a table.
-    pub fn prefix(name: &str, location: &str, format: SourceFormat) -> SourceDef {
+    pub fn prefix(name: &str, location: &str, format: FileFormat) -> SourceDef {
         let location = format!("{}/", location.trim_end_matches('/'));
         SourceDef {
             name: name.to_string(),
@@ -441,7 +441,7 @@ fn normalise_location(location: &str) -> String {
     }
     let folder = if crate::storage::bucket_of(location).is_some() {
         let last = location.rsplit('/').next().unwrap_or_default();
-        SourceFormat::from_location(last).is_none() && !last.contains('.')
+        FileFormat::from_location(last).is_none() && !last.contains('.')
             || location.trim_end_matches('/').matches('/').count() <= 2
     } else {
         !location.contains("://") && std::path::Path::new(location).is_dir()

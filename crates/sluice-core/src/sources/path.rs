@@ -11,7 +11,7 @@ use datafusion::execution::context::SessionState;
 use futures::StreamExt;
 
 use super::{open_source, SessionStateLock, SourceDef};
-use crate::config::{SourceConfig, SourceFormat, SourceOptions};
+use crate::config::{FileFormat, SourceConfig, SourceOptions};
 
 #[derive(Debug, Default)]
 pub struct PathTableFactory {
@@ -26,11 +26,11 @@ impl PathTableFactory {
 
 /// Only names that look like paths or URLs are tried as files.
 fn looks_like_path(name: &str) -> bool {
-    name.contains('/') || name.contains("://") || SourceFormat::from_location(name).is_some()
+    name.contains('/') || name.contains("://") || FileFormat::from_location(name).is_some()
 }
 
 /// The format of a local folder's data files (a published output, a dataset folder).
-fn format_of_folder(dir: &std::path::Path) -> Option<SourceFormat> {
+fn format_of_folder(dir: &std::path::Path) -> Option<FileFormat> {
     let entries = std::fs::read_dir(dir).ok()?;
     for entry in entries.flatten() {
         let path = entry.path();
@@ -41,7 +41,7 @@ fn format_of_folder(dir: &std::path::Path) -> Option<SourceFormat> {
         let found = if path.is_dir() {
             format_of_folder(&path)
         } else {
-            SourceFormat::from_location(&name)
+            FileFormat::from_location(&name)
         };
         if found.is_some() {
             return found;
@@ -51,7 +51,7 @@ fn format_of_folder(dir: &std::path::Path) -> Option<SourceFormat> {
 }
 
 /// The format of the first data file under an object store prefix.
-async fn format_of_prefix(state: &SessionState, location: &str) -> DFResult<Option<SourceFormat>> {
+async fn format_of_prefix(state: &SessionState, location: &str) -> DFResult<Option<FileFormat>> {
     let prefix = if location.ends_with('/') {
         location.to_string()
     } else {
@@ -81,7 +81,7 @@ async fn format_of_prefix(state: &SessionState, location: &str) -> DFResult<Opti
         if name.starts_with('_') || name.starts_with('.') {
             continue;
         }
-        if let Some(f) = SourceFormat::from_location(name) {
+        if let Some(f) = FileFormat::from_location(name) {
             return Ok(Some(f));
         }
     }
@@ -98,7 +98,7 @@ impl UrlTableFactory for PathTableFactory {
             DataFusionError::Internal("path tables are not attached to a session".into())
         })?;
         let state = state.read().clone();
-        let format = match SourceFormat::from_location(url) {
+        let format = match FileFormat::from_location(url) {
             Some(f) => Some(f),
             None if url.contains("://") => format_of_prefix(&state, url).await?,
             None => format_of_folder(std::path::Path::new(url)),
