@@ -46,6 +46,8 @@ pub enum Command {
     Test(TestArgs),
     /// Apply the current erasure lists to published outputs, rewriting only affected files
     Erase(EraseArgs),
+    /// Compare a model's fresh result (or --left) with its published output (or --against)
+    Diff(DiffArgs),
     /// Table and column lineage of the models, as JSON, Mermaid or Graphviz dot
     Lineage(LineageArgs),
     /// Write a static HTML site documenting sources, models, checks and lineage
@@ -143,6 +145,34 @@ pub struct ServeArgs {
     /// Cancel statements running longer than this, e.g. 30s or 5m (default: [server], else none)
     #[arg(long, value_name = "DURATION")]
     pub statement_timeout: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The model to compare
+    pub model: String,
+    /// Column(s) that identify a row, comma-separated
+    #[arg(long, value_name = "COLUMNS", value_delimiter = ',', required = true)]
+    pub key: Vec<String>,
+    /// Compare with this folder or S3 prefix instead of the published output
+    #[arg(long, value_name = "LOCATION")]
+    pub against: Option<String>,
+    /// Take the left side from this folder or S3 prefix instead of a fresh build
+    #[arg(long, value_name = "LOCATION")]
+    pub left: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DiffFormat,
+    /// Exit 3 when the two sides differ
+    #[arg(long)]
+    pub fail_on_change: bool,
+    #[command(flatten)]
+    pub vars: Vars,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Default, Args)]
@@ -356,6 +386,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             results.outcome(false)
         }
         Some(Command::Lineage(args)) => lineage(&cli, args).await,
+        Some(Command::Diff(args)) => diff(&cli, args).await,
         Some(Command::Docs(args)) => {
             let (plan, session) = planned_session(&cli, &args.vars)?;
             let index = crate::project::docs::write_site(&session, &plan, &args.out).await?;
@@ -457,6 +488,30 @@ async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
         }),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+async fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
+    let (plan, session) = planned_session(cli, &args.vars)?;
+    let options = crate::project::diff::DiffOptions {
+        key: args.key.clone(),
+        against: args.against.clone(),
+        left: args.left.clone(),
+    };
+    let d = crate::project::diff::diff(&session, &plan, &args.model, &options).await?;
+    match args.format {
+        DiffFormat::Text => print!("{}", d.render()),
+        DiffFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&d).map_err(|e| SluiceError::sql(e.to_string()))?
+        ),
+    }
+    if args.fail_on_change && d.differs() {
+        return Err(SluiceError::Check(format!(
+            "model `{}`: the left side differs from {}",
+            d.model, d.right
+        )));
+    }
+    Ok(())
 }
 
 fn plan(cli: &Cli, models: &Selection) -> Result<()> {

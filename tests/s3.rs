@@ -608,3 +608,75 @@ fn a_fresh_checkout_publishing_to_s3_compares_with_the_published_manifest() {
     );
     assert_eq!(moto.keys("out", "delivery/by_country/"), published);
 }
+
+#[test]
+fn diff_against_an_output_published_on_s3() {
+    let moto = Moto::start();
+    moto.bucket("out");
+    let p = project(&[
+        (
+            "sluice.toml",
+            "[project]\ntarget = \"s3://out/delivery\"\n[sources.people]\nlocation = \"data/people.csv\"\n",
+        ),
+        ("data/people.csv", "id,name\n1,ann\n2,bob\n3,cy\n"),
+        (
+            "models/people_out.sql",
+            "/* @config\nmaterialized = \"table\"\n*/\nSELECT id, name FROM people\n",
+        ),
+    ]);
+    let r = sluice_s3(&moto, p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::write(
+        p.path().join("data/people.csv"),
+        "id,name\n1,ann\n2,rob\n4,dee\n",
+    )
+    .unwrap();
+    let r = sluice_s3(
+        &moto,
+        p.path(),
+        &["diff", "people_out", "--key", "id", "--format", "json"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(j["right"], "s3://out/delivery/people_out/");
+    assert_eq!(
+        [
+            &j["left_rows"],
+            &j["right_rows"],
+            &j["only_left"],
+            &j["only_right"],
+            &j["changed"]
+        ],
+        [3, 3, 1, 1, 1]
+    );
+    assert_eq!(j["columns"], serde_json::json!({"name": 1}));
+    assert_eq!(
+        j["examples"][2],
+        serde_json::json!({"kind": "changed", "key": {"id": "2"}, "changes": {"name": ["rob", "bob"]}})
+    );
+    // Another environment's output given by URL, against a local copy of this one.
+    let local = p.path().join("published-copy");
+    let r = sluice_s3(
+        &moto,
+        p.path(),
+        &[
+            "diff",
+            "people_out",
+            "--key",
+            "id",
+            "--left",
+            "s3://out/delivery/people_out",
+            "--against",
+            local.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains(&format!(
+            "error: the right side {}/ cannot be read: no parquet files found",
+            local.display()
+        )),
+        "{}",
+        r.stderr
+    );
+}

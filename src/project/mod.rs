@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod dag;
+pub mod diff;
 pub mod docs;
 pub mod erase;
 pub mod junit;

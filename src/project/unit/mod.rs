@@ -25,6 +25,7 @@ use super::plan::{build_plan, ident, ProjectPlan};
 use crate::config::{parse_sql_type, Project};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::{build_session, SessionOptions};
+pub(crate) use compare::cells;
 pub use spec::{discover, Expectation, Fixture, UnitTest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
