@@ -5,16 +5,17 @@
 //! front end (the shell's printer, the publisher).
 
 pub mod cli;
-pub mod cluster;
-pub mod cluster_client;
 pub mod gen;
-pub mod project;
-pub mod server;
-pub mod session;
-pub mod shell;
 
-// Crates of their own (crates/): the shared core, and the functions and engine rules that
-// any DataFusion program can use. Their paths under `sluice::` stay valid.
+// Crates of their own (crates/): the shared core; the functions and engine rules that any
+// DataFusion program can use; the session builder with the cluster client; the project.
+// Their paths under `sluice::` stay valid.
+pub use sluice_cluster as cluster;
 pub use sluice_core::{config, diagnostic, error, sources, storage};
 pub use sluice_engine as engine;
 pub use sluice_functions as functions;
+pub use sluice_project as project;
+pub use sluice_server as server;
+pub use sluice_session as session;
+pub use sluice_session::cluster_client;
+pub use sluice_shell as shell;

@@ -29,25 +29,46 @@ struct Server {
 
 impl Server {
     fn start(project: &Path, extra: &[&str]) -> Server {
-        let (port, http) = (free_port(), free_port());
-        let child = sluice()
-            .arg("--project")
-            .arg(project)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(extra)
-            .env("SLUICE_ANALYST_PASSWORD", PASSWORD)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sluice serve did not listen");
-            std::thread::sleep(Duration::from_millis(50));
+        // Free ports are free when asked for, not always when the server binds them (tests
+        // run in parallel): a server that could not bind is started again on other ports.
+        for _ in 0..3 {
+            let (port, http) = (free_port(), free_port());
+            let mut child = sluice()
+                .arg("--project")
+                .arg(project)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--http", &format!("127.0.0.1:{http}")])
+                .args(extra)
+                .env("SLUICE_ANALYST_PASSWORD", PASSWORD)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Server { child, port, http };
+                }
+                if let Some(status) = child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    child
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    assert!(
+                        err.contains("in use"),
+                        "sluice serve exited ({status}) before listening:\n{err}"
+                    );
+                    break;
+                }
+                assert!(Instant::now() < deadline, "sluice serve did not listen");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
-        Server { child, port, http }
+        panic!("sluice serve found no free port in three tries")
     }
 
     fn psql(&self, password: &str, sql: &str) -> Run {

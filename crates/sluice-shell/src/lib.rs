@@ -1,6 +1,11 @@
 //! The SQL shell: interactive (rustyline) and scripted (-c, -f, stdin). Statements and
 //! meta-commands run against the shared session; results go through one printer.
 
+// The crates below, under the names the modules use.
+use sluice_core::{diagnostic, error};
+use sluice_functions as functions;
+use sluice_session as session;
+
 mod complete;
 mod meta;
 pub mod printer;

@@ -4,6 +4,11 @@
 //! functions, object stores and memory limit; the codecs carry sluice's own tables and
 //! operators between them.
 
+// The crates below, under the names the modules use.
+use sluice_core::{config, error};
+use sluice_session as session;
+use sluice_session::cluster_client;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 

@@ -2,6 +2,13 @@
 //! its DataFusion session here, with the same memory limit, spilling, object stores,
 //! sources and functions.
 
+pub mod cluster_client;
+
+// The crates below, under the names the modules use.
+use sluice_core::{config, error, sources, storage};
+use sluice_engine as engine;
+use sluice_functions as functions;
+
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;

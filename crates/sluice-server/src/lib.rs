@@ -2,6 +2,10 @@
 //! psycopg, JDBC, BI tools, pgbench), and `/health`, `/metrics` and `POST /query` over HTTP.
 //! The session comes from the same builder as the shell and `run`.
 
+// The crates below, under the names the modules use.
+use sluice_core::{config, error};
+use sluice_session as session;
+
 mod auth;
 mod guard;
 mod http;

@@ -1,6 +1,12 @@
 //! Projects of SQL models: discovery, the plan (order, resolved SQL, inputs, outputs), and
 //! `run`: execute each model, write it to staging, check it, then publish it.
 
+// The crates below, under the names the modules use; `crate::project::` names this crate.
+extern crate self as project;
+use sluice_core::{config, diagnostic, error, sources, storage};
+use sluice_functions as functions;
+use sluice_session as session;
+
 pub mod checks;
 pub mod dag;
 pub mod diff;
