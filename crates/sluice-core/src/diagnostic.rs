@@ -136,6 +136,13 @@ pub fn did_you_mean<'a>(
 
 /// Edits between two names, a swap of two neighbouring letters counting as one (the
 /// commonest typo: `nmae` for `name`).
+/// `; did you mean `x`?` after an unknown name, or nothing when no candidate is close.
+pub fn did_you_mean_hint<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(name, candidates)
+        .map(|n| format!("; did you mean `{n}`?"))
+        .unwrap_or_default()
+}
+
 fn levenshtein(a: &str, b: &str) -> usize {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];

@@ -136,9 +136,7 @@ pub async fn diff(
     let ctx = &session.ctx;
     let Some(i) = plan.models.iter().position(|m| m.name == name) else {
         let hint =
-            crate::diagnostic::did_you_mean(name, plan.models.iter().map(|m| m.name.as_str()))
-                .map(|n| format!("; did you mean `{n}`?"))
-                .unwrap_or_default();
+            crate::diagnostic::did_you_mean_hint(name, plan.models.iter().map(|m| m.name.as_str()));
         return Err(SluiceError::Usage(format!("no model named `{name}`{hint}")));
     };
     let m = &plan.models[i];

@@ -134,9 +134,7 @@ impl Lineage {
     pub fn upstream(&self, column: &str, sources: &dyn Fn(&str) -> bool) -> Result<String> {
         if !self.columns.iter().any(|e| e.to == column) {
             let known: Vec<&str> = self.columns.iter().map(|e| e.to.as_str()).collect();
-            let hint = crate::diagnostic::did_you_mean(column, known.iter().copied())
-                .map(|n| format!("; did you mean `{n}`?"))
-                .unwrap_or_default();
+            let hint = crate::diagnostic::did_you_mean_hint(column, known.iter().copied());
             return Err(SluiceError::Usage(format!(
                 "--column {column}: not a column of a selected model (write model.column){hint}"
             )));

@@ -38,9 +38,7 @@ pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<
                     .iter()
                     .copied()
                     .chain(project.config.sources.keys().map(String::as_str));
-                let hint = crate::diagnostic::did_you_mean(t, known)
-                    .map(|n| format!("; did you mean `{n}`?"))
-                    .unwrap_or_default();
+                let hint = crate::diagnostic::did_you_mean_hint(t, known);
                 let message = format!(
                     "reads `{t}`, which is neither a model nor a source in sluice.toml{hint}"
                 );

@@ -265,13 +265,7 @@ impl Project {
         self.config
             .vars
             .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), text)
-            })
+            .map(|(k, v)| (k.clone(), var_text(v)))
             .collect()
     }
 
@@ -290,6 +284,14 @@ impl Project {
             ))
         })?;
         read_secret(name, secret, &self.root)
+    }
+}
+
+/// A `[vars]` value as `${name}` substitutes it: strings as written, others in TOML form.
+pub fn var_text(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -105,9 +105,7 @@ pub fn conform(
             extra.push(Expr::Column(Column::new_unqualified(name)));
         } else if schema.field_with_name(name).is_err() {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            let hint = crate::diagnostic::did_you_mean(name, names.iter().copied())
-                .map(|n| format!("; did you mean `{n}`?"))
-                .unwrap_or_default();
+            let hint = crate::diagnostic::did_you_mean_hint(name, names.iter().copied());
             return Err(format!(
                 "{what} has no column `{name}`{hint} (its columns: {})",
                 names.join(", ")

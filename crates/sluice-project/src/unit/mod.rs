@@ -56,12 +56,14 @@ pub async fn run_unit_tests(
 ) -> Result<Vec<UnitOutcome>> {
     let tests = discover(&project.root)?;
     let mut outcomes = Vec::new();
+    // The real inputs' schemas depend only on the variables: told once per set of them.
+    let mut schemas = SchemaCache::new();
     for test in tests
         .iter()
         .filter(|t| models.is_none_or(|m| m.contains(&t.model)))
     {
         let started = Instant::now();
-        let (status, message) = match run_one(project, options, test).await {
+        let (status, message) = match run_one(project, options, &mut schemas, test).await {
             Ok(None) => (UnitStatus::Pass, String::new()),
             Ok(Some(diff)) => (UnitStatus::Fail, diff),
             Err(e) => (UnitStatus::Error, e.to_string()),
@@ -127,21 +129,23 @@ pub fn unit_outcome(outcomes: &[UnitOutcome], elapsed: f64) -> (String, Result<(
 }
 
 /// Ok(None) when the test passes, Ok(Some(diff)) when the model returns other rows.
+/// Real input schemas (and whether each is exact) by the variables they were planned with.
+type SchemaCache = HashMap<BTreeMap<String, String>, HashMap<String, (SchemaRef, bool)>>;
+
 async fn run_one(
     project: &Arc<Project>,
     options: &SessionOptions,
+    cache: &mut SchemaCache,
     test: &UnitTest,
 ) -> Result<Option<String>> {
     let mut vars = project.vars();
     vars.extend(test.vars.clone());
     let plan = build_plan(project, &vars)?;
     let Some(i) = plan.models.iter().position(|m| m.name == test.model) else {
-        let hint = crate::diagnostic::did_you_mean(
+        let hint = crate::diagnostic::did_you_mean_hint(
             &test.model,
             plan.models.iter().map(|m| m.name.as_str()),
-        )
-        .map(|n| format!("; did you mean `{n}`?"))
-        .unwrap_or_default();
+        );
         return Err(SluiceError::sql(format!(
             "no model named `{}`{hint}",
             test.model
@@ -151,7 +155,13 @@ async fn run_one(
     let text = model::substitute(m, &vars)?;
     check_inputs(m, &super::dag::sql_reads(m, &text)?, test)?;
 
-    let schemas = real_schemas(project, &plan, options).await;
+    let schemas = match cache.get(&vars) {
+        Some(s) => s,
+        None => {
+            let told = real_schemas(project, &plan, options).await;
+            cache.entry(vars.clone()).or_insert(told)
+        }
+    };
     let ctx = fixture_session(project, options, test)?;
     for (input, fixture) in &test.inputs {
         let table = fixture_table(&ctx, input, fixture, schemas.get(input)).await?;

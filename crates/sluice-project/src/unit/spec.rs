@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::config::toml_error;
+use crate::config::{toml_error, var_text};
 use crate::error::{Result, SluiceError};
 
 /// One `[test.NAME]`: a model run on fixed inputs, and the rows it must return.
@@ -142,13 +142,7 @@ fn parse_file(path: &Path) -> Result<Vec<UnitTest>> {
         let vars = spec
             .vars
             .into_iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    toml::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, text)
-            })
+            .map(|(k, v)| (k, var_text(&v)))
             .collect();
         tests.push(UnitTest {
             name,
