@@ -145,6 +145,10 @@ pub struct ServeArgs {
     /// Cancel statements running longer than this, e.g. 30s or 5m (default: [server], else none)
     #[arg(long, value_name = "DURATION")]
     pub statement_timeout: Option<String>,
+    /// Memory one statement may hold before it spills or fails, e.g. 512M (default:
+    /// [server], else --memory-limit divided by --max-concurrent-queries)
+    #[arg(long, value_name = "SIZE")]
+    pub query_memory_limit: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -360,6 +364,8 @@ fn session_options(cli: &Cli) -> Result<SessionOptions> {
 /// the project's models declared; a broken model warns instead of stopping it.
 fn querying_models(cli: &Cli, project: &Project) -> Result<SessionOptions> {
     let mut options = session_options(cli)?;
+    // Interactive front ends query the same small tables again and again.
+    options.cache_sources_up_to = Some(crate::session::SMALL_SOURCE_BYTES);
     match crate::project::build_plan(project, &project.vars()) {
         Ok(plan) => options.models = crate::project::model_tables(project, &plan),
         Err(e) => eprintln!("warning: models not loaded: {e}"),
@@ -561,6 +567,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
         max_connections: args.max_connections,
         max_concurrent_queries: args.max_concurrent_queries,
         statement_timeout: args.statement_timeout.clone(),
+        query_memory_limit: args.query_memory_limit.clone(),
     };
     let options = ServeOptions::resolve(requested, &project.config.server)?;
     let session_options = querying_models(cli, &project)?;

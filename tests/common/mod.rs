@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod s3;
+pub mod server;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
@@ -19,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::metrics::Metrics;
 use super::pgwire::Handlers;
+use super::statement::Statements;
 use super::{guard, log};
 use crate::error::describe_datafusion_error;
 
@@ -26,7 +26,8 @@ const MAX_HEADER: usize = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
 
 pub struct HttpState {
-    pub ctx: Arc<SessionContext>,
+    /// Each request runs in a session of its own, as a Postgres connection does.
+    pub statements: Arc<Statements>,
     pub metrics: Arc<Metrics>,
     pub handlers: Arc<Handlers>,
     pub read_only: bool,
@@ -291,7 +292,9 @@ async fn prepare<'a>(
         }
     }
     // The plan decides what a statement does, whatever its spelling (SELECT ... INTO).
-    let plan = match state.ctx.state().create_logical_plan(&sql).await {
+    let session = state.statements.connection_session();
+    let snapshot = session.state();
+    let plan = match snapshot.create_logical_plan(&sql).await {
         Ok(plan) => plan,
         Err(e) => {
             state.metrics.query_done(Duration::ZERO, true);
@@ -314,8 +317,7 @@ async fn prepare<'a>(
     let deadline = state.timeout.map(|t| tokio::time::Instant::now() + t);
     // Up to the first batch: an error here is still an HTTP error with a status.
     let start = async {
-        let df = state.ctx.execute_logical_plan(plan).await?;
-        let mut rows = df.execute_stream().await?;
+        let mut rows = state.statements.execute(&session, snapshot, plan).await?;
         let first = rows.next().await.transpose()?;
         Ok::<_, datafusion::error::DataFusionError>((rows, first))
     };

@@ -7,11 +7,14 @@ use sluice_core::{config, error};
 use sluice_session as session;
 
 mod auth;
+mod connection;
 mod guard;
 mod http;
 mod metrics;
 mod options;
+mod own_catalog;
 mod pgwire;
+mod statement;
 
 use options::{tls_acceptor, usage};
 pub use options::{ServeOptions, ServeRequest};
@@ -31,6 +34,7 @@ use crate::session::{build_session, SessionOptions};
 use auth::Users;
 use metrics::Metrics;
 use pgwire::{Handlers, Limits};
+use statement::Statements;
 
 /// One timestamped line on standard error per connection, query and server event.
 pub(crate) fn log(line: &str) {
@@ -97,11 +101,22 @@ pub async fn serve(
     setup_pg_catalog(&session.ctx, "datafusion", EmptyContextProvider)
         .map_err(|e| usage(format!("cannot set up pg_catalog: {e}")))?;
     let ctx = Arc::new(session.ctx.clone());
+    let concurrent = options.max_concurrent_queries.max(1);
+    // By default each of the statements that may run at once gets an equal share.
+    let query_memory_limit = options
+        .query_memory_limit
+        .unwrap_or(session.memory_limit / concurrent);
+    let statements = Arc::new(Statements::new(
+        ctx.clone(),
+        options.allow_write,
+        query_memory_limit,
+    ));
 
     let metrics = Arc::new(Metrics::default());
-    let gate = Arc::new(Semaphore::new(options.max_concurrent_queries.max(1)));
+    let gate = Arc::new(Semaphore::new(concurrent));
     let handlers = Arc::new(Handlers::new(
         ctx.clone(),
+        statements.clone(),
         users,
         !options.allow_write,
         Limits {
@@ -116,7 +131,7 @@ pub async fn serve(
         .map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
     let bound = listener.local_addr().unwrap_or(listen);
     log(&format!(
-        "sluice {} serving project {} on postgres://{bound} ({}, {}, {})",
+        "sluice {} serving project {} on postgres://{bound} ({}, {}, {}, {} per statement)",
         env!("CARGO_PKG_VERSION"),
         project.name(),
         if tls.is_some() { "TLS" } else { "no TLS" },
@@ -126,10 +141,11 @@ pub async fn serve(
             "no [server.users]: loopback only, no password"
         },
         if options.allow_write {
-            "read-write"
+            "read-write, objects per connection"
         } else {
             "read-only"
-        }
+        },
+        datafusion::execution::memory_pool::human_readable_size(statements.memory_limit())
     ));
 
     if let Some(addr) = http_addr {
@@ -141,7 +157,7 @@ pub async fn serve(
             http_listener.local_addr().unwrap_or(addr)
         ));
         let state = Arc::new(http::HttpState {
-            ctx: ctx.clone(),
+            statements: statements.clone(),
             metrics: metrics.clone(),
             handlers: handlers.clone(),
             read_only: !options.allow_write,

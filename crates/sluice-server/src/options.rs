@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::units::parse_duration;
+use crate::config::units::{parse_duration, parse_memory_size};
 use crate::config::ServerSection;
 use crate::error::{Result, SluiceError};
 
@@ -22,6 +22,7 @@ pub struct ServeRequest {
     pub max_connections: Option<usize>,
     pub max_concurrent_queries: Option<usize>,
     pub statement_timeout: Option<String>,
+    pub query_memory_limit: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,11 +35,14 @@ pub struct ServeOptions {
     pub max_connections: usize,
     pub max_concurrent_queries: usize,
     pub statement_timeout: Option<Duration>,
+    /// Bytes one statement may hold; None = the memory limit over the concurrent queries.
+    pub query_memory_limit: Option<usize>,
 }
 
 impl ServeOptions {
     /// The command line over `[server]` over the defaults: 127.0.0.1:5433, 64
-    /// connections, one running statement per core, no timeout.
+    /// connections, one running statement per core, no timeout, an equal share of memory
+    /// per running statement.
     pub fn resolve(requested: ServeRequest, server: &ServerSection) -> Result<ServeOptions> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -69,6 +73,14 @@ impl ServeOptions {
                 .or(server.max_concurrent_queries)
                 .unwrap_or(cores),
             statement_timeout: timeout,
+            query_memory_limit: match requested
+                .query_memory_limit
+                .as_ref()
+                .or(server.query_memory_limit.as_ref())
+            {
+                Some(size) => Some(parse_memory_size(size)?),
+                None => None,
+            },
         })
     }
 }

@@ -7,14 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::common::ParamValues;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
-use datafusion_postgres::hooks::cursor::CursorStatementHook;
-use datafusion_postgres::hooks::set_show::SetShowHook;
-use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::hooks::QueryHook;
 use datafusion_postgres::DfSessionService;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::Sink;
@@ -32,89 +26,14 @@ use pgwire::api::ConnectionHandle;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
 };
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::{user_of, Open, Startup, Users};
-use super::guard;
+use super::connection::{user_error, ClientStatements, PortalFormat};
 use super::metrics::Metrics;
-
-fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_string(),
-        code.to_string(),
-        message,
-    )))
-}
-
-/// The refusal of a statement on a read-only server, as a Postgres error.
-fn refused(statement: &Statement) -> Option<PgWireError> {
-    // 25006: read_only_sql_transaction, what Postgres answers on a read-only standby.
-    guard::refusal(statement).map(|m| user_error("25006", m))
-}
-
-/// The refusal of a statement whose plan creates, writes or sets something. Queries are
-/// planned to find out (`SELECT ... INTO` is a query in the grammar and a CREATE in the
-/// plan); other statements were decided by `refused` already.
-async fn refused_by_plan(statement: &Statement, ctx: &SessionContext) -> Option<PgWireError> {
-    if !matches!(statement, Statement::Query(_) | Statement::Explain { .. }) {
-        return None;
-    }
-    let planned = ctx
-        .state()
-        .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-            statement.clone(),
-        )))
-        .await;
-    // A statement that does not plan fails when it runs, with the planner's own error.
-    let plan = planned.ok()?;
-    guard::plan_refusal(&plan).map(|m| user_error("25006", m))
-}
-
-/// Refuses writes, DDL, engine settings and file paths: by statement kind first, then by
-/// the logical plan of what is left.
-pub struct ReadOnly;
-
-#[async_trait]
-impl QueryHook for ReadOnly {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        match refused(statement) {
-            Some(e) => Some(Err(e)),
-            None => refused_by_plan(statement, ctx).await.map(Err),
-        }
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        match refused(statement) {
-            Some(e) => Some(Err(e)),
-            None => refused_by_plan(statement, ctx).await.map(Err),
-        }
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        plan: &LogicalPlan,
-        _params: &ParamValues,
-        _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        refused(statement)
-            .or_else(|| guard::plan_refusal(plan).map(|m| user_error("25006", m)))
-            .map(Err)
-    }
-}
+use super::statement::Statements;
 
 /// Limits and instrumentation around datafusion-postgres's session service.
 pub struct Service {
@@ -334,6 +253,9 @@ impl ExtendedQueryHandler for Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let user = user_of(client);
+        client
+            .session_extensions()
+            .insert(PortalFormat(portal.result_column_format.clone()));
         let (permit, deadline, queued) = self.admit().await?;
         let result = Self::within(
             deadline,
@@ -375,18 +297,15 @@ pub struct Limits {
 impl Handlers {
     pub fn new(
         ctx: Arc<SessionContext>,
+        statements: Arc<Statements>,
         users: Users,
         read_only: bool,
         limits: Limits,
         metrics: Arc<Metrics>,
     ) -> Handlers {
-        let mut hooks: Vec<Arc<dyn QueryHook>> = Vec::new();
-        if read_only {
-            hooks.push(Arc::new(ReadOnly));
-        }
-        hooks.push(Arc::new(CursorStatementHook));
-        hooks.push(Arc::new(SetShowHook));
-        hooks.push(Arc::new(TransactionStatementHook));
+        // One hook answers every statement; datafusion-postgres parses and binds.
+        let hooks: Vec<Arc<dyn QueryHook>> =
+            vec![Arc::new(ClientStatements::new(statements, read_only))];
         let inner = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         let connections = Arc::new(ConnectionManager::new());
         Handlers {

@@ -28,6 +28,10 @@ use crate::error::{Result, SluiceError};
 use crate::sources::{ModelTable, PathTableFactory, ProjectSchema, SourceDef};
 use crate::storage::StoreRegistry;
 
+/// Sources up to this size are held in memory by the shell and the server (about twice
+/// as much as Arrow for a CSV file).
+pub const SMALL_SOURCE_BYTES: u64 = 32 << 20;
+
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
     /// Bytes the session may use before operators spill; None = the default fraction of RAM.
@@ -47,6 +51,9 @@ pub struct SessionOptions {
     /// No project sources: the tables are only what the caller registers (unit tests'
     /// fixtures, so a test never reads real data).
     pub without_sources: bool,
+    /// Hold sources of at most this many bytes in memory after their first read (the shell
+    /// and the server, where the same small tables are queried again and again).
+    pub cache_sources_up_to: Option<u64>,
 }
 
 impl SessionOptions {
@@ -164,7 +171,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     } else {
         SourceDef::from_project(&project)
     };
-    let schema = Arc::new(ProjectSchema::new(sources));
+    let schema = Arc::new(ProjectSchema::new(sources).caching_up_to(options.cache_sources_up_to));
     schema.declare_models(options.models.iter().cloned());
     let catalog = ctx
         .catalog("datafusion")

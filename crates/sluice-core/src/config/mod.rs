@@ -148,6 +148,9 @@ pub struct SourceConfig {
     pub description: Option<String>,
     /// Settings for this source's bucket when it lives in another store than [storage.s3].
     pub s3: Option<S3Config>,
+    /// Hold the source in memory after its first read (re-read when its files change);
+    /// unset: the shell and the server hold small sources.
+    pub cache: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -177,6 +180,7 @@ pub struct ServerSection {
     pub max_connections: Option<usize>,
     pub max_concurrent_queries: Option<usize>,
     pub statement_timeout: Option<String>,
+    pub query_memory_limit: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,6 +24,9 @@ use indexmap::IndexMap;
 
 use crate::config::{FileFormat, Project, SourceConfig};
 pub use format::listing_options;
+
+mod cached;
+use cached::CachedTable;
 pub use path::PathTableFactory;
 
 /// A source as the session sees it: its name, resolved location and settings.
@@ -76,6 +79,7 @@ impl SourceDef {
                 schema: None,
                 description: None,
                 s3: None,
+                cache: None,
             },
         }
     }
@@ -108,6 +112,9 @@ pub struct ProjectSchema {
     built: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
     registered: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     state: OnceLock<Weak<SessionStateLock>>,
+    /// Hold sources up to this many bytes in memory after their first read (the shell
+    /// and the server); `cache = true|false` on a source decides for itself.
+    cache_up_to: Option<u64>,
 }
 
 impl ProjectSchema {
@@ -118,6 +125,33 @@ impl ProjectSchema {
             built: Mutex::new(HashMap::new()),
             registered: RwLock::new(HashMap::new()),
             state: OnceLock::new(),
+            cache_up_to: None,
+        }
+    }
+
+    /// Hold sources of at most `bytes` in memory after their first read.
+    pub fn caching_up_to(mut self, bytes: Option<u64>) -> Self {
+        self.cache_up_to = bytes;
+        self
+    }
+
+    /// A source as its queries read it: held in memory when it asks to be, or when it is
+    /// small and this session caches small sources.
+    fn cached(&self, def: &SourceDef, table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+        let up_to = match def.config.cache {
+            Some(false) => return table,
+            Some(true) => None,
+            None => match self.cache_up_to {
+                Some(bytes) => Some(bytes),
+                None => return table,
+            },
+        };
+        match Arc::downcast::<datafusion::datasource::listing::ListingTable>(
+            table.clone() as Arc<dyn std::any::Any + Send + Sync>
+        ) {
+            Ok(listing) => Arc::new(CachedTable::new(listing, up_to)),
+            // A published S3 output read through its manifest stays as it is.
+            Err(_) => table,
         }
     }
 
@@ -167,7 +201,7 @@ impl ProjectSchema {
         }
         let state = self.session_state()?;
         let table: Arc<dyn TableProvider> = match (self.sources.get(name), model) {
-            (Some(def), _) => open_source(&state, def).await?,
+            (Some(def), _) => self.cached(def, open_source(&state, def).await?),
             (None, Some(ModelTable::Published(def))) => open_source(&state, &def).await?,
             (None, Some(ModelTable::View { sql })) => {
                 let plan = state.create_logical_plan(&sql).await.map_err(|e| {

@@ -119,6 +119,7 @@ impl UrlTableFactory for PathTableFactory {
                 schema: None,
                 description: None,
                 s3: None,
+                cache: None,
             },
         };
         open_source(&state, &def).await.map(Some)

@@ -1,0 +1,124 @@
+//! A source held in memory as Arrow after its first read (`cache = true`, or a small source
+//! in the shell and the server), so that repeated queries skip opening and parsing its
+//! files. Every scan lists the files again (a stat for a local file) and reads them anew
+//! when one changed, appeared or went away.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::{collect, ExecutionPlan};
+use futures::StreamExt;
+
+/// What a file was when it was read: a change to any of these reads the source again.
+type FileStamp = (String, u64, DateTime<Utc>, Option<String>);
+
+#[derive(Debug)]
+struct Held {
+    files: Vec<FileStamp>,
+    table: Arc<MemTable>,
+}
+
+#[derive(Debug)]
+pub struct CachedTable {
+    listing: Arc<ListingTable>,
+    /// Hold the source only while its files add up to at most this; None: whatever the size.
+    up_to: Option<u64>,
+    held: tokio::sync::Mutex<Option<Held>>,
+}
+
+impl CachedTable {
+    pub fn new(listing: Arc<ListingTable>, up_to: Option<u64>) -> Self {
+        CachedTable {
+            listing,
+            up_to,
+            held: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn files(&self, state: &dyn Session) -> Result<Vec<FileStamp>> {
+        let extension = &self.listing.options().file_extension;
+        let mut files = Vec::new();
+        for url in self.listing.table_paths() {
+            // A local file is one stat away; the object store would ask a blocking thread
+            // (about 40 times as long, for every query of a small table).
+            if let Some(stamp) = local_file_stamp(url) {
+                files.push(stamp?);
+                continue;
+            }
+            let store = state.runtime_env().object_store(url)?;
+            let mut listed = url.list_all_files(state, store.as_ref(), extension).await?;
+            while let Some(meta) = listed.next().await {
+                let meta = meta?;
+                files.push((
+                    meta.location.to_string(),
+                    meta.size,
+                    meta.last_modified,
+                    meta.e_tag,
+                ));
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+fn local_file_stamp(url: &ListingTableUrl) -> Option<Result<FileStamp>> {
+    if url.scheme() != "file" || url.is_collection() || url.get_glob().is_some() {
+        return None;
+    }
+    let path = url.get_url().to_file_path().ok()?;
+    Some(
+        std::fs::metadata(&path)
+            .and_then(|m| Ok((m.len(), m.modified()?)))
+            .map(|(len, modified)| (url.prefix().to_string(), len, modified.into(), None))
+            .map_err(|e| DataFusionError::External(Box::new(e))),
+    )
+}
+
+#[async_trait]
+impl TableProvider for CachedTable {
+    fn schema(&self) -> SchemaRef {
+        self.listing.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let files = self.files(state).await?;
+        // One reader at a time: concurrent first queries wait for one read, not do many.
+        let mut held = self.held.lock().await;
+        if let Some(current) = held.as_ref().filter(|h| h.files == files) {
+            return current.table.scan(state, projection, filters, limit).await;
+        }
+        let size: u64 = files.iter().map(|f| f.1).sum();
+        if self.up_to.is_some_and(|up_to| size > up_to) {
+            // Grown past the size worth holding: read from the files, and let go of the old copy.
+            *held = None;
+            return self.listing.scan(state, projection, filters, limit).await;
+        }
+        let whole = self.listing.scan(state, None, &[], None).await?;
+        let batches = collect(whole, state.task_ctx()).await?;
+        let table = Arc::new(MemTable::try_new(self.schema(), vec![batches])?);
+        *held = Some(Held {
+            files,
+            table: table.clone(),
+        });
+        drop(held);
+        table.scan(state, projection, filters, limit).await
+    }
+}

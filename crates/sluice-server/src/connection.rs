@@ -1,0 +1,255 @@
+//! Every statement a Postgres client sends, after datafusion-postgres has parsed it: the
+//! read-only guard (by statement kind, then by the planned statement), the built-in hooks
+//! (cursors, client `SET`/`SHOW`, transactions) in the client's own session, and the
+//! statement run by `Statements` under its memory limit, encoded for the wire.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::common::{DataFusionError, ParamValues};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use futures::StreamExt;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{QueryResponse, Response, Tag};
+use pgwire::api::ClientInfo;
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::types::format::FormatOptions;
+
+use super::guard;
+use super::statement::{kind_of, Kind, Statements};
+
+pub fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )))
+}
+
+/// A DataFusion error as the Postgres error a client can act on.
+pub fn statement_error(e: DataFusionError) -> PgWireError {
+    let root = e.find_root();
+    if let DataFusionError::ResourcesExhausted(message) = root {
+        // 53200: out_of_memory.
+        return user_error("53200", format!("resources exhausted: {message}"));
+    }
+    PgWireError::ApiError(Box::new(e))
+}
+
+/// The session of this connection, made at its first statement.
+struct ConnectionSession(Arc<SessionContext>);
+
+/// The result column format of the portal being executed (text or binary per column):
+/// pgwire gives it to the query handler, and the hook below encodes with it.
+pub struct PortalFormat(pub Format);
+
+pub struct ClientStatements {
+    statements: Arc<Statements>,
+    read_only: bool,
+    builtin: Vec<Arc<dyn QueryHook>>,
+}
+
+impl ClientStatements {
+    pub fn new(statements: Arc<Statements>, read_only: bool) -> Self {
+        ClientStatements {
+            statements,
+            read_only,
+            builtin: vec![
+                Arc::new(CursorStatementHook),
+                Arc::new(SetShowHook),
+                Arc::new(TransactionStatementHook),
+            ],
+        }
+    }
+
+    fn session_of<C: ClientInfo + ?Sized>(&self, client: &C) -> Arc<SessionContext> {
+        client
+            .session_extensions()
+            .get_or_insert_with(|| ConnectionSession(self.statements.connection_session()))
+            .0
+            .clone()
+    }
+
+    /// 25006 (read_only_sql_transaction), what Postgres answers on a read-only standby.
+    fn refused(&self, statement: &Statement) -> Option<PgWireError> {
+        self.read_only
+            .then(|| guard::refusal(statement))
+            .flatten()
+            .map(|m| user_error("25006", m))
+    }
+
+    fn refused_plan(&self, plan: &LogicalPlan) -> Option<PgWireError> {
+        self.read_only
+            .then(|| guard::plan_refusal(plan))
+            .flatten()
+            .map(|m| user_error("25006", m))
+    }
+
+    /// Run a planned statement and answer it: rows as they stream, or a command's tag.
+    async fn respond<C: ClientInfo + ?Sized>(
+        &self,
+        session: &SessionContext,
+        state: SessionState,
+        plan: LogicalPlan,
+        format: &Format,
+        client: &C,
+    ) -> PgWireResult<Response> {
+        if let Some(e) = self.refused_plan(&plan) {
+            return Err(e);
+        }
+        let kind = kind_of(&plan);
+        let mut rows = self
+            .statements
+            .execute(session, state, plan)
+            .await
+            .map_err(statement_error)?;
+        match kind {
+            Kind::Command(command) => {
+                let mut count = None;
+                while let Some(batch) = rows.next().await {
+                    let batch = batch.map_err(statement_error)?;
+                    if let Some(n) = batch
+                        .column_by_name("count")
+                        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+                        .filter(|c| !c.is_empty())
+                    {
+                        count = Some(count.unwrap_or(0) + n.value(0) as usize);
+                    }
+                }
+                let tag = match (command, count) {
+                    ("INSERT", n) => Tag::new("INSERT").with_oid(0).with_rows(n.unwrap_or(0)),
+                    ("COPY" | "DELETE" | "UPDATE", n) => {
+                        Tag::new(command).with_rows(n.unwrap_or(0))
+                    }
+                    _ => Tag::new(command),
+                };
+                Ok(Response::Execution(tag))
+            }
+            Kind::Query => {
+                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                let fields = Arc::new(arrow_schema_to_pg_fields(
+                    rows.schema().as_ref(),
+                    format,
+                    Some(options),
+                )?);
+                let encoding = fields.clone();
+                let data = rows
+                    .map(move |batch| {
+                        let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> =
+                            match batch {
+                                Ok(batch) => encode_recordbatch(encoding.clone(), batch),
+                                Err(e) => Box::new(std::iter::once(Err(statement_error(e)))),
+                            };
+                        futures::stream::iter(rows)
+                    })
+                    .flatten();
+                Ok(Response::Query(QueryResponse::new(fields, data)))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for ClientStatements {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _project: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Some(e) = self.refused(statement) {
+            return Some(Err(e));
+        }
+        let session = self.session_of(client);
+        for hook in &self.builtin {
+            if let Some(answer) = hook.handle_simple_query(statement, &session, client).await {
+                return Some(answer);
+            }
+        }
+        // Planned from the text, as `SessionContext::sql` would: DataFusion's own statements
+        // (CREATE EXTERNAL TABLE, COPY ... TO) parse too.
+        let state = session.state();
+        let plan = match state.create_logical_plan(&statement.to_string()).await {
+            Ok(plan) => plan,
+            Err(e) => return Some(Err(statement_error(e))),
+        };
+        Some(
+            self.respond(&session, state, plan, &Format::UnifiedText, client)
+                .await,
+        )
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _project: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if let Some(e) = self.refused(statement) {
+            return Some(Err(e));
+        }
+        let session = self.session_of(client);
+        for hook in &self.builtin {
+            if let Some(plan) = hook
+                .handle_extended_parse_query(statement, &session, client)
+                .await
+            {
+                return Some(plan);
+            }
+        }
+        let planned = session
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
+            .await
+            .map_err(statement_error);
+        Some(planned.and_then(|plan| match self.refused_plan(&plan) {
+            Some(e) => Err(e),
+            None => Ok(plan),
+        }))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        _project: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if let Some(e) = self.refused(statement) {
+            return Some(Err(e));
+        }
+        let session = self.session_of(client);
+        for hook in &self.builtin {
+            if let Some(answer) = hook
+                .handle_extended_query(statement, plan, params, &session, client)
+                .await
+            {
+                return Some(answer);
+            }
+        }
+        let bound = match plan.clone().replace_params_with_values(params) {
+            Ok(plan) => plan,
+            Err(e) => return Some(Err(statement_error(e))),
+        };
+        let format = client
+            .session_extensions()
+            .get::<PortalFormat>()
+            .map(|f| f.0.clone())
+            .unwrap_or_default();
+        Some(
+            self.respond(&session, session.state(), bound, &format, client)
+                .await,
+        )
+    }
+}
