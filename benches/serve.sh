@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # pgbench and result streaming: `sluice serve` against a real PostgreSQL on loopback, over
 # the same small table. Prints tps of each and the ratio, and the time to stream 1M rows to
-# psql from each.   benches/serve.sh [path/to/sluice]
+# psql from each; then a soak: 64 psycopg clients x 60 s of mixed queries against sluice
+# serving the example project (tps, p50/p99 latency, errors).
+#   benches/serve.sh [path/to/sluice]      SOAK_SECONDS=60 SOAK_CLIENTS=64
 set -euo pipefail
 bin=$(realpath "${1:-target/release/sluice}")
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
@@ -59,3 +61,21 @@ for mode in simple extended; do
 done
 s=$(stream $sl_port sluice sluice); p=$(stream $pg_port postgres postgres)
 printf '%-28s %12.2f %12.2f %8.2f\n' "stream 1M rows to psql (s)" "$s" "$p" "$(echo "$s / $p" | bc -l)"
+echo "PostgreSQL: $("$pg_bin/postgres" --version | awk '{print $3}'), pgbench: $(pgbench --version | awk '{print $3}')"
+kill "$sl_pid"; wait "$sl_pid" 2>/dev/null || true; sl_pid=""
+
+# The soak: the example project (models as views, day-partitioned events) plus the table above.
+root=$(cd "$(dirname "$0")/.." && pwd)
+cp -r "$root/sql" "$work/soak"
+printf '\n[sources.people]\nlocation = "%s/people.csv"\n' "$work" >> "$work/soak/sluice.toml"
+python=$root/.venv/bin/python
+if ! "$python" -c 'import psycopg' 2>/dev/null; then
+  python=$root/.venv-bench/bin/python
+  "$python" -c 'import psycopg' 2>/dev/null ||
+    { python3 -m venv "$root/.venv-bench" && "$python" -m pip install --quiet 'psycopg[binary]==3.*'; }
+fi
+"$bin" --project "$work/soak" serve --listen 127.0.0.1:$sl_port 2>"$work/soak.log" &
+sl_pid=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$sl_port) 2>/dev/null && break; sleep 0.1; done
+"$python" "$root/benches/serve_soak.py" "host=127.0.0.1 port=$sl_port user=sluice dbname=sluice" \
+  "${SOAK_CLIENTS:-64}" "${SOAK_SECONDS:-60}"

@@ -227,7 +227,7 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
     assert_eq!(dom.matches("<g class=\"node ").count(), 12);
     assert!(dom.matches("<path class=\"edge\"").count() >= 10);
     // Columns with types, the column lineage, and the last results.
-    assert!(dom.contains("<code>email_sha256</code></td><td><code>Utf8"));
+    assert!(dom.contains("<code>email_sha256</code></td><td><code>VARCHAR"));
     assert!(dom.contains("<code>stg_launch_events.email</code>"));
     assert!(dom.contains("class=\"status-success\">success</span>"));
     assert!(dom.contains("Published</dt><dd>"));

@@ -211,7 +211,7 @@ fn meta_commands_in_scripts() {
         "\\dt\n\\d things\n\\df hash_p\n",
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let expected_start = "name,kind,location\nthings,source,csv data/things.csv\ncolumn,type,nullable\nid,Int64,YES\nname,Utf8,YES\namount,Int64,YES\nname,kind,signature,description\nhash_pii,scalar,";
+    let expected_start = "name,kind,location\nthings,source,csv data/things.csv\ncolumn,type,nullable\nid,BIGINT,YES\nname,VARCHAR,YES\namount,BIGINT,YES\nname,kind,signature,description\nhash_pii,scalar,";
     assert!(r.stdout.starts_with(expected_start), "{}", r.stdout);
     let r = run_stdin(p.path(), &["shell"], "\\d nothing\n");
     assert_eq!(r.code, 1);

@@ -210,7 +210,12 @@ async fn columns_of(session: &Session, name: &str) -> (Vec<(String, String)>, Op
             df.schema()
                 .fields()
                 .iter()
-                .map(|f| (f.name().clone(), f.data_type().to_string()))
+                .map(|f| {
+                    (
+                        f.name().clone(),
+                        sluice_core::config::sql_type_name(f.data_type()),
+                    )
+                })
                 .collect(),
             None,
         ),

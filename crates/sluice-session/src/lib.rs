@@ -25,7 +25,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::config::units::default_memory_limit;
 use crate::config::{Project, S3Config};
 use crate::error::{Result, SluiceError};
-use crate::sources::{ModelTable, PathTableFactory, ProjectSchema, SourceDef};
+use crate::sources::{ModelTable, PathTableFactory, ProjectSchema, SourceCaching, SourceDef};
 use crate::storage::StoreRegistry;
 
 /// Sources up to this size are held in memory by the shell and the server (about twice
@@ -171,7 +171,12 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     } else {
         SourceDef::from_project(&project)
     };
-    let schema = Arc::new(ProjectSchema::new(sources).caching_up_to(options.cache_sources_up_to));
+    let caching = match options.cache_sources_up_to {
+        _ if options.cluster.is_some() || options.distributed => SourceCaching::Off,
+        Some(bytes) => SourceCaching::SmallUpTo(bytes),
+        None => SourceCaching::AsAsked,
+    };
+    let schema = Arc::new(ProjectSchema::new(sources).caching(caching));
     schema.declare_models(options.models.iter().cloned());
     let catalog = ctx
         .catalog("datafusion")

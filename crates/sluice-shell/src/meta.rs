@@ -192,7 +192,7 @@ async fn describe(shell: &Shell, name: &str) -> Result<RecordBatch> {
     let types: Vec<String> = schema
         .fields()
         .iter()
-        .map(|f| f.data_type().to_string())
+        .map(|f| sluice_core::config::sql_type_name(f.data_type()))
         .collect();
     let nullable: Vec<String> = schema
         .fields()

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 
 use crate::error::{Result, SluiceError};
-pub use sql_types::parse_sql_type;
+pub use sql_types::{parse_sql_type, sql_type_name};
 
 pub const CONFIG_FILE: &str = "sluice.toml";
 

@@ -52,6 +52,68 @@ pub fn parse_sql_type(text: &str) -> Result<DataType, String> {
     Ok(ty)
 }
 
+/// The SQL name of an Arrow type, as psql and DuckDB show a column's type: `BIGINT`,
+/// `VARCHAR`, `TIMESTAMP`, `DECIMAL(10,2)`, `VARCHAR[]`; what SQL has no name for keeps
+/// Arrow's.
+pub fn sql_type_name(ty: &DataType) -> String {
+    let name = match ty {
+        DataType::Null => "NULL",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Int8 => "TINYINT",
+        DataType::Int16 => "SMALLINT",
+        DataType::Int32 => "INTEGER",
+        DataType::Int64 => "BIGINT",
+        DataType::UInt8 => "TINYINT UNSIGNED",
+        DataType::UInt16 => "SMALLINT UNSIGNED",
+        DataType::UInt32 => "INTEGER UNSIGNED",
+        DataType::UInt64 => "BIGINT UNSIGNED",
+        DataType::Float16 | DataType::Float32 => "REAL",
+        DataType::Float64 => "DOUBLE",
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR",
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => "BYTEA",
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Time32(_) | DataType::Time64(_) => "TIME",
+        DataType::Timestamp(_, None) => "TIMESTAMP",
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ",
+        DataType::Interval(_) | DataType::Duration(_) => "INTERVAL",
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => return format!("DECIMAL({p},{s})"),
+        DataType::List(item)
+        | DataType::LargeList(item)
+        | DataType::ListView(item)
+        | DataType::LargeListView(item)
+        | DataType::FixedSizeList(item, _) => {
+            return format!("{}[]", sql_type_name(item.data_type()))
+        }
+        DataType::Struct(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{} {}", f.name(), sql_type_name(f.data_type())))
+                .collect();
+            return format!("STRUCT({})", fields.join(", "));
+        }
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => {
+                return format!(
+                    "MAP({}, {})",
+                    sql_type_name(kv[0].data_type()),
+                    sql_type_name(kv[1].data_type())
+                )
+            }
+            other => return format!("MAP({other})"),
+        },
+        DataType::Dictionary(_, values) => return sql_type_name(values),
+        DataType::RunEndEncoded(_, values) => return sql_type_name(values.data_type()),
+        other => return other.to_string(),
+    };
+    name.to_string()
+}
+
 fn parse_decimal(args: &str) -> Option<DataType> {
     if args.is_empty() {
         return Some(DataType::Decimal128(38, 10));
@@ -72,6 +134,34 @@ fn parse_decimal(args: &str) -> Option<DataType> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sql_names_read_back_as_the_same_type() {
+        use super::{parse_sql_type, sql_type_name};
+        for name in [
+            "BOOLEAN",
+            "SMALLINT",
+            "INTEGER",
+            "BIGINT",
+            "BIGINT UNSIGNED",
+            "REAL",
+            "DOUBLE",
+            "VARCHAR",
+            "BYTEA",
+            "DATE",
+            "TIMESTAMP",
+            "TIMESTAMPTZ",
+            "DECIMAL(10,2)",
+        ] {
+            assert_eq!(sql_type_name(&parse_sql_type(name).unwrap()), name);
+        }
+        use datafusion::arrow::datatypes::{DataType, Field};
+        use std::sync::Arc;
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Utf8View, true)));
+        assert_eq!(sql_type_name(&list), "VARCHAR[]");
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        assert_eq!(sql_type_name(&dict), "VARCHAR");
+    }
+
     use super::*;
 
     #[test]

@@ -28,15 +28,18 @@ struct Held {
 #[derive(Debug)]
 pub struct CachedTable {
     listing: Arc<ListingTable>,
+    /// The source, to name it when its files cannot be read.
+    source: super::SourceDef,
     /// Hold the source only while its files add up to at most this; None: whatever the size.
     up_to: Option<u64>,
     held: tokio::sync::Mutex<Option<Held>>,
 }
 
 impl CachedTable {
-    pub fn new(listing: Arc<ListingTable>, up_to: Option<u64>) -> Self {
+    pub fn new(listing: Arc<ListingTable>, source: super::SourceDef, up_to: Option<u64>) -> Self {
         CachedTable {
             listing,
+            source,
             up_to,
             held: tokio::sync::Mutex::new(None),
         }
@@ -112,7 +115,10 @@ impl TableProvider for CachedTable {
             return self.listing.scan(state, projection, filters, limit).await;
         }
         let whole = self.listing.scan(state, None, &[], None).await?;
-        let batches = collect(whole, state.task_ctx()).await?;
+        let batches = collect(whole, state.task_ctx()).await.map_err(|e| {
+            self.source
+                .error(crate::error::describe_datafusion_error(&e))
+        })?;
         let table = Arc::new(MemTable::try_new(self.schema(), vec![batches])?);
         *held = Some(Held {
             files,

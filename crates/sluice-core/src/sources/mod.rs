@@ -112,9 +112,20 @@ pub struct ProjectSchema {
     built: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
     registered: RwLock<HashMap<String, Arc<dyn TableProvider>>>,
     state: OnceLock<Weak<SessionStateLock>>,
-    /// Hold sources up to this many bytes in memory after their first read (the shell
-    /// and the server); `cache = true|false` on a source decides for itself.
-    cache_up_to: Option<u64>,
+    caching: SourceCaching,
+}
+
+/// Which sources a session holds in memory after their first read.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum SourceCaching {
+    /// Those with `cache = true`.
+    #[default]
+    AsAsked,
+    /// Those with `cache = true`, and those of at most this many bytes unless `cache = false`
+    /// (the shell and the server).
+    SmallUpTo(u64),
+    /// None: a cluster's plans name files, which executors read themselves.
+    Off,
 }
 
 impl ProjectSchema {
@@ -125,31 +136,28 @@ impl ProjectSchema {
             built: Mutex::new(HashMap::new()),
             registered: RwLock::new(HashMap::new()),
             state: OnceLock::new(),
-            cache_up_to: None,
+            caching: SourceCaching::AsAsked,
         }
     }
 
-    /// Hold sources of at most `bytes` in memory after their first read.
-    pub fn caching_up_to(mut self, bytes: Option<u64>) -> Self {
-        self.cache_up_to = bytes;
+    pub fn caching(mut self, caching: SourceCaching) -> Self {
+        self.caching = caching;
         self
     }
 
     /// A source as its queries read it: held in memory when it asks to be, or when it is
     /// small and this session caches small sources.
     fn cached(&self, def: &SourceDef, table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
-        let up_to = match def.config.cache {
-            Some(false) => return table,
-            Some(true) => None,
-            None => match self.cache_up_to {
-                Some(bytes) => Some(bytes),
-                None => return table,
-            },
+        let up_to = match (self.caching, def.config.cache) {
+            (SourceCaching::Off, _) | (_, Some(false)) => return table,
+            (_, Some(true)) => None,
+            (SourceCaching::SmallUpTo(bytes), None) => Some(bytes),
+            (SourceCaching::AsAsked, None) => return table,
         };
         match Arc::downcast::<datafusion::datasource::listing::ListingTable>(
             table.clone() as Arc<dyn std::any::Any + Send + Sync>
         ) {
-            Ok(listing) => Arc::new(CachedTable::new(listing, up_to)),
+            Ok(listing) => Arc::new(CachedTable::new(listing, def.clone(), up_to)),
             // A published S3 output read through its manifest stays as it is.
             Err(_) => table,
         }
