@@ -83,7 +83,8 @@ fn other_window_filters_keep_the_window() {
     );
 }
 
-/// A large CSV of visits and two small lookup CSVs, none with statistics.
+/// A large CSV of visits and two small lookup CSVs, none with statistics (read from their
+/// files: the shell would otherwise hold them in memory, where DataFusion knows their size).
 fn visits() -> tempfile::TempDir {
     let mut big = String::from("visit,account\n");
     for i in 0..3000 {
@@ -92,9 +93,9 @@ fn visits() -> tempfile::TempDir {
     project(&[
         (
             "sluice.toml",
-            "[sources.visits]\nlocation = \"data/visits.csv\"\n\
-             [sources.renames]\nlocation = \"data/renames.csv\"\n\
-             [sources.blocked]\nlocation = \"data/blocked.csv\"\n",
+            "[sources.visits]\nlocation = \"data/visits.csv\"\ncache = false\n\
+             [sources.renames]\nlocation = \"data/renames.csv\"\ncache = false\n\
+             [sources.blocked]\nlocation = \"data/blocked.csv\"\ncache = false\n",
         ),
         ("data/visits.csv", &big),
         ("data/renames.csv", "old,new\na1,b1\na2,b2\nzz,b9\n"),
