@@ -78,7 +78,8 @@ pub struct Selection {
 /// `--var NAME=VALUE`, repeatable.
 #[derive(Debug, Default, Args)]
 pub struct Vars {
-    /// Set a variable used as ${name} in model SQL (repeatable), overriding [vars]
+    /// Set a variable used as ${name} in model SQL and shell statements (repeatable),
+    /// overriding [vars]
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
 }
@@ -272,6 +273,8 @@ pub struct ShellArgs {
     /// Run queries on a sluice cluster (df://HOST:PORT of its scheduler)
     #[arg(long, value_name = "URL")]
     pub cluster: Option<String>,
+    #[command(flatten)]
+    pub vars: Vars,
 }
 
 #[derive(Debug, Subcommand)]
@@ -433,6 +436,7 @@ async fn shell(cli: &Cli, args: &ShellArgs) -> Result<()> {
         interactive,
     );
     shell.continue_on_error = args.continue_on_error;
+    shell.vars = vars(&shell.session.project, &args.vars)?;
     if let Some(n) = args.max_rows {
         shell.print.max_rows = Some(n);
     }

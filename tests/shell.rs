@@ -396,3 +396,49 @@ fn empty_project_folder_still_works() {
     );
     assert_eq!(r.code, 2);
 }
+
+#[test]
+fn vars_substitute_in_statements_and_scripts_as_in_models() {
+    let p = project(&[
+        (
+            "sluice.toml",
+            "[sources.people]\nlocation = \"data/people.csv\"\n[vars]\ncountry = \"KR\"\nmin_id = 1\n",
+        ),
+        ("data/people.csv", "id,name,country\n1,ann,KR\n2,bob,US\n3,cy,KR\n"),
+        (
+            "by_country.sql",
+            "SELECT name FROM people WHERE country = '${country}' AND id > ${min_id} ORDER BY id;\n",
+        ),
+    ]);
+    let sql = "SELECT name FROM people WHERE country = '${country}' ORDER BY id";
+    let r = run(p.path(), &["shell", "--format", "csv", "-c", sql]);
+    assert_eq!(r.stdout, "name\nann\ncy\n", "{}", r.stderr);
+    // --var over [vars], in -c and -f alike.
+    let r = run(
+        p.path(),
+        &["shell", "--format", "csv", "--var", "country=US", "-c", sql],
+    );
+    assert_eq!(r.stdout, "name\nbob\n", "{}", r.stderr);
+    let script = p.path().join("by_country.sql");
+    let r = run(
+        p.path(),
+        &[
+            "shell",
+            "--format",
+            "csv",
+            "--var",
+            "min_id=0",
+            "-f",
+            script.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.stdout, "name\nann\ncy\n", "{}", r.stderr);
+    let r = run(p.path(), &["shell", "-c", "SELECT '${nope}' AS x"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("unknown variable ${nope}; set it in [vars] or with --var nope=..."),
+        "{}",
+        r.stderr
+    );
+}

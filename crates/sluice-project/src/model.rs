@@ -372,34 +372,12 @@ fn valid_compression(text: &str) -> bool {
         || level("zstd", 1..=22)
 }
 
-/// Substitute `${name}` with variables; an unknown variable is an error naming it.
+/// Substitute `${name}` in the model's SQL; an unknown variable is an error naming it.
 pub fn substitute(
     model: &Model,
     vars: &std::collections::BTreeMap<String, String>,
 ) -> Result<String> {
-    let mut out = String::with_capacity(model.sql.len());
-    let mut rest = model.sql.as_str();
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            rest = "";
-            break;
-        };
-        let name = &after[..end];
-        match vars.get(name) {
-            Some(v) => out.push_str(v),
-            None => {
-                return Err(model.error(format!(
-                    "unknown variable ${{{name}}}; set it in [vars] or with --var {name}=..."
-                )))
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    crate::config::substitute_vars(&model.sql, vars).map_err(|e| model.error(e))
 }
 
 #[cfg(test)]

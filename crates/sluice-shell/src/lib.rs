@@ -44,10 +44,13 @@ pub struct Shell {
     out: Box<dyn Write + Send>,
     out_path: Option<PathBuf>,
     pub quit: bool,
+    /// `[vars]` with `--var`s over them: `${name}` in statements, as in models.
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 impl Shell {
     pub fn new(session: Session, format: PrintFormat, interactive: bool) -> Self {
+        let vars = session.project.vars();
         Shell {
             session,
             print: PrintOptions {
@@ -61,6 +64,7 @@ impl Shell {
             out: Box::new(std::io::stdout()),
             out_path: None,
             quit: false,
+            vars,
         }
     }
 
@@ -125,6 +129,12 @@ impl Shell {
 
     /// Plan and run one SQL statement, streaming its result to the output.
     pub async fn run_sql(&mut self, sql: &str) -> Result<()> {
+        let substituted = if sql.contains("${") {
+            sluice_core::config::substitute_vars(sql, &self.vars).map_err(SluiceError::sql)?
+        } else {
+            sql.to_string()
+        };
+        let sql = substituted.as_str();
         let start = Instant::now();
         let ctx = self.session.ctx.clone();
         let planned = async {
