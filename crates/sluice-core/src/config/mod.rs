@@ -488,6 +488,37 @@ pub fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Substitute `${name}` in `text` with `vars`; an unknown variable is an error naming it and
+/// saying where to set it. A `${` without its `}` stays as it is.
+pub fn substitute_vars(
+    text: &str,
+    vars: &BTreeMap<String, String>,
+) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        match vars.get(name) {
+            Some(v) => out.push_str(v),
+            None => {
+                return Err(format!(
+                    "unknown variable ${{{name}}}; set it in [vars] or with --var {name}=..."
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,35 +606,4 @@ launch_date = "2026-05-01"
             "{e}"
         );
     }
-}
-
-/// Substitute `${name}` in `text` with `vars`; an unknown variable is an error naming it and
-/// saying where to set it. A `${` without its `}` stays as it is.
-pub fn substitute_vars(
-    text: &str,
-    vars: &BTreeMap<String, String>,
-) -> std::result::Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            rest = "";
-            break;
-        };
-        let name = &after[..end];
-        match vars.get(name) {
-            Some(v) => out.push_str(v),
-            None => {
-                return Err(format!(
-                    "unknown variable ${{{name}}}; set it in [vars] or with --var {name}=..."
-                ))
-            }
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }
