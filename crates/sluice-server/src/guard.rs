@@ -4,8 +4,10 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement, WriteOp};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement};
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement, Visit, Visitor};
+
+use crate::statement::{kind_of, Kind};
 
 /// Session settings clients set at connect time; harmless to the engine.
 const CLIENT_SETTINGS: &[&str] = &[
@@ -84,30 +86,6 @@ pub fn refusal(statement: &Statement) -> Option<String> {
 /// changes an engine setting is refused.
 pub fn plan_refusal(plan: &LogicalPlan) -> Option<String> {
     let kind = match plan {
-        LogicalPlan::Ddl(ddl) => match ddl {
-            DdlStatement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE",
-            DdlStatement::CreateMemoryTable(_) => {
-                "creating a table (CREATE TABLE, SELECT ... INTO)"
-            }
-            DdlStatement::CreateView(_) => "CREATE VIEW",
-            DdlStatement::CreateCatalogSchema(_) | DdlStatement::CreateCatalog(_) => {
-                "CREATE SCHEMA"
-            }
-            DdlStatement::CreateIndex(_) => "CREATE INDEX",
-            DdlStatement::DropTable(_) => "DROP TABLE",
-            DdlStatement::DropView(_) => "DROP VIEW",
-            DdlStatement::DropCatalogSchema(_) => "DROP SCHEMA",
-            DdlStatement::CreateFunction(_) | DdlStatement::DropFunction(_) => "FUNCTION DDL",
-        },
-        LogicalPlan::Dml(dml) => match dml.op {
-            WriteOp::Insert(_) => "INSERT",
-            WriteOp::Delete => "DELETE",
-            WriteOp::Update => "UPDATE",
-            WriteOp::Ctas => "CREATE TABLE AS",
-            WriteOp::Truncate => "TRUNCATE",
-            _ => "a write",
-        },
-        LogicalPlan::Copy(_) => "COPY",
         LogicalPlan::Explain(explain) => return plan_refusal(&explain.plan),
         LogicalPlan::Analyze(analyze) => return plan_refusal(&analyze.input),
         LogicalPlan::Statement(PlanStatement::SetVariable(set)) => {
@@ -118,6 +96,14 @@ pub fn plan_refusal(plan: &LogicalPlan) -> Option<String> {
             "SET of engine settings"
         }
         LogicalPlan::Statement(PlanStatement::ResetVariable(_)) => "RESET of engine settings",
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_)) => {
+            "creating a table (CREATE TABLE, SELECT ... INTO)"
+        }
+        // Every other catalog change or write, by the command Postgres would answer.
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => match kind_of(plan) {
+            Kind::Command(command) => command,
+            Kind::Query => return None,
+        },
         _ => return None,
     };
     Some(format!("{kind} is not allowed: {HINT}"))

@@ -57,7 +57,7 @@ pub fn kind_of(plan: &LogicalPlan) -> Kind {
             datafusion::logical_expr::WriteOp::Delete => "DELETE",
             datafusion::logical_expr::WriteOp::Update => "UPDATE",
             datafusion::logical_expr::WriteOp::Truncate => "TRUNCATE",
-            datafusion::logical_expr::WriteOp::Ctas => "SELECT",
+            datafusion::logical_expr::WriteOp::Ctas => "CREATE TABLE AS",
             _ => "WRITE",
         },
         LogicalPlan::Copy(_) => "COPY",
