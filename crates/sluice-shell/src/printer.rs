@@ -173,9 +173,15 @@ impl<'a> ResultPrinter<'a> {
                 if self.schema.fields().is_empty() {
                     return Ok(());
                 }
-                let text = render_table(&self.schema, &self.kept, self.options.max_width)?;
+                let (text, shown) = render_table(&self.schema, &self.kept, self.options.max_width)?;
                 self.out.write_all(text.as_bytes()).map_err(io_err)?;
                 let rows = self.total_rows;
+                let columns = self.schema.fields().len();
+                let left_out = if shown < columns {
+                    format!("  {columns} columns ({shown} shown)")
+                } else {
+                    String::new()
+                };
                 let note = match (rows, more) {
                     (1, _) => "1 row".to_string(),
                     (n, 0) => format!("{n} rows"),
@@ -185,7 +191,7 @@ impl<'a> ResultPrinter<'a> {
                         if m == 1 { "row" } else { "rows" }
                     ),
                 };
-                writeln!(self.out, "{note}").map_err(io_err)?;
+                writeln!(self.out, "{note}{left_out}").map_err(io_err)?;
             }
             PrintFormat::Markdown => {
                 if self.schema.fields().is_empty() {
@@ -272,13 +278,84 @@ fn truncate(s: &str, w: usize) -> String {
     }
 }
 
-/// A boxed table with numbers right-aligned; columns are shrunk (widest first) until the
-/// table fits `max_width`.
+/// Columns are not shrunk below this many characters (or their own width): a wide result
+/// leaves middle columns out instead, as DuckDB's shell does ...
+const NARROWEST: usize = 6;
+/// ... and shows those it keeps up to this wide.
+const WIDEST_WHEN_LEAVING_OUT: usize = 24;
+
+/// Which columns a table of these widths shows within `max`: all, shrunk (widest first) down
+/// to `NARROWEST`; else the first and last columns that fit (each up to
+/// `WIDEST_WHEN_LEAVING_OUT`), alternately, with `None` (a `…` column) for those between.
+fn fit_columns(widths: &mut [usize], max: Option<usize>) -> Vec<Option<usize>> {
+    let all: Vec<Option<usize>> = (0..widths.len()).map(Some).collect();
+    let Some(max) = max else { return all };
+    // Each column costs its width plus 3 (" | "), plus 1 for the final border.
+    let cost = |cols: &[Option<usize>], widths: &[usize]| {
+        cols.iter()
+            .map(|c| c.map_or(1, |i| widths[i]) + 3)
+            .sum::<usize>()
+            + 1
+    };
+    let natural = widths.to_vec();
+    let floors: Vec<usize> = widths.iter().map(|w| (*w).min(NARROWEST)).collect();
+    while cost(&all, widths) > max {
+        let widest = (0..widths.len())
+            .filter(|&i| widths[i] > floors[i])
+            .max_by_key(|&i| widths[i]);
+        match widest {
+            Some(i) => widths[i] -= 1,
+            None => break,
+        }
+    }
+    if cost(&all, widths) <= max {
+        return all;
+    }
+    for (w, n) in widths.iter_mut().zip(&natural) {
+        *w = (*n).min(WIDEST_WHEN_LEAVING_OUT);
+    }
+    let (mut front, mut back) = (Vec::new(), Vec::new());
+    let fits = |front: &[Option<usize>], back: &[Option<usize>], extra: usize| {
+        let mut cols: Vec<Option<usize>> = front.to_vec();
+        cols.push(None);
+        cols.extend_from_slice(back);
+        cols.push(Some(extra));
+        cost(&cols, widths) <= max
+    };
+    let n = widths.len();
+    loop {
+        let next_front = front.len();
+        let next_back = n - 1 - back.len();
+        if next_front >= next_back {
+            break;
+        }
+        let mut grew = false;
+        if fits(&front, &back, next_front) {
+            front.push(Some(next_front));
+            grew = true;
+        }
+        let next_back = n - 1 - back.len();
+        if front.len() < next_back && fits(&front, &back, next_back) {
+            back.push(Some(next_back));
+            grew = true;
+        }
+        if !grew {
+            break;
+        }
+    }
+    back.reverse();
+    front.push(None);
+    front.extend(back);
+    front
+}
+
+/// A boxed table with numbers right-aligned that fits `max_width` (see `fit_columns`), and
+/// how many columns it shows.
 pub fn render_table(
     schema: &SchemaRef,
     batches: &[RecordBatch],
     max_width: Option<usize>,
-) -> Result<String> {
+) -> Result<(String, usize)> {
     let columns = cells(schema, batches)?;
     let headers: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let mut widths: Vec<usize> = headers
@@ -292,21 +369,7 @@ pub fn render_table(
                 .unwrap_or(1)
         })
         .collect();
-    if let Some(max) = max_width {
-        // Each column costs its width plus 3 (" | "), plus 1 for the final border.
-        let total = |w: &[usize]| w.iter().map(|x| x + 3).sum::<usize>() + 1;
-        while total(&widths) > max {
-            let (i, &w) = widths
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, w)| **w)
-                .unwrap_or((0, &0));
-            if w <= 3 {
-                break;
-            }
-            widths[i] = w - 1;
-        }
-    }
+    let shown = fit_columns(&mut widths, max_width);
     let numeric: Vec<bool> = schema
         .fields()
         .iter()
@@ -315,16 +378,21 @@ pub fn render_table(
     let mut s = String::new();
     let border = |s: &mut String| {
         s.push('+');
-        for w in &widths {
-            s.push_str(&"-".repeat(w + 2));
+        for c in &shown {
+            s.push_str(&"-".repeat(c.map_or(1, |i| widths[i]) + 2));
             s.push('+');
         }
         s.push('\n');
     };
-    let row = |s: &mut String, values: &mut dyn Iterator<Item = (usize, &str)>| {
+    let row = |s: &mut String, value: &dyn Fn(usize) -> String| {
         s.push('|');
-        for (i, v) in values {
-            let v = truncate(v.lines().next().unwrap_or(""), widths[i]);
+        for c in &shown {
+            let Some(i) = *c else {
+                s.push_str(" … |");
+                continue;
+            };
+            let cell = value(i);
+            let v = truncate(cell.lines().next().unwrap_or(""), widths[i]);
             let pad = widths[i] - width(&v);
             if numeric[i] {
                 s.push_str(&format!(" {}{} |", " ".repeat(pad), v));
@@ -335,19 +403,15 @@ pub fn render_table(
         s.push('\n');
     };
     border(&mut s);
-    row(&mut s, &mut headers.iter().map(|h| h.as_str()).enumerate());
+    row(&mut s, &|i| headers[i].clone());
     border(&mut s);
     let n = columns.first().map(|c| c.len()).unwrap_or(0);
-    for r in 0..n {
-        row(
-            &mut s,
-            &mut columns.iter().enumerate().map(|(i, c)| (i, c[r].as_str())),
-        );
-    }
+    // Rows are across the per-column cells.
+    (0..n).for_each(|r| row(&mut s, &|i| columns[i][r].clone()));
     if n > 0 {
         border(&mut s);
     }
-    Ok(s)
+    Ok((s, shown.iter().flatten().count()))
 }
 
 pub fn render_markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<String> {
@@ -394,7 +458,7 @@ pub fn print_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{Field, Schema};
     use std::sync::Arc;
 
@@ -438,6 +502,35 @@ mod tests {
         let narrow = print(PrintFormat::Table, None, Some(20));
         assert!(narrow.lines().all(|l| l.chars().count() <= 20), "{narrow}");
         assert!(narrow.contains("| a very lo… |"), "{narrow}");
+    }
+
+    #[test]
+    fn a_result_wider_than_the_terminal_leaves_middle_columns_out() {
+        let fields: Vec<Field> = (1..=12)
+            .map(|i| Field::new(format!("column_{i:02}"), DataType::Utf8, true))
+            .collect();
+        let values: Vec<ArrayRef> = (1..=12)
+            .map(|i| Arc::new(StringArray::from(vec![format!("value {i}")])) as ArrayRef)
+            .collect();
+        let b = RecordBatch::try_new(Arc::new(Schema::new(fields)), values).unwrap();
+        let options = PrintOptions {
+            format: PrintFormat::Table,
+            max_rows: None,
+            max_width: Some(60),
+        };
+        let mut out = Vec::new();
+        print_batches(&options, b.schema(), &[b], &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "+-----------+-----------+---+-----------+-----------+\n\
+             | column_01 | column_02 | … | column_11 | column_12 |\n\
+             +-----------+-----------+---+-----------+-----------+\n\
+             | value 1   | value 2   | … | value 11  | value 12  |\n\
+             +-----------+-----------+---+-----------+-----------+\n\
+             1 row  12 columns (4 shown)\n"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 60), "{text}");
     }
 
     #[test]
