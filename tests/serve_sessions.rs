@@ -25,10 +25,11 @@ def greedy():
         out["greedy"] = "finished"
     except psycopg.Error as e:
         out["greedy"] = [e.sqlstate, str(e).strip()]
+other = connect()
 t = threading.Thread(target=greedy)
 t.start()
-other = connect()
-while t.is_alive():
+# Ask while the greedy statement runs (and at least once, however fast it fails).
+while t.is_alive() or not out["answers"]:
     out["answers"].append(int(other.execute("SELECT count(*) FROM people").fetchone()[0]))
     time.sleep(0.01)
 t.join()
@@ -198,8 +199,8 @@ fn a_small_source_is_held_in_memory_and_read_again_when_its_file_changes() {
     )
     .unwrap();
     assert_eq!(count(), "4,dee\n");
-    // Same size, new content and time: read again too.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Same size, new content and time (past a file system's coarsest time step): read again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     std::fs::write(
         p.path().join("data/people.csv"),
         "id,name\n1,ann\n2,bob\n3,cy\n4,eve\n",
