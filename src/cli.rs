@@ -368,7 +368,8 @@ fn session_options(cli: &Cli) -> Result<SessionOptions> {
 fn querying_models(cli: &Cli, project: &Project) -> Result<SessionOptions> {
     let mut options = session_options(cli)?;
     // Interactive front ends query the same small tables again and again.
-    options.cache_sources_up_to = Some(crate::session::SMALL_SOURCE_BYTES);
+    options.source_caching =
+        crate::sources::SourceCaching::SmallUpTo(crate::session::SMALL_SOURCE_BYTES);
     match crate::project::build_plan(project, &project.vars()) {
         Ok(plan) => options.models = crate::project::model_tables(project, &plan),
         Err(e) => eprintln!("warning: models not loaded: {e}"),

@@ -14,6 +14,19 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The project's names, then the connection's own that the project does not have.
+fn names_with_own<'a>(
+    mut names: Vec<String>,
+    own: impl Iterator<Item = &'a String>,
+) -> Vec<String> {
+    for name in own {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
 #[derive(Debug)]
 pub struct OwnCatalogList {
     project: Arc<dyn CatalogProviderList>,
@@ -39,13 +52,7 @@ impl CatalogProviderList for OwnCatalogList {
     }
 
     fn catalog_names(&self) -> Vec<String> {
-        let mut names = self.project.catalog_names();
-        for name in locked(&self.layers).keys() {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-        names
+        names_with_own(self.project.catalog_names(), locked(&self.layers).keys())
     }
 
     fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
@@ -71,13 +78,7 @@ struct OwnCatalog {
 
 impl CatalogProvider for OwnCatalog {
     fn schema_names(&self) -> Vec<String> {
-        let mut names = self.project.schema_names();
-        for name in locked(&self.layers).keys() {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-        names
+        names_with_own(self.project.schema_names(), locked(&self.layers).keys())
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
@@ -140,17 +141,12 @@ pub fn project_object(kind: &str, name: &str) -> DataFusionError {
 #[async_trait::async_trait]
 impl SchemaProvider for OwnSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = self
+        let project = self
             .project
             .as_ref()
             .map(|p| p.table_names())
             .unwrap_or_default();
-        for name in locked(&self.tables).keys() {
-            if !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
-        names
+        names_with_own(project, locked(&self.tables).keys())
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {

@@ -51,9 +51,9 @@ pub struct SessionOptions {
     /// No project sources: the tables are only what the caller registers (unit tests'
     /// fixtures, so a test never reads real data).
     pub without_sources: bool,
-    /// Hold sources of at most this many bytes in memory after their first read (the shell
-    /// and the server, where the same small tables are queried again and again).
-    pub cache_sources_up_to: Option<u64>,
+    /// Which sources are held in memory after their first read (the shell and the server
+    /// hold small ones: the same small tables are queried again and again).
+    pub source_caching: SourceCaching,
 }
 
 impl SessionOptions {
@@ -171,10 +171,10 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     } else {
         SourceDef::from_project(&project)
     };
-    let caching = match options.cache_sources_up_to {
-        _ if options.cluster.is_some() || options.distributed => SourceCaching::Off,
-        Some(bytes) => SourceCaching::SmallUpTo(bytes),
-        None => SourceCaching::AsAsked,
+    let caching = if options.cluster.is_some() || options.distributed {
+        SourceCaching::Off
+    } else {
+        options.source_caching
     };
     let schema = Arc::new(ProjectSchema::new(sources).caching(caching));
     schema.declare_models(options.models.iter().cloned());

@@ -18,6 +18,28 @@ pub struct Piece {
     pub terminated: bool,
 }
 
+/// Where the line holding `i` ends (a `--` comment, a meta-command): its newline, or the
+/// end of the text.
+fn line_end(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && bytes[i] != b'\n' {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the `*/` of the block comment opening at `i` (the end of the text when it is
+/// never closed), counting the lines it spans.
+fn block_comment_end(bytes: &[u8], mut i: usize, line: &mut usize) -> usize {
+    i += 2;
+    while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+        if bytes[i] == b'\n' {
+            *line += 1;
+        }
+        i += 1;
+    }
+    (i + 2).min(bytes.len())
+}
+
 /// Split a script. A line whose first non-blank character is `\` (outside a statement) is a
 /// meta-command; everything else is SQL up to each `;`.
 pub fn split(text: &str) -> Vec<Piece> {
@@ -38,27 +60,16 @@ pub fn split(text: &str) -> Vec<Piece> {
                 continue;
             }
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
+                i = line_end(bytes, i);
                 continue;
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
-                    if bytes[i] == b'\n' {
-                        line += 1;
-                    }
-                    i += 1;
-                }
-                i = (i + 2).min(bytes.len());
+                i = block_comment_end(bytes, i, &mut line);
                 continue;
             }
             b'\\' => {
                 let start = i;
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
+                i = line_end(bytes, i);
                 pieces.push(Piece {
                     kind: PieceKind::Meta,
                     text: text[start..i].trim().to_string(),
@@ -93,21 +104,12 @@ pub fn split(text: &str) -> Vec<Piece> {
                     }
                 }
                 b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                    while i < bytes.len() && bytes[i] != b'\n' {
-                        i += 1;
-                    }
+                    i = line_end(bytes, i);
                     continue;
                 }
                 b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                    i += 2;
-                    while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/'))
-                    {
-                        if bytes[i] == b'\n' {
-                            line += 1;
-                        }
-                        i += 1;
-                    }
-                    i += 1;
+                    i = block_comment_end(bytes, i, &mut line);
+                    continue;
                 }
                 b';' => {
                     terminated = true;
