@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, UInt64Array};
-use datafusion::common::{DataFusionError, ParamValues};
-use datafusion::execution::SessionState;
+use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
+use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -26,6 +26,8 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::types::format::FormatOptions;
 
 use super::guard;
+use super::metrics::Metrics;
+use super::plan_cache::{PlanCache, Reusable};
 use super::statement::{kind_of, Kind, Statements};
 
 pub fn user_error(code: &str, message: String) -> PgWireError {
@@ -46,8 +48,11 @@ pub fn statement_error(e: DataFusionError) -> PgWireError {
     PgWireError::ApiError(Box::new(e))
 }
 
-/// The session of this connection, made at its first statement.
-struct ConnectionSession(Arc<SessionContext>);
+/// The session of this connection, made at its first statement, and the plans it reuses.
+struct Connection {
+    session: Arc<SessionContext>,
+    plans: PlanCache,
+}
 
 /// The result column format of the portal being executed (text or binary per column):
 /// pgwire gives it to the query handler, and the hook below encodes with it.
@@ -57,13 +62,15 @@ pub struct ClientStatements {
     statements: Arc<Statements>,
     read_only: bool,
     builtin: Vec<Arc<dyn QueryHook>>,
+    metrics: Arc<Metrics>,
 }
 
 impl ClientStatements {
-    pub fn new(statements: Arc<Statements>, read_only: bool) -> Self {
+    pub fn new(statements: Arc<Statements>, read_only: bool, metrics: Arc<Metrics>) -> Self {
         ClientStatements {
             statements,
             read_only,
+            metrics,
             builtin: vec![
                 Arc::new(CursorStatementHook),
                 Arc::new(SetShowHook),
@@ -72,12 +79,49 @@ impl ClientStatements {
         }
     }
 
-    fn session_of<C: ClientInfo + ?Sized>(&self, client: &C) -> Arc<SessionContext> {
+    fn connection_of<C: ClientInfo + ?Sized>(&self, client: &C) -> Arc<Connection> {
         client
             .session_extensions()
-            .get_or_insert_with(|| ConnectionSession(self.statements.connection_session()))
-            .0
-            .clone()
+            .get_or_insert_with(|| Connection {
+                session: self.statements.connection_session(),
+                plans: PlanCache::default(),
+            })
+    }
+
+    /// A built-in hook answered: a setting may have changed what a statement plans to.
+    fn builtin_answered(connection: &Connection, statement: &Statement) {
+        if !matches!(
+            statement,
+            Statement::StartTransaction { .. }
+                | Statement::Commit { .. }
+                | Statement::Rollback { .. }
+                | Statement::ShowVariable { .. }
+        ) {
+            connection.plans.clear();
+        }
+    }
+
+    /// Run a kept plan with these values, if it can be.
+    async fn reuse<C: ClientInfo + ?Sized>(
+        &self,
+        connection: &Connection,
+        reusable: &Reusable,
+        values: Vec<ScalarValue>,
+        format: &Format,
+        client: &C,
+    ) -> Option<PgWireResult<Response>> {
+        let started = reusable
+            .run(&connection.session, &self.statements, values)
+            .await?;
+        Some(match started {
+            Ok((rows, reused)) => {
+                if reused {
+                    self.metrics.plan_reused();
+                }
+                self.answer(Kind::Query, rows, format, client).await
+            }
+            Err(e) => Err(statement_error(e)),
+        })
     }
 
     /// 25006 (read_only_sql_transaction), what Postgres answers on a read-only standby.
@@ -98,7 +142,7 @@ impl ClientStatements {
     /// Run a planned statement and answer it: rows as they stream, or a command's tag.
     async fn respond<C: ClientInfo + ?Sized>(
         &self,
-        session: &SessionContext,
+        connection: &Connection,
         state: SessionState,
         plan: LogicalPlan,
         format: &Format,
@@ -108,11 +152,25 @@ impl ClientStatements {
             return Err(e);
         }
         let kind = kind_of(&plan);
-        let mut rows = self
+        if let Kind::Command(_) = kind {
+            connection.plans.clear();
+        }
+        let rows = self
             .statements
-            .execute(session, state, plan)
+            .execute(&connection.session, state, plan)
             .await
             .map_err(statement_error)?;
+        self.answer(kind, rows, format, client).await
+    }
+
+    /// The reply to a started statement: its rows as they stream, or a command's tag.
+    async fn answer<C: ClientInfo + ?Sized>(
+        &self,
+        kind: Kind,
+        mut rows: SendableRecordBatchStream,
+        format: &Format,
+        client: &C,
+    ) -> PgWireResult<Response> {
         match kind {
             Kind::Command(command) => {
                 let mut count = None;
@@ -170,9 +228,20 @@ impl QueryHook for ClientStatements {
         if let Some(e) = self.refused(statement) {
             return Some(Err(e));
         }
-        let session = self.session_of(client);
+        let connection = self.connection_of(client);
+        let session = &connection.session;
         for hook in &self.builtin {
-            if let Some(answer) = hook.handle_simple_query(statement, &session, client).await {
+            if let Some(answer) = hook.handle_simple_query(statement, session, client).await {
+                Self::builtin_answered(&connection, statement);
+                return Some(answer);
+            }
+        }
+        if let Some((reusable, values)) = connection.plans.for_query(session, statement).await {
+            let format = Format::UnifiedText;
+            if let Some(answer) = self
+                .reuse(&connection, &reusable, values, &format, client)
+                .await
+            {
                 return Some(answer);
             }
         }
@@ -184,7 +253,7 @@ impl QueryHook for ClientStatements {
             Err(e) => return Some(Err(statement_error(e))),
         };
         Some(
-            self.respond(&session, state, plan, &Format::UnifiedText, client)
+            self.respond(&connection, state, plan, &Format::UnifiedText, client)
                 .await,
         )
     }
@@ -198,14 +267,19 @@ impl QueryHook for ClientStatements {
         if let Some(e) = self.refused(statement) {
             return Some(Err(e));
         }
-        let session = self.session_of(client);
+        let connection = self.connection_of(client);
+        let session = &connection.session;
         for hook in &self.builtin {
             if let Some(plan) = hook
-                .handle_extended_parse_query(statement, &session, client)
+                .handle_extended_parse_query(statement, session, client)
                 .await
             {
                 return Some(plan);
             }
+        }
+        let text = statement.to_string();
+        if let Some(reusable) = connection.plans.reusable(&text) {
+            return Some(Ok(reusable.logical().clone()));
         }
         let planned = session
             .state()
@@ -214,7 +288,10 @@ impl QueryHook for ClientStatements {
             .map_err(statement_error);
         Some(planned.and_then(|plan| match self.refused_plan(&plan) {
             Some(e) => Err(e),
-            None => Ok(plan),
+            None => {
+                connection.plans.remember(text, &plan);
+                Ok(plan)
+            }
         }))
     }
 
@@ -229,10 +306,28 @@ impl QueryHook for ClientStatements {
         if let Some(e) = self.refused(statement) {
             return Some(Err(e));
         }
-        let session = self.session_of(client);
+        let connection = self.connection_of(client);
+        let session = &connection.session;
         for hook in &self.builtin {
             if let Some(answer) = hook
-                .handle_extended_query(statement, plan, params, &session, client)
+                .handle_extended_query(statement, plan, params, session, client)
+                .await
+            {
+                Self::builtin_answered(&connection, statement);
+                return Some(answer);
+            }
+        }
+        let format = client
+            .session_extensions()
+            .get::<PortalFormat>()
+            .map(|f| f.0.clone())
+            .unwrap_or_default();
+        if let (Some(reusable), ParamValues::List(values)) =
+            (connection.plans.reusable(&statement.to_string()), params)
+        {
+            let values = values.iter().map(|v| v.value.clone()).collect();
+            if let Some(answer) = self
+                .reuse(&connection, &reusable, values, &format, client)
                 .await
             {
                 return Some(answer);
@@ -242,13 +337,8 @@ impl QueryHook for ClientStatements {
             Ok(plan) => plan,
             Err(e) => return Some(Err(statement_error(e))),
         };
-        let format = client
-            .session_extensions()
-            .get::<PortalFormat>()
-            .map(|f| f.0.clone())
-            .unwrap_or_default();
         Some(
-            self.respond(&session, session.state(), bound, &format, client)
+            self.respond(&connection, session.state(), bound, &format, client)
                 .await,
         )
     }

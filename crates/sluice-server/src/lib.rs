@@ -14,6 +14,7 @@ mod metrics;
 mod options;
 mod own_catalog;
 mod pgwire;
+mod plan_cache;
 mod statement;
 
 use options::{tls_acceptor, usage};

@@ -18,6 +18,7 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     http_requests_total: AtomicU64,
     http_response_bytes_total: AtomicU64,
+    plans_reused_total: AtomicU64,
 }
 
 impl Metrics {
@@ -47,6 +48,10 @@ impl Metrics {
         }
         self.latency_sum_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn plan_reused(&self) {
+        self.plans_reused_total.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn http_response(&self, bytes: usize) {
@@ -105,6 +110,12 @@ impl Metrics {
             "counter",
             "Bytes of HTTP response bodies sent.",
             get(&self.http_response_bytes_total).to_string(),
+        );
+        metric(
+            "sluice_plans_reused_total",
+            "counter",
+            "Queries that ran the plan their connection made for an earlier query of the same shape.",
+            get(&self.plans_reused_total).to_string(),
         );
         let name = "sluice_query_duration_seconds";
         let _ = writeln!(

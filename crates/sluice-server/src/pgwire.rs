@@ -304,8 +304,11 @@ impl Handlers {
         metrics: Arc<Metrics>,
     ) -> Handlers {
         // One hook answers every statement; datafusion-postgres parses and binds.
-        let hooks: Vec<Arc<dyn QueryHook>> =
-            vec![Arc::new(ClientStatements::new(statements, read_only))];
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(ClientStatements::new(
+            statements,
+            read_only,
+            metrics.clone(),
+        ))];
         let inner = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         let connections = Arc::new(ConnectionManager::new());
         Handlers {

@@ -110,6 +110,13 @@ impl Statements {
         Arc::new(runtime)
     }
 
+    /// What a statement planned in `state` runs with: its functions and settings, and a
+    /// memory pool of its own (one statement at a time may run with it).
+    pub fn statement_task(&self, state: &SessionState) -> Arc<TaskContext> {
+        let runtime = self.statement_runtime(state.runtime_env());
+        Arc::new(TaskContext::from(state).with_runtime(runtime))
+    }
+
     /// Start a statement planned in `state`, a snapshot of `session`. A query's rows stream as they are
     /// computed; a command has run (or runs as its stream is read) and streams its count.
     pub async fn execute(
@@ -152,8 +159,10 @@ impl Statements {
             }
             _ => {
                 let physical = state.create_physical_plan(&plan).await?;
-                let task = TaskContext::from(&state).with_runtime(runtime);
-                execute_stream(physical, Arc::new(task))
+                execute_stream(
+                    physical,
+                    Arc::new(TaskContext::from(&state).with_runtime(runtime)),
+                )
             }
         }
     }

@@ -70,6 +70,35 @@ impl CachedTable {
         files.sort();
         Ok(files)
     }
+
+    /// The copy in memory that reads what the files hold now: read again when a file changed,
+    /// appeared or went away; None when the files add up to more than is worth holding.
+    /// A plan made over one copy is current for as long as this returns the same copy.
+    pub async fn held_copy(&self, state: &dyn Session) -> Result<Option<Arc<MemTable>>> {
+        let files = self.files(state).await?;
+        // One reader at a time: concurrent first queries wait for one read, not do many.
+        let mut held = self.held.lock().await;
+        if let Some(current) = held.as_ref().filter(|h| h.files == files) {
+            return Ok(Some(current.table.clone()));
+        }
+        let size: u64 = files.iter().map(|f| f.1).sum();
+        if self.up_to.is_some_and(|up_to| size > up_to) {
+            // Grown past the size worth holding: read from the files, and let go of the old copy.
+            *held = None;
+            return Ok(None);
+        }
+        let whole = self.listing.scan(state, None, &[], None).await?;
+        let batches = collect(whole, state.task_ctx()).await.map_err(|e| {
+            self.source
+                .error(crate::error::describe_datafusion_error(&e))
+        })?;
+        let table = Arc::new(MemTable::try_new(self.schema(), vec![batches])?);
+        *held = Some(Held {
+            files,
+            table: table.clone(),
+        });
+        Ok(Some(table))
+    }
 }
 
 fn local_file_stamp(url: &ListingTableUrl) -> Option<Result<FileStamp>> {
@@ -102,29 +131,9 @@ impl TableProvider for CachedTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let files = self.files(state).await?;
-        // One reader at a time: concurrent first queries wait for one read, not do many.
-        let mut held = self.held.lock().await;
-        if let Some(current) = held.as_ref().filter(|h| h.files == files) {
-            return current.table.scan(state, projection, filters, limit).await;
+        match self.held_copy(state).await? {
+            Some(table) => table.scan(state, projection, filters, limit).await,
+            None => self.listing.scan(state, projection, filters, limit).await,
         }
-        let size: u64 = files.iter().map(|f| f.1).sum();
-        if self.up_to.is_some_and(|up_to| size > up_to) {
-            // Grown past the size worth holding: read from the files, and let go of the old copy.
-            *held = None;
-            return self.listing.scan(state, projection, filters, limit).await;
-        }
-        let whole = self.listing.scan(state, None, &[], None).await?;
-        let batches = collect(whole, state.task_ctx()).await.map_err(|e| {
-            self.source
-                .error(crate::error::describe_datafusion_error(&e))
-        })?;
-        let table = Arc::new(MemTable::try_new(self.schema(), vec![batches])?);
-        *held = Some(Held {
-            files,
-            table: table.clone(),
-        });
-        drop(held);
-        table.scan(state, projection, filters, limit).await
     }
 }

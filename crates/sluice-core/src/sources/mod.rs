@@ -26,7 +26,7 @@ use crate::config::{FileFormat, Project, SourceConfig};
 pub use format::listing_options;
 
 mod cached;
-use cached::CachedTable;
+pub use cached::CachedTable;
 pub use path::PathTableFactory;
 
 /// A source as the session sees it: its name, resolved location and settings.
