@@ -3,7 +3,7 @@
 # the same small table. Prints tps of each and the ratio, and the time to stream 1M rows to
 # psql from each; then a soak: 64 psycopg clients x 60 s of mixed queries against sluice
 # serving the example project (tps, p50/p99 latency, errors).
-#   benches/serve.sh [path/to/sluice]      SOAK_SECONDS=60 SOAK_CLIENTS=64
+#   benches/serve.sh [path/to/sluice]      ROWS=1000 SOAK_SECONDS=60 SOAK_CLIENTS=64
 set -euo pipefail
 bin=$(realpath "${1:-target/release/sluice}")
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
@@ -21,12 +21,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The same 1,000-row table for both.
-python3 - "$work" <<'PY'
-import sys
+# The same table for both (1,000 rows unless ROWS says).
+rows=${ROWS:-1000}
+python3 - "$work" "$rows" <<'PY'
+import sys, random
+ids = list(range(1, int(sys.argv[2]) + 1))
+random.Random(7).shuffle(ids)  # in no order, as exports come
 with open(sys.argv[1] + "/people.csv", "w") as f:
     f.write("id,name,country\n")
-    for i in range(1, 1001):
+    for i in ids:
         f.write(f"{i},user{i},{['KR','US','JP'][i % 3]}\n")
 PY
 mkdir -p "$work/project"
@@ -42,7 +45,8 @@ psql -X -q -h 127.0.0.1 -p $pg_port -U postgres -c "CREATE TABLE people (id bigi
 sl_pid=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$sl_port) 2>/dev/null && break; sleep 0.1; done
 
-printf '\\set id random(1, 1000)\nSELECT name, country FROM people WHERE id = :id;\n' > "$work/bench.sql"
+printf '\\set id random(1, %s)\n' "$rows" > "$work/bench.sql"
+printf 'SELECT name, country FROM people WHERE id = :id;\n' >> "$work/bench.sql"
 tps() { # port user mode
   pgbench -n -M "$3" -c 8 -j 2 -T 10 -f "$work/bench.sql" -h 127.0.0.1 -p "$1" -U "$2" "$4" 2>/dev/null |
     awk '/^tps/ {print $3; exit}'
