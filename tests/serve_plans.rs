@@ -4,51 +4,9 @@
 
 mod common;
 use common::server::*;
-use common::*;
-
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 /// base64("analyst:correct horse battery"), the served project's user.
 const BASIC_AUTH: &str = "YW5hbHlzdDpjb3JyZWN0IGhvcnNlIGJhdHRlcnk=";
-
-/// Run a psql script in one connection (each statement its own simple-protocol query),
-/// stopping at the first error.
-fn psql_script(port: u16, script: &str) -> Run {
-    let mut child = Command::new("psql")
-        .arg(format!(
-            "host=127.0.0.1 port={port} user=analyst dbname=sluice sslmode=disable"
-        ))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-F",
-            ",",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            "-",
-        ])
-        .env("PGPASSWORD", PASSWORD)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("psql runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn plans_reused(http_port: u16) -> u64 {
     let metrics = http(
@@ -67,8 +25,7 @@ fn plans_reused(http_port: u16) -> u64 {
 fn a_query_sent_again_with_other_literals_runs_its_plan_with_the_new_values() {
     let p = served_project();
     let server = Server::start(p.path(), &[]);
-    let out = psql_script(
-        server.port,
+    let out = server.psql_script(
         "SELECT name, country FROM people WHERE id = 1;
 SELECT name, country FROM people WHERE id = 2;
 SELECT name, country FROM people WHERE id = 3;
@@ -105,8 +62,7 @@ fn a_literal_of_another_type_is_planned_as_written() {
     let server = Server::start(p.path(), &[]);
     // Each has the shape of the statement before it, but compares a value of another type
     // (or one an integer column cannot hold): planned as written, it answers as it would have.
-    let out = psql_script(
-        server.port,
+    let out = server.psql_script(
         "SELECT name FROM people WHERE id = 1;
 SELECT name FROM people WHERE id = '2';
 SELECT name FROM people WHERE id = 9223372036854775808;
@@ -164,8 +120,7 @@ print(json.dumps(out))
 fn a_connections_own_table_is_read_as_it_is_now() {
     let p = served_project();
     let server = Server::start(p.path(), &["--allow-write"]);
-    let out = psql_script(
-        server.port,
+    let out = server.psql_script(
         "CREATE TABLE t AS SELECT 1 AS a;
 SELECT count(*) FROM t WHERE a = 1;
 INSERT INTO t VALUES (1);

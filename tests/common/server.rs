@@ -61,26 +61,48 @@ impl Server {
         panic!("sluice serve found no free port in three tries")
     }
 
+    /// psql as the served project's user, unaligned, comma-separated, no headers.
+    fn psql_command(&self, password: &str) -> Command {
+        let mut psql = Command::new("psql");
+        psql.arg(format!(
+            "host=127.0.0.1 port={} user=analyst dbname=sluice sslmode=disable",
+            self.port
+        ))
+        .args(["-X", "-A", "-t", "-F", ",", "-v", "ON_ERROR_STOP=1"])
+        .env("PGPASSWORD", password);
+        psql
+    }
+
     pub fn psql(&self, password: &str, sql: &str) -> Run {
-        let out = Command::new("psql")
-            .arg(format!(
-                "host=127.0.0.1 port={} user=analyst dbname=sluice sslmode=disable",
-                self.port
-            ))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-F",
-                ",",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .env("PGPASSWORD", password)
+        let out = self
+            .psql_command(password)
+            .args(["-c", sql])
             .output()
             .expect("psql runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A psql script in one connection, each statement its own simple-protocol query,
+    /// stopping at the first error.
+    pub fn psql_script(&self, script: &str) -> Run {
+        let mut child = self
+            .psql_command(PASSWORD)
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("psql runs");
+        let mut stdin = child.stdin.take().expect("psql's stdin");
+        stdin
+            .write_all(script.as_bytes())
+            .expect("psql reads the script");
+        drop(stdin);
+        let out = child.wait_with_output().expect("psql runs");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
