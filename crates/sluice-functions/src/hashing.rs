@@ -60,13 +60,6 @@ fn hex64(digest: &[u8; 32]) -> [u8; 64] {
     out
 }
 
-/// Write the lowercase hex of a digest into a stack buffer and return it as text.
-pub fn hex_digest<'a>(digest: &[u8; 32], buf: &'a mut [u8; 64]) -> &'a str {
-    *buf = hex64(digest);
-    // Only ASCII hex digits were written.
-    std::str::from_utf8(buf).unwrap_or_default()
-}
-
 /// The hex digest of every row of a string or binary array, as one string column.
 ///
 /// Every value is 64 bytes, so the offsets are `64 * row` and the null rows are the
@@ -144,6 +137,58 @@ impl<D: FnMut(&[u8]) -> [u8; 32]> DigestRows<'_, D> {
                 }
             }
         }
+    }
+}
+
+/// A column of hex digests built row by row: each value is 64 bytes, so the offsets are
+/// `64 * row` and a null row's slot holds zeros no reader sees (no per-row offset or length
+/// bookkeeping, as `hex_digest_column` does for whole columns).
+pub struct DigestColumn {
+    values: Vec<u8>,
+    nulls: datafusion::arrow::array::BooleanBufferBuilder,
+    rows: usize,
+}
+
+impl DigestColumn {
+    pub fn with_capacity(rows: usize) -> Self {
+        DigestColumn {
+            values: Vec::with_capacity(rows * 64),
+            nulls: datafusion::arrow::array::BooleanBufferBuilder::new(rows),
+            rows: 0,
+        }
+    }
+
+    pub fn push_digest(&mut self, digest: &[u8; 32]) {
+        self.push_hex(&hex64(digest));
+    }
+
+    /// A value that is already 64 lowercase hex digits.
+    pub fn push_hex(&mut self, hex: &[u8; 64]) {
+        self.values.extend_from_slice(hex);
+        self.nulls.append(true);
+        self.rows += 1;
+    }
+
+    pub fn push_null(&mut self) {
+        self.values.extend_from_slice(&[0u8; 64]);
+        self.nulls.append(false);
+        self.rows += 1;
+    }
+
+    pub fn finish(mut self) -> Result<StringArray> {
+        let rows = self.rows;
+        if rows.checked_mul(64).is_none_or(|b| b > i32::MAX as usize) {
+            return exec_err!(
+                "{rows} digests do not fit in one string column; use smaller batches"
+            );
+        }
+        let offsets = ScalarBuffer::from_iter((0..=rows).map(|row| (row * 64) as i32));
+        let nulls = NullBuffer::new(self.nulls.finish());
+        Ok(StringArray::try_new(
+            OffsetBuffer::new(offsets),
+            Buffer::from_vec(self.values),
+            (nulls.null_count() > 0).then_some(nulls),
+        )?)
     }
 }
 
@@ -335,8 +380,7 @@ mod tests {
     use super::*;
 
     fn hex(bytes: &[u8]) -> String {
-        let mut buf = [0u8; 64];
-        hex_digest(&sha256(bytes), &mut buf).to_string()
+        String::from_utf8(hex64(&sha256(bytes)).to_vec()).unwrap()
     }
 
     fn hmac_hex(key: &[u8], data: &[u8]) -> String {

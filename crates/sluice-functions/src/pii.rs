@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 use unicode_normalization::UnicodeNormalization;
 
 use super::args::{all_scalar, arg_array, finish, for_each_str, is_string, scalar_str, TextArg};
-use super::hashing::{hex_digest, sha256};
+use super::hashing::{sha256, DigestColumn};
 use super::FunctionDoc;
 
 pub const NORMALIZE_EMAIL_DOC: FunctionDoc = FunctionDoc {
@@ -111,7 +111,8 @@ pub fn is_sha256_hex(s: &str) -> bool {
 fn lower_nfc(input: &str, out: &mut String) {
     out.clear();
     if input.is_ascii() {
-        out.extend(input.bytes().map(|b| b.to_ascii_lowercase() as char));
+        out.push_str(input);
+        out.make_ascii_lowercase();
     } else {
         let lowered: String = input.chars().flat_map(char::to_lowercase).collect();
         out.extend(lowered.nfc());
@@ -188,7 +189,14 @@ pub fn normalize(
 fn normalize_email(trimmed: &str, profile: Profile, out: &mut String) -> bool {
     lower_nfc(trimmed, out);
     if profile == Profile::Google {
-        retain(out, |c| !c.is_whitespace());
+        if out.is_ascii() {
+            // Removing ASCII bytes from ASCII text leaves valid UTF-8.
+            let mut bytes = std::mem::take(out).into_bytes();
+            bytes.retain(|b| !matches!(b, b'\t'..=b'\r' | b' '));
+            *out = String::from_utf8(bytes).unwrap_or_default();
+        } else {
+            retain(out, |c| !c.is_whitespace());
+        }
         if let Some(at) = out.rfind('@') {
             let domain = &out[at + 1..];
             if domain == "gmail.com" || domain == "googlemail.com" {
@@ -208,18 +216,61 @@ fn normalize_email(trimmed: &str, profile: Profile, out: &mut String) -> bool {
 
 /// `local@domain.tld`: one `@`, no whitespace, a dotted domain with a letter TLD of 2+.
 fn looks_like_email(s: &str) -> bool {
+    if s.is_ascii() {
+        looks_like_ascii_email(s.as_bytes())
+    } else {
+        looks_like_any_email(s)
+    }
+}
+
+fn looks_like_any_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
-    if local.is_empty() || domain.contains('@') || s.chars().any(char::is_whitespace) {
+    if local.is_empty() || domain.contains('@') || has_whitespace(s) {
         return false;
     }
-    let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+    let Some((_, tld)) = domain.rsplit_once('.') else {
         return false;
+    };
+    !domain.split('.').any(str::is_empty)
+        && tld.chars().count() >= 2
+        && tld.chars().all(char::is_alphabetic)
+}
+
+/// `looks_like_email` in one pass over the bytes, for ASCII text (nearly every address).
+fn looks_like_ascii_email(s: &[u8]) -> bool {
+    let mut at = None;
+    let mut last_dot = None;
+    for (i, &b) in s.iter().enumerate() {
+        match b {
+            b'@' if at.is_some() => return false,
+            b'@' => at = Some(i),
+            b'.' if at.is_some() => {
+                // An empty label: `@.` or `..` in the domain.
+                if last_dot.unwrap_or(at.unwrap_or(0)) + 1 == i {
+                    return false;
+                }
+                last_dot = Some(i);
+            }
+            b'\t'..=b'\r' | b' ' => return false,
+            _ => {}
+        }
     }
-    let tld = labels[labels.len() - 1];
-    tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic)
+    let (Some(at), Some(dot)) = (at, last_dot) else {
+        return false;
+    };
+    let tld = &s[dot + 1..];
+    at > 0 && tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic)
+}
+
+fn has_whitespace(s: &str) -> bool {
+    if s.is_ascii() {
+        // The ASCII characters `char::is_whitespace` accepts: tab to carriage return, space.
+        s.bytes().any(|b| matches!(b, b'\t'..=b'\r' | b' '))
+    } else {
+        s.chars().any(char::is_whitespace)
+    }
 }
 
 fn normalize_phone(
@@ -373,10 +424,26 @@ fn run(
         .map(|a| TextArg::from(a, rows))
         .transpose()?;
 
-    let mut out =
-        StringBuilder::with_capacity(values.len(), values.len() * if hash { 64 } else { 16 });
+    // Constant kinds and profiles (the usual case) are parsed once, not per row; a constant
+    // that does not parse is reported by the per-row path.
+    let fixed_kind = fixed_kind.or_else(|| match &kind_arg {
+        Some(TextArg::Const(Some(k))) => Kind::parse(k),
+        _ => None,
+    });
+    let fixed_profile = match &profile_arg {
+        None | Some(TextArg::Const(None)) => Some(Profile::Meta),
+        Some(TextArg::Const(Some(p))) => Profile::parse(p),
+        Some(TextArg::Rows(_)) => None,
+    };
+    let mut out = if hash {
+        Column::Digests(DigestColumn::with_capacity(values.len()))
+    } else {
+        Column::Text(StringBuilder::with_capacity(
+            values.len(),
+            values.len() * 16,
+        ))
+    };
     let mut buf = String::with_capacity(64);
-    let mut hex = [0u8; 64];
     let mut row = 0usize;
     let mut error = None;
     for_each_str(&values, |v| {
@@ -404,9 +471,10 @@ fn run(
             },
             (None, None) => unreachable!("kind argument is required when not fixed"),
         };
-        let profile = match profile_arg.as_ref().and_then(|p| p.get(i)) {
-            None => Profile::Meta,
-            Some(p) => match Profile::parse(p) {
+        let profile = match (fixed_profile, profile_arg.as_ref().and_then(|p| p.get(i))) {
+            (Some(p), _) => p,
+            (None, None) => Profile::Meta,
+            (None, Some(p)) => match Profile::parse(p) {
                 Some(p) => p,
                 None => {
                     error.get_or_insert(format!(
@@ -418,27 +486,54 @@ fn run(
             },
         };
         let code = code_arg.as_ref().and_then(|c| c.get(i));
-        if hash {
-            let trimmed = v.trim();
-            if is_sha256_hex(trimmed) {
-                buf.clear();
-                buf.extend(trimmed.chars().map(|c| c.to_ascii_lowercase()));
-                out.append_value(&buf);
-            } else if normalize(kind, profile, code, v, &mut buf) {
-                out.append_value(hex_digest(&sha256(buf.as_bytes()), &mut hex));
-            } else {
-                out.append_null();
+        match &mut out {
+            Column::Digests(digests) => {
+                let trimmed = v.trim();
+                if let Some(already) = <&[u8; 64]>::try_from(trimmed.as_bytes())
+                    .ok()
+                    .filter(|_| is_sha256_hex(trimmed))
+                {
+                    let mut hex = *already;
+                    hex.make_ascii_lowercase();
+                    digests.push_hex(&hex);
+                } else if normalize(kind, profile, code, v, &mut buf) {
+                    digests.push_digest(&sha256(buf.as_bytes()));
+                } else {
+                    digests.push_null();
+                }
             }
-        } else if normalize(kind, profile, code, v, &mut buf) {
-            out.append_value(&buf);
-        } else {
-            out.append_null();
+            Column::Text(text) => {
+                if normalize(kind, profile, code, v, &mut buf) {
+                    text.append_value(&buf);
+                } else {
+                    text.append_null();
+                }
+            }
         }
     })?;
     if let Some(e) = error {
         return exec_err!("{e}");
     }
-    finish(Arc::new(out.finish()), all_const)
+    let array: ArrayRef = match out {
+        Column::Digests(digests) => Arc::new(digests.finish()?),
+        Column::Text(mut text) => Arc::new(text.finish()),
+    };
+    finish(array, all_const)
+}
+
+/// A function's results: normalised text, or fixed-width hex digests when it hashes.
+enum Column {
+    Text(StringBuilder),
+    Digests(DigestColumn),
+}
+
+impl Column {
+    fn append_null(&mut self) {
+        match self {
+            Column::Text(text) => text.append_null(),
+            Column::Digests(digests) => digests.push_null(),
+        }
+    }
 }
 
 macro_rules! pii_udf {
@@ -548,14 +643,43 @@ mod tests {
     /// Meta Conversions API, "Customer Information Parameters": email is trimmed and
     /// lowercased; its example John_Smith@gmail.com hashes to 62a14e44...
     #[test]
+    fn the_ascii_email_check_agrees_with_the_general_one() {
+        for s in [
+            "a@b.co",
+            "a@b.c",
+            "a@b",
+            "@b.co",
+            "a@@b.co",
+            "a@b@c.co",
+            "a@.b.co",
+            "a@b..co",
+            "a@b.co.",
+            "a@b.c0",
+            "a.b@c.d.ef",
+            "a b@c.co",
+            "a@b.co\t",
+            "a@b.co\x0b",
+            "ab.co",
+            "a@b.Co",
+            "a+tag@sub.b.info",
+            "",
+        ] {
+            assert_eq!(
+                looks_like_ascii_email(s.as_bytes()),
+                looks_like_any_email(s),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
     fn meta_email() {
         assert_eq!(
             meta(Kind::Email, "  John_Smith@gmail.com ").as_deref(),
             Some("john_smith@gmail.com")
         );
-        let mut hex = [0u8; 64];
         assert_eq!(
-            hex_digest(&sha256(b"john_smith@gmail.com"), &mut hex),
+            hex::encode(sha256(b"john_smith@gmail.com")),
             "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
         );
         assert_eq!(meta(Kind::Email, "not an email"), None);
