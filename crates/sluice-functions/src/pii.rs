@@ -189,12 +189,8 @@ pub fn normalize(
 fn normalize_email(trimmed: &str, profile: Profile, out: &mut String) -> bool {
     lower_nfc(trimmed, out);
     if profile == Profile::Google {
-        if out.is_ascii() {
-            // Removing ASCII bytes from ASCII text leaves valid UTF-8.
-            let mut bytes = std::mem::take(out).into_bytes();
-            bytes.retain(|b| !matches!(b, b'\t'..=b'\r' | b' '));
-            *out = String::from_utf8(bytes).unwrap_or_default();
-        } else {
+        // Most addresses have none: look before rebuilding the string.
+        if has_whitespace(out) {
             retain(out, |c| !c.is_whitespace());
         }
         if let Some(at) = out.rfind('@') {

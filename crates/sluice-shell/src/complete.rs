@@ -2,6 +2,11 @@
 //! paths, and multi-line input until `;`. Kept apart from execution.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::catalog::SchemaProvider;
+use sluice_core::sources::ProjectSchema;
 
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::highlight::Highlighter;
@@ -15,14 +20,51 @@ pub struct ShellHelper {
     /// Tables, columns and functions currently known to the session.
     pub names: Vec<String>,
     files: FilenameCompleter,
+    /// The project's tables, opened when a line names one so that its columns complete
+    /// before it has been queried.
+    schema: Arc<ProjectSchema>,
+    runtime: tokio::runtime::Handle,
+    /// Columns of each table the input has named, read once.
+    columns: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl ShellHelper {
-    pub fn new() -> Self {
+    pub fn new(schema: Arc<ProjectSchema>, runtime: tokio::runtime::Handle) -> Self {
         ShellHelper {
             names: Vec::new(),
             files: FilenameCompleter::new(),
+            schema,
+            runtime,
+            columns: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The columns of the project's tables that `line` names (opening a table reads its
+    /// schema: a file's header, a Parquet footer, an S3 listing; a table that cannot be
+    /// opened completes nothing).
+    fn columns_named_in(&self, line: &str) -> Vec<String> {
+        let mut columns = self.columns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for word in line.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+            if word.is_empty() || !self.schema.table_exist(word) {
+                continue;
+            }
+            let known = columns.entry(word.to_string()).or_insert_with(|| {
+                let table =
+                    tokio::task::block_in_place(|| self.runtime.block_on(self.schema.table(word)));
+                match table {
+                    Ok(Some(t)) => t
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            });
+            out.extend(known.iter().cloned());
+        }
+        out
     }
 }
 
@@ -59,7 +101,7 @@ impl Completer for ShellHelper {
         let lower = word.to_lowercase();
         let upper_typed = word.chars().any(|c| c.is_uppercase());
         let mut out: Vec<Pair> = Vec::new();
-        for name in &self.names {
+        for name in self.names.iter().chain(&self.columns_named_in(line)) {
             if name.to_lowercase().starts_with(&lower)
                 && !out.iter().any(|p| &p.replacement == name)
             {

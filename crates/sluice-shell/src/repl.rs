@@ -28,7 +28,10 @@ pub async fn run_interactive(shell: &mut Shell) -> Result<()> {
         .build();
     let mut rl: Editor<ShellHelper, FileHistory> = Editor::with_config(config)
         .map_err(|e| SluiceError::Usage(format!("cannot start the shell: {e}")))?;
-    rl.set_helper(Some(ShellHelper::new()));
+    rl.set_helper(Some(ShellHelper::new(
+        shell.session.schema.clone(),
+        tokio::runtime::Handle::current(),
+    )));
     let history = history_path();
     if let Some(h) = &history {
         if let Some(dir) = h.parent() {
