@@ -234,37 +234,36 @@ fn looks_like_any_email(s: &str) -> bool {
         && tld.chars().all(char::is_alphabetic)
 }
 
-/// `looks_like_email` for ASCII text (nearly every address), in scans without early exits
-/// that the compiler turns into vector instructions.
+/// `looks_like_email` in one pass over the bytes, for ASCII text (nearly every address).
 fn looks_like_ascii_email(s: &[u8]) -> bool {
-    let ats = s.iter().fold(0usize, |n, &b| n + usize::from(b == b'@'));
-    if ats != 1 || has_ascii_whitespace(s) {
-        return false;
+    let mut at = None;
+    let mut last_dot = None;
+    for (i, &b) in s.iter().enumerate() {
+        match b {
+            b'@' if at.is_some() => return false,
+            b'@' => at = Some(i),
+            b'.' if at.is_some() => {
+                // An empty label: `@.` or `..` in the domain.
+                if last_dot.unwrap_or(at.unwrap_or(0)) + 1 == i {
+                    return false;
+                }
+                last_dot = Some(i);
+            }
+            b'\t'..=b'\r' | b' ' => return false,
+            _ => {}
+        }
     }
-    let Some(at) = s.iter().position(|&b| b == b'@') else {
+    let (Some(at), Some(dot)) = (at, last_dot) else {
         return false;
     };
-    let domain = &s[at + 1..];
-    let Some(dot) = domain.iter().rposition(|&b| b == b'.') else {
-        return false;
-    };
-    let tld = &domain[dot + 1..];
-    at > 0
-        && domain[0] != b'.'
-        && !domain.windows(2).any(|w| w == b"..")
-        && tld.len() >= 2
-        && tld.iter().all(u8::is_ascii_alphabetic)
-}
-
-/// The ASCII characters `char::is_whitespace` accepts: tab to carriage return, and space.
-fn has_ascii_whitespace(s: &[u8]) -> bool {
-    s.iter()
-        .fold(false, |w, &b| w | (b == b' ') | (b.wrapping_sub(b'\t') < 5))
+    let tld = &s[dot + 1..];
+    at > 0 && tld.len() >= 2 && tld.iter().all(u8::is_ascii_alphabetic)
 }
 
 fn has_whitespace(s: &str) -> bool {
     if s.is_ascii() {
-        has_ascii_whitespace(s.as_bytes())
+        // The ASCII characters `char::is_whitespace` accepts: tab to carriage return, space.
+        s.bytes().any(|b| matches!(b, b'\t'..=b'\r' | b' '))
     } else {
         s.chars().any(char::is_whitespace)
     }
