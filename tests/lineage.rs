@@ -251,6 +251,102 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
 }
 
 #[test]
+fn docs_chart_every_run_of_a_model_and_draw_the_funnel() {
+    let p = example();
+    for _ in 0..2 {
+        let r = run(p.path(), &["run"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    // Half the events go: the delivery's volume check (30%) fails and nothing is published.
+    std::fs::remove_dir_all(p.path().join("data/launch_events/day=2026-05-02")).unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let site = p.path().join("site");
+    let r = run(p.path(), &["docs", "--out", site.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let url = format!("file://{}", site.join("index.html").display());
+    let out = chromium().arg("--dump-dom").arg(&url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+
+    let chart = section(
+        &dom,
+        "<svg class=\"run-history\" data-model=\"eda_launch_events\"",
+    );
+    let runs: Vec<&str> = chart
+        .split("<g class=\"run ")
+        .skip(1)
+        .map(|g| g.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        runs,
+        ["published", "published", "failed volume-failed"],
+        "{chart}"
+    );
+    assert_eq!(chart.matches("<circle class=\"volume-mark\"").count(), 1);
+    assert!(
+        chart.contains(" rows · not published: volume failed</title>"),
+        "{chart}"
+    );
+    assert!(
+        chart.contains(" rows · published, every check passed</title>"),
+        "{chart}"
+    );
+
+    // The funnel from the published launch_funnel: users whose deepest step is k or more.
+    let mut deepest: Vec<u64> = Vec::new();
+    for file in std::fs::read_dir(p.path().join("target/analysis/launch_funnel")).unwrap() {
+        let file = file.unwrap().path();
+        if file.extension().is_none_or(|x| x != "csv") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+        let at = header.iter().position(|c| *c == "funnel_step").unwrap();
+        deepest.extend(
+            text.lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(at).unwrap().parse::<u64>().unwrap()),
+        );
+    }
+    assert!(deepest.len() > 50, "{} users", deepest.len());
+    let funnel = section(&dom, "<svg class=\"funnel\" data-model=\"launch_funnel\"");
+    for step in 1..=4u64 {
+        let users = deepest.iter().filter(|d| **d >= step).count();
+        assert!(
+            funnel.contains(&format!("data-step=\"{step}\" data-users=\"{users}\"")),
+            "step {step}: {users} users expected in {funnel}"
+        );
+    }
+
+    let shot = p.path().join("charts.png");
+    let out = chromium()
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg("--window-size=1200,1000")
+        .arg(format!("{url}#t-eda_launch_events"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+/// The text from `start` to the end of its `</svg>`.
+fn section<'a>(dom: &'a str, start: &str) -> &'a str {
+    let from = dom.find(start).unwrap_or_else(|| panic!("{start} missing"));
+    let to = dom[from..].find("</svg>").unwrap();
+    &dom[from..from + to]
+}
+
+#[test]
 fn lineage_follows_ctes_windows_unions_and_subqueries() {
     let p = project(&[
         (

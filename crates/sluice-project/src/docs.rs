@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use datafusion::arrow::array::{Array, Int64Array};
+
+use super::charts;
 use super::lineage::{self, Lineage};
 use super::model::Materialized;
+use super::results::History;
 use super::ProjectPlan;
 use crate::error::{Result, SluiceError};
 use crate::session::Session;
@@ -90,6 +94,9 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
         }
     }
 
+    // The run history feeds the charts; one that cannot be read leaves them out.
+    let history = History::of_project(session).await.ok();
+
     let mut html = String::new();
     let title = format!("{} · sluice docs", project.name());
     let _ = write!(
@@ -149,6 +156,14 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
                 }
             );
             html.push_str(&status_html(runs.get(&t.name), published.get(&t.name)));
+            if let Some(history) = &history {
+                html.push_str(&charts::run_history_svg(&t.name, &history.runs_of(&t.name)));
+            }
+            if let (Some((column, steps)), true) =
+                (funnel_column(&m.sql), published.contains_key(&t.name))
+            {
+                html.push_str(&funnel_html(session, plan, &m.name, &column, steps).await);
+            }
         }
         if let Some(p) = &t.problem {
             let _ = writeln!(
@@ -201,6 +216,101 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
     let index = out.join("index.html");
     std::fs::write(&index, html).map_err(|e| SluiceError::io(&index, e))?;
     Ok(index)
+}
+
+/// The column a model computes with `window_funnel(window, time, step1, step2, ...) AS
+/// column`, and its number of steps: such a model is drawn as a funnel.
+fn funnel_column(sql: &str) -> Option<(String, i64)> {
+    let lower = sql.to_ascii_lowercase();
+    let start = lower.find("window_funnel(")? + "window_funnel".len();
+    let mut depth = 0usize;
+    let mut end = None;
+    let mut arguments = 1;
+    for (i, c) in lower[start..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ',' if depth == 1 => arguments += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = Some(start + i + 1);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let rest = lower[end?..].trim_start().strip_prefix("as")?;
+    let name: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty() && rest.starts_with(char::is_whitespace)).then_some((name, arguments - 2))
+}
+
+/// A funnel model's published output as a funnel: how many reached at least each step.
+async fn funnel_html(
+    session: &Session,
+    plan: &ProjectPlan,
+    model: &str,
+    column: &str,
+    steps: i64,
+) -> String {
+    let Some(i) = plan.models.iter().position(|m| m.name == model) else {
+        return String::new();
+    };
+    let m = &plan.models[i];
+    let ctx = &session.ctx;
+    let name = format!("__docs_funnel_{model}");
+    let url = plan.location(&session.project, i).url();
+    let counted = async {
+        super::tables::register_location(ctx, &name, &url, m.format).await?;
+        let sql = format!(
+            "SELECT CAST({} AS BIGINT) AS step, count(*) AS users FROM {} GROUP BY 1 ORDER BY 1",
+            crate::functions::quote_ident(column),
+            crate::functions::quote_ident(&name)
+        );
+        let batches = ctx
+            .sql(&sql)
+            .await
+            .map_err(|e| SluiceError::sql(e.to_string()))?
+            .collect()
+            .await
+            .map_err(|e| SluiceError::sql(e.to_string()))?;
+        Ok::<_, SluiceError>(batches)
+    }
+    .await;
+    let _ = ctx.deregister_table(name.as_str());
+    let Ok(batches) = counted else {
+        return String::new();
+    };
+    let mut by_step: Vec<(i64, u64)> = Vec::new();
+    for b in &batches {
+        let (Some(steps), Some(users)) = (
+            b.column(0).as_any().downcast_ref::<Int64Array>(),
+            b.column(1).as_any().downcast_ref::<Int64Array>(),
+        ) else {
+            return String::new();
+        };
+        for r in 0..b.num_rows() {
+            if steps.is_valid(r) {
+                by_step.push((steps.value(r), users.value(r).max(0) as u64));
+            }
+        }
+    }
+    // Reached at least step k: the users whose deepest step is k or more (step 0 is none).
+    let reached: Vec<(i64, u64)> = (1..=steps)
+        .map(|k| {
+            let users = by_step
+                .iter()
+                .filter(|(s, _)| *s >= k)
+                .map(|(_, n)| n)
+                .sum();
+            (k, users)
+        })
+        .collect();
+    charts::funnel_svg(model, column, &reached)
 }
 
 /// A table's columns and types as the engine plans them, or why they cannot be read.
@@ -404,7 +514,7 @@ fn anchor(name: &str) -> String {
     format!("t-{clean}")
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -446,6 +556,11 @@ dt{color:#667085}dd{margin:0}
 .node text{font:12px ui-monospace,monospace;fill:#1d2330}
 .edge{fill:none;stroke:#8a94a6;stroke-width:1.4}
 .edge.hl{stroke:#f04438;stroke-width:2.4}.hidden{display:none}
+figure{margin:10px 0 14px}figcaption{color:#5b6472;font-size:13px;margin-bottom:4px}
+svg text.axis{font-size:11px;fill:#5b6472}svg line.axis{stroke:#c5cad3}
+.run-history .published rect{fill:#3f8f5f}.run-history .failed rect{fill:#c94a4a}
+.run-history .volume-mark{fill:none;stroke:#c94a4a;stroke-width:2}
+.funnel polygon{fill:#4a78c2}
 "#;
 
 /// Filtering by name or column, and highlighting a table's edges on hover.

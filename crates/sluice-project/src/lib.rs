@@ -23,6 +23,7 @@ pub mod results;
 pub mod unit;
 
 mod build;
+mod charts;
 mod plan;
 mod recheck;
 mod run;

@@ -234,7 +234,20 @@ struct HistoryEntry {
     finished_at: String,
 }
 
-/// The run history: one JSON line per published model (and per erasure rewrite).
+/// One run of a model as the history recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRun {
+    pub run_id: String,
+    pub finished_at: String,
+    /// Rows published, or that would have been when checks failed (None: not counted).
+    pub rows: Option<u64>,
+    pub published: bool,
+    /// `volume`, `unique(shared_id)`, ...: the checks that failed.
+    pub failed_checks: Vec<String>,
+}
+
+/// The run history: one JSON line per published model, per model whose checks failed, and
+/// per erasure rewrite.
 ///
 /// It lives in the local records folder (`target/run_history.jsonl`). When the target is on
 /// S3 the history is kept next to the outputs as well (`<target>/_sluice/run_history.jsonl`),
@@ -393,6 +406,57 @@ impl History {
 
     /// A rewrite by `sluice erase`: how many rows left which files. A line of its own kind,
     /// next to the publish line `record` writes for the rewritten output.
+    /// A model whose checks failed: nothing was published; the rows it would have
+    /// published and the checks that failed, for the run history people look at.
+    pub async fn record_checks_failed(
+        &self,
+        run_id: &str,
+        model: &str,
+        rows: Option<u64>,
+        failed_checks: &[String],
+    ) -> Result<()> {
+        let entry = serde_json::json!({
+            "run_id": run_id,
+            "model": model,
+            "action": "checks_failed",
+            "rows": rows,
+            "failed_checks": failed_checks,
+            "finished_at": chrono::Utc::now().to_rfc3339(),
+        });
+        self.append(entry.to_string()).await
+    }
+
+    /// A model's runs in order: each publish and each run whose checks failed.
+    pub fn runs_of(&self, model: &str) -> Vec<RecordedRun> {
+        self.lines
+            .lock()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["model"] == model)
+            .filter_map(|v| {
+                let published = match v["action"].as_str() {
+                    None => true,
+                    Some("checks_failed") => false,
+                    Some(_) => return None,
+                };
+                Some(RecordedRun {
+                    run_id: v["run_id"].as_str()?.to_string(),
+                    finished_at: v["finished_at"].as_str().unwrap_or_default().to_string(),
+                    rows: v["rows"].as_u64(),
+                    published,
+                    failed_checks: v["failed_checks"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|c| Some(c.as_str()?.to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
     pub async fn record_erasure(
         &self,
         run_id: &str,

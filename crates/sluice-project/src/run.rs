@@ -186,6 +186,24 @@ pub async fn run(
             Err(e) => ModelResult::error(m, &e.to_string()),
         };
         result.execution_time = elapsed;
+        if result.status == ModelStatus::Fail {
+            let failed: Vec<String> = result
+                .checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Fail)
+                .map(|c| match &c.column {
+                    Some(column) => format!("{}({column})", c.check),
+                    None => c.check.clone(),
+                })
+                .collect();
+            if let Err(e) = history
+                .record_checks_failed(&run_id, &m.name, result.rows, &failed)
+                .await
+            {
+                result.message =
+                    format!("{}; not recorded in the run history: {e}", result.message);
+            }
+        }
         report.finished(&m.name, &outcome_line(m, &result));
         done.insert(i);
         if result.status != ModelStatus::Success {
