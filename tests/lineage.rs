@@ -233,11 +233,16 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
     assert!(dom.contains("Published</dt><dd>"));
     assert!(dom.contains("class=\"status-pass\">pass</span>"));
 
-    let shot = p.path().join("docs.png");
+    let png = screenshot(&url, "1400,1800", &p.path().join("docs.png"));
+    assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
+}
+
+/// A PNG screenshot of the page at `url` in headless Chromium.
+fn screenshot(url: &str, window: &str, path: &Path) -> Vec<u8> {
     let out = chromium()
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg("--window-size=1400,1800")
-        .arg(&url)
+        .arg(format!("--screenshot={}", path.display()))
+        .arg(format!("--window-size={window}"))
+        .arg(url)
         .output()
         .unwrap();
     assert!(
@@ -245,9 +250,9 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let png = std::fs::read(&shot).unwrap();
+    let png = std::fs::read(path).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
+    png
 }
 
 #[test]
@@ -323,20 +328,8 @@ fn docs_chart_every_run_of_a_model_and_draw_the_funnel() {
         );
     }
 
-    let shot = p.path().join("charts.png");
-    let out = chromium()
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg("--window-size=1200,1000")
-        .arg(format!("{url}#t-eda_launch_events"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let png = std::fs::read(&shot).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let png = screenshot(&url, "1200,4000", &p.path().join("charts.png"));
+    assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
 }
 
 /// The text from `start` to the end of its `</svg>`.
