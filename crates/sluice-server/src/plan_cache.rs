@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -44,6 +44,8 @@ const SHAPES_PER_CONNECTION: usize = 256;
 #[derive(Default)]
 pub struct PlanCache {
     shapes: Mutex<HashMap<String, Shape>>,
+    /// `CachedTable::copies_replaced()` when the kept plans were last looked over.
+    copies_replaced: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -72,6 +74,16 @@ impl PlanCache {
     }
 
     fn known(&self, text: &str) -> Option<Shape> {
+        let replaced = CachedTable::copies_replaced();
+        if self.copies_replaced.swap(replaced, Ordering::Relaxed) != replaced {
+            // A source was read anew: drop the physical plans over its old copy now rather
+            // than when their shape comes again, so the old copy's memory goes.
+            for shape in self.lock().values() {
+                if let Shape::Reused(r) = shape {
+                    r.forget_stale_plan();
+                }
+            }
+        }
         match self.lock().get(text)? {
             Shape::Reused(r) if r.given_up.load(Ordering::Relaxed) => Some(Shape::Planned),
             shape => Some(shape.clone()),
@@ -178,6 +190,20 @@ impl Reusable {
             busy: Arc::new(AtomicBool::new(false)),
             given_up: AtomicBool::new(false),
         })
+    }
+
+    fn forget_stale_plan(&self) {
+        let mut physical = lock(&self.physical);
+        let stale = physical.as_ref().is_some_and(|p| {
+            p.reads.iter().any(|(provider, copy)| {
+                provider
+                    .downcast_ref::<CachedTable>()
+                    .is_none_or(|t| !t.still_holds(copy))
+            })
+        });
+        if stale {
+            *physical = None;
+        }
     }
 
     /// The statement as planned from its text, with its parameters.

@@ -3,6 +3,7 @@
 //! files. Every scan lists the files again (a stat for a local file) and reads them anew
 //! when one changed, appeared or went away.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,6 +16,10 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::{collect, ExecutionPlan};
 use futures::StreamExt;
+
+/// Copies let go of (read anew or dropped) by any held source since the process started:
+/// whoever keeps plans over copies looks again when this moves.
+static COPIES_REPLACED: AtomicU64 = AtomicU64::new(0);
 
 /// What a file was when it was read: a change to any of these reads the source again.
 type FileStamp = (String, u64, DateTime<Utc>, Option<String>);
@@ -71,6 +76,20 @@ impl CachedTable {
         Ok(files)
     }
 
+    /// How many held copies any source has let go of so far.
+    pub fn copies_replaced() -> u64 {
+        COPIES_REPLACED.load(Ordering::Relaxed)
+    }
+
+    /// Whether `copy` is the one held now, as far as can be told without waiting (a copy
+    /// being read anew counts as held until it is replaced).
+    pub fn still_holds(&self, copy: &Arc<MemTable>) -> bool {
+        match self.held.try_lock() {
+            Ok(held) => held.as_ref().is_some_and(|h| Arc::ptr_eq(&h.table, copy)),
+            Err(_) => true,
+        }
+    }
+
     /// The copy in memory that reads what the files hold now: read again when a file changed,
     /// appeared or went away; None when the files add up to more than is worth holding.
     /// A plan made over one copy is current for as long as this returns the same copy.
@@ -82,9 +101,15 @@ impl CachedTable {
             return Ok(Some(current.table.clone()));
         }
         let size: u64 = files.iter().map(|f| f.1).sum();
+        // Counted once the old copy is gone and the lock free, so that a look finds it gone.
+        let replacing = held.is_some();
         if self.up_to.is_some_and(|up_to| size > up_to) {
             // Grown past the size worth holding: read from the files, and let go of the old copy.
             *held = None;
+            drop(held);
+            if replacing {
+                COPIES_REPLACED.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(None);
         }
         let whole = self.listing.scan(state, None, &[], None).await?;
@@ -97,6 +122,10 @@ impl CachedTable {
             files,
             table: table.clone(),
         });
+        drop(held);
+        if replacing {
+            COPIES_REPLACED.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(Some(table))
     }
 }
