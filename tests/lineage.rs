@@ -198,13 +198,7 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
     );
 
     let url = format!("file://{}", index.display());
-    let out = chromium().arg("--dump-dom").arg(&url).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dom = dom(&url);
     for model in [
         "stg_launch_events",
         "erased_emails",
@@ -235,6 +229,17 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
 
     let png = screenshot(&url, "1400,1800", &p.path().join("docs.png"));
     assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
+}
+
+/// The page at `url` as headless Chromium has built it.
+fn dom(url: &str) -> String {
+    let out = chromium().arg("--dump-dom").arg(url).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A PNG screenshot of the page at `url` in headless Chromium.
@@ -270,13 +275,7 @@ fn docs_chart_every_run_of_a_model_and_draw_the_funnel() {
     let r = run(p.path(), &["docs", "--out", site.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let url = format!("file://{}", site.join("index.html").display());
-    let out = chromium().arg("--dump-dom").arg(&url).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dom = dom(&url);
 
     let chart = section(
         &dom,

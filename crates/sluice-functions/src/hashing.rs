@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanBufferBuilder, StringArray};
 use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{exec_err, plan_err};
@@ -72,11 +72,8 @@ pub fn hex_digest_column(
     mut digest: impl FnMut(&[u8]) -> [u8; 32],
 ) -> Result<StringArray> {
     let rows = input.len();
-    let Some(bytes) = rows.checked_mul(64).filter(|b| *b <= i32::MAX as usize) else {
-        return exec_err!("{rows} digests do not fit in one string column; use smaller batches");
-    };
     let nulls = input.logical_nulls();
-    let mut values: Vec<u8> = Vec::with_capacity(bytes);
+    let mut values: Vec<u8> = Vec::with_capacity(digest_column_bytes(rows)?);
     let mut out = DigestRows {
         rows,
         nulls: nulls.as_ref(),
@@ -111,6 +108,21 @@ pub fn hex_digest_column(
         DataType::Null => out.fill(|_| &[]),
         other => return exec_err!("expected a string or binary argument, got {other}"),
     }
+    digest_array(values, nulls)
+}
+
+/// The bytes of a column of `rows` hex digests, when its i32 offsets can address them.
+fn digest_column_bytes(rows: usize) -> Result<usize> {
+    match rows.checked_mul(64).filter(|b| *b <= i32::MAX as usize) {
+        Some(bytes) => Ok(bytes),
+        None => exec_err!("{rows} digests do not fit in one string column; use smaller batches"),
+    }
+}
+
+/// 64-byte values, one per row, as a string column: the offsets are `64 * row`.
+fn digest_array(values: Vec<u8>, nulls: Option<NullBuffer>) -> Result<StringArray> {
+    let rows = values.len() / 64;
+    digest_column_bytes(rows)?;
     let offsets = ScalarBuffer::from_iter((0..=rows).map(|row| (row * 64) as i32));
     Ok(StringArray::try_new(
         OffsetBuffer::new(offsets),
@@ -141,21 +153,18 @@ impl<D: FnMut(&[u8]) -> [u8; 32]> DigestRows<'_, D> {
     }
 }
 
-/// A column of hex digests built row by row: each value is 64 bytes, so the offsets are
-/// `64 * row` and a null row's slot holds zeros no reader sees (no per-row offset or length
-/// bookkeeping, as `hex_digest_column` does for whole columns).
+/// A column of hex digests built row by row, in the layout `hex_digest_column` writes:
+/// 64 bytes per row, a null row's slot holding zeros no reader sees.
 pub struct DigestColumn {
     values: Vec<u8>,
-    nulls: datafusion::arrow::array::BooleanBufferBuilder,
-    rows: usize,
+    nulls: BooleanBufferBuilder,
 }
 
 impl DigestColumn {
     pub fn with_capacity(rows: usize) -> Self {
         DigestColumn {
             values: Vec::with_capacity(rows * 64),
-            nulls: datafusion::arrow::array::BooleanBufferBuilder::new(rows),
-            rows: 0,
+            nulls: BooleanBufferBuilder::new(rows),
         }
     }
 
@@ -167,29 +176,16 @@ impl DigestColumn {
     pub fn push_hex(&mut self, hex: &[u8; 64]) {
         self.values.extend_from_slice(hex);
         self.nulls.append(true);
-        self.rows += 1;
     }
 
     pub fn push_null(&mut self) {
         self.values.extend_from_slice(&[0u8; 64]);
         self.nulls.append(false);
-        self.rows += 1;
     }
 
     pub fn finish(mut self) -> Result<StringArray> {
-        let rows = self.rows;
-        if rows.checked_mul(64).is_none_or(|b| b > i32::MAX as usize) {
-            return exec_err!(
-                "{rows} digests do not fit in one string column; use smaller batches"
-            );
-        }
-        let offsets = ScalarBuffer::from_iter((0..=rows).map(|row| (row * 64) as i32));
         let nulls = NullBuffer::new(self.nulls.finish());
-        Ok(StringArray::try_new(
-            OffsetBuffer::new(offsets),
-            Buffer::from_vec(self.values),
-            (nulls.null_count() > 0).then_some(nulls),
-        )?)
+        digest_array(self.values, (nulls.null_count() > 0).then_some(nulls))
     }
 }
 

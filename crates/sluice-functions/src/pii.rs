@@ -636,8 +636,6 @@ mod tests {
         norm(kind, Profile::Google, None, v)
     }
 
-    /// Meta Conversions API, "Customer Information Parameters": email is trimmed and
-    /// lowercased; its example John_Smith@gmail.com hashes to 62a14e44...
     #[test]
     fn the_ascii_email_check_agrees_with_the_general_one() {
         for s in [
@@ -668,6 +666,8 @@ mod tests {
         }
     }
 
+    /// Meta Conversions API, "Customer Information Parameters": email is trimmed and
+    /// lowercased; its example John_Smith@gmail.com hashes to 62a14e44...
     #[test]
     fn meta_email() {
         assert_eq!(

@@ -95,7 +95,10 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
     }
 
     // The run history feeds the charts; one that cannot be read leaves them out.
-    let history = History::of_project(session).await.ok();
+    let recorded_runs = History::of_project(session)
+        .await
+        .map(|h| h.runs_by_model())
+        .unwrap_or_default();
 
     let mut html = String::new();
     let title = format!("{} · sluice docs", project.name());
@@ -156,8 +159,8 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
                 }
             );
             html.push_str(&status_html(runs.get(&t.name), published.get(&t.name)));
-            if let Some(history) = &history {
-                html.push_str(&charts::run_history_svg(&t.name, &history.runs_of(&t.name)));
+            if let Some(runs) = recorded_runs.get(&t.name) {
+                html.push_str(&charts::run_history_svg(&t.name, runs));
             }
             if let (Some((column, steps)), true) =
                 (funnel_column(&m.sql), published.contains_key(&t.name))

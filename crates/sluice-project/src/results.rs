@@ -2,6 +2,7 @@
 //! dbt user knows), the published manifest, and the run history the volume and schema
 //! checks compare with.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -404,8 +405,6 @@ impl History {
         Ok(())
     }
 
-    /// A rewrite by `sluice erase`: how many rows left which files. A line of its own kind,
-    /// next to the publish line `record` writes for the rewritten output.
     /// A model whose checks failed: nothing was published; the rows it would have
     /// published and the checks that failed, for the run history people look at.
     pub async fn record_checks_failed(
@@ -426,20 +425,21 @@ impl History {
         self.append(entry.to_string()).await
     }
 
-    /// A model's runs in order: each publish and each run whose checks failed.
-    pub fn runs_of(&self, model: &str) -> Vec<RecordedRun> {
-        self.lines
-            .lock()
+    /// Each model's runs in order: each publish and each run whose checks failed.
+    pub fn runs_by_model(&self) -> HashMap<String, Vec<RecordedRun>> {
+        let mut runs: HashMap<String, Vec<RecordedRun>> = HashMap::new();
+        let lines = self.lines.lock();
+        let recorded = lines
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["model"] == model)
             .filter_map(|v| {
                 let published = match v["action"].as_str() {
                     None => true,
                     Some("checks_failed") => false,
                     Some(_) => return None,
                 };
-                Some(RecordedRun {
+                let model = v["model"].as_str()?.to_string();
+                let run = RecordedRun {
                     run_id: v["run_id"].as_str()?.to_string(),
                     finished_at: v["finished_at"].as_str().unwrap_or_default().to_string(),
                     rows: v["rows"].as_u64(),
@@ -452,11 +452,17 @@ impl History {
                                 .collect()
                         })
                         .unwrap_or_default(),
-                })
-            })
-            .collect()
+                };
+                Some((model, run))
+            });
+        for (model, run) in recorded {
+            runs.entry(model).or_default().push(run);
+        }
+        runs
     }
 
+    /// A rewrite by `sluice erase`: how many rows left which files. A line of its own kind,
+    /// next to the publish line `record` writes for the rewritten output.
     pub async fn record_erasure(
         &self,
         run_id: &str,

@@ -1,7 +1,7 @@
 //! `sluice run`: the scheduler loop that builds models as their inputs finish, and the
 //! publish of what passed (one by one, or all or nothing).
 
-use super::checks::CheckStatus;
+use super::checks::{CheckResult, CheckStatus};
 use crate::project::results::ModelStatus;
 use std::collections::HashSet;
 use std::time::Instant;
@@ -190,11 +190,8 @@ pub async fn run(
             let failed: Vec<String> = result
                 .checks
                 .iter()
-                .filter(|c| c.status == CheckStatus::Fail)
-                .map(|c| match &c.column {
-                    Some(column) => format!("{}({column})", c.check),
-                    None => c.check.clone(),
-                })
+                .filter(|c| c.failed())
+                .map(CheckResult::label)
                 .collect();
             if let Err(e) = history
                 .record_checks_failed(&run_id, &m.name, result.rows, &failed)
