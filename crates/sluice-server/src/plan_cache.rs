@@ -96,15 +96,19 @@ impl PlanCache {
             Some(r) => Shape::Reused(Arc::new(r)),
             None => Shape::Planned,
         };
-        let mut shapes = self.lock();
-        if shapes.len() >= SHAPES_PER_CONNECTION {
-            shapes.clear();
-        }
-        shapes.insert(text, shape.clone());
+        self.keep(text, shape.clone());
         match shape {
             Shape::Reused(r) => Some(r),
             Shape::Planned => None,
         }
+    }
+
+    fn keep(&self, text: String, shape: Shape) {
+        let mut shapes = self.lock();
+        if shapes.len() >= SHAPES_PER_CONNECTION {
+            shapes.clear();
+        }
+        shapes.insert(text, shape);
     }
 
     /// A simple-protocol query: the reusable plan of its shape (its comparisons' literal
@@ -128,7 +132,7 @@ impl PlanCache {
                     Ok(plan) => self.remember(text, &plan)?,
                     Err(_) => {
                         // The literal form is planned as usual (and reports its own errors).
-                        self.lock().insert(text, Shape::Planned);
+                        self.keep(text, Shape::Planned);
                         return None;
                     }
                 }
@@ -146,7 +150,8 @@ pub struct Reusable {
     physical: Mutex<Option<Arc<Physical>>>,
     /// One run at a time: the slots and the statement's memory pool are the run's own.
     busy: Arc<AtomicBool>,
-    /// It read something not held in memory once planned: planned every time from now on.
+    /// It reads something not held in memory (or could not be planned with its parameters):
+    /// planned every time from now on.
     given_up: AtomicBool,
 }
 
@@ -307,14 +312,14 @@ impl Reusable {
             .await
             .ok()?;
         let task = statements.statement_task(&state);
-        let physical = Physical {
+        // `reads` were taken before the scans: a source read again meanwhile leaves the plan
+        // over a newer copy than recorded, which the check before its next run finds.
+        Some(Arc::new(Physical {
             plan,
             reads,
             state,
             task,
-        };
-        // A source read again while planning: the plan may hold either copy.
-        physical.current().await.then(|| Arc::new(physical))
+        }))
     }
 }
 
