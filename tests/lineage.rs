@@ -329,6 +329,27 @@ fn docs_chart_every_run_of_a_model_and_draw_the_funnel() {
 
     let png = screenshot(&url, "1200,4000", &p.path().join("charts.png"));
     assert!(png.len() > 20_000, "screenshot of {} bytes", png.len());
+
+    // A history line that is not a record: the page says so where the charts would be.
+    let history = p.path().join("target/run_history.jsonl");
+    let lines = std::fs::read_to_string(&history).unwrap().lines().count();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&history)
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"not json\n").unwrap();
+    let r = run(p.path(), &["docs", "--out", site.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(
+        html.contains(&format!(
+            "<p class=\"error\">Run history charts left out: {}:{}: not a run history record",
+            history.display(),
+            lines + 1
+        )),
+        "{html}"
+    );
+    assert!(!html.contains("<svg class=\"run-history\""));
 }
 
 /// The text from `start` to the end of its `</svg>`.

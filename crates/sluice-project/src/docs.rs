@@ -94,11 +94,11 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
         }
     }
 
-    // The run history feeds the charts; one that cannot be read leaves them out.
-    let recorded_runs = History::of_project(session)
-        .await
-        .map(|h| h.runs_by_model())
-        .unwrap_or_default();
+    // The run history feeds the charts; one that cannot be read leaves them out, saying why.
+    let (recorded_runs, history_problem) = match History::of_project(session).await {
+        Ok(h) => (h.runs_by_model(), None),
+        Err(e) => (HashMap::new(), Some(e.to_string())),
+    };
 
     let mut html = String::new();
     let title = format!("{} · sluice docs", project.name());
@@ -120,6 +120,13 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
             .map(|t| format!(" · last run {}", esc(t)))
             .unwrap_or_default()
     );
+    if let Some(problem) = &history_problem {
+        let _ = writeln!(
+            html,
+            "<p class=\"error\">Run history charts left out: {}</p>",
+            esc(problem)
+        );
+    }
     html.push_str("<section id=\"lineage\"><h2>Lineage</h2>\n");
     html.push_str(&graph_svg(&tables, &lineage));
     html.push_str("</section>\n");
