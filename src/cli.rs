@@ -46,6 +46,9 @@ pub enum Command {
     Test(TestArgs),
     /// Apply the current erasure lists to published outputs, rewriting only affected files
     Erase(EraseArgs),
+    /// Delete the files of Delta outputs that no version within --retain uses (and those of
+    /// runs that never committed), so that erased rows are gone from storage too
+    Vacuum(VacuumArgs),
     /// Compare a model's fresh result (or --left) with its published output (or --against)
     Diff(DiffArgs),
     /// Table and column lineage of the models, as JSON, Mermaid or Graphviz dot
@@ -184,6 +187,24 @@ pub enum DiffFormat {
 pub struct EraseArgs {
     #[command(flatten)]
     pub models: Selection,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct VacuumArgs {
+    /// Models whose Delta outputs to vacuum: name, +name, name+, folder/, tag:x (default: all)
+    #[arg(value_name = "MODEL")]
+    pub select: Vec<String>,
+    /// Keep the files that versions of this last period use, e.g. 168h, 7d or 0h
+    #[arg(long, value_name = "PERIOD", default_value = "168h")]
+    pub retain: String,
+    /// Needed to retain less than a week: older versions become unreadable
+    #[arg(long)]
+    pub confirm: bool,
+    /// List the files that would be deleted, delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub vars: Vars,
 }
 
 #[derive(Debug, Default, Args)]
@@ -394,6 +415,32 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 eprintln!("no published model names an erasure list");
             }
             results.outcome(false)
+        }
+        Some(Command::Vacuum(args)) => {
+            let retain = crate::project::vacuum::parse_retention(&args.retain)?;
+            let (plan, session) = planned_session(&cli, &args.vars)?;
+            let done = crate::project::vacuum::vacuum(
+                &session,
+                &plan,
+                &args.select,
+                retain,
+                args.confirm,
+                args.dry_run,
+            )
+            .await?;
+            for v in done {
+                let verb = if v.dry_run { "would delete" } else { "deleted" };
+                println!(
+                    "{:<28} {verb} {} files from {}",
+                    v.model,
+                    v.files.len(),
+                    v.location
+                );
+                for f in &v.files {
+                    println!("    {f}");
+                }
+            }
+            Ok(())
         }
         Some(Command::Lineage(args)) => lineage(&cli, args).await,
         Some(Command::Diff(args)) => diff(&cli, args).await,

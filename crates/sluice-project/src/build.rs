@@ -318,6 +318,23 @@ pub(crate) async fn stage_and_check(
             )));
         }
     }
+    if let Stage::Delta(delta) = stage {
+        let personal = super::personal::personal_columns(m, df.logical_plan());
+        if let Some(col) = m.partition_by.iter().find(|c| personal.contains(c)) {
+            return Err(m.error(format!(
+                "partition_by column `{col}` holds personal data, and a Delta table writes \
+                 partition values into its log; partition by another column"
+            )));
+        }
+        delta.keep_statistics_of(
+            schema
+                .iter()
+                .map(|(c, _)| c)
+                .filter(|c| !personal.contains(c) && !m.partition_by.contains(c))
+                .cloned()
+                .collect(),
+        );
+    }
     let rewrite = match increment {
         Increment::Full => false,
         Increment::Merge { .. } => true,
@@ -347,7 +364,7 @@ pub(crate) async fn stage_and_check(
         std::fs::create_dir_all(scratch).map_err(|e| SluiceError::io(scratch, e))?;
         let scratch_url = format!("{}/", scratch.display());
         let written = match write_output(df, &scratch_url, m, false).await {
-            Ok(n) => register_location(ctx, new_name, &scratch_url, m.format)
+            Ok(n) => register_location(ctx, new_name, &scratch_url, m.format.data_files())
                 .await
                 .map(|()| n),
             Err(e) => Err(model_err(e)),
@@ -448,6 +465,11 @@ pub(crate) async fn write_output(
     };
     let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
     let written = match m.format {
+        FileFormat::Delta => {
+            let df = delta_types(df)?;
+            let options = parquet::output_options(&m.compression, df.logical_plan());
+            df.write_parquet(url, write_options, Some(options)).await
+        }
         FileFormat::Parquet => {
             let options = parquet::output_options(&m.compression, df.logical_plan());
             df.write_parquet(url, write_options, Some(options)).await
@@ -466,6 +488,26 @@ pub(crate) async fn write_output(
         .sum())
 }
 
+/// The rows cast to the types a Delta table holds (see `publish::delta::delta_compatible`).
+fn delta_types(df: DataFrame) -> datafusion::error::Result<DataFrame> {
+    use datafusion::prelude::{cast, col};
+    let casts: Vec<_> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let to = publish::delta::delta_compatible(f.data_type());
+            let column = col(datafusion::common::Column::from_name(f.name()));
+            if &to == f.data_type() {
+                column
+            } else {
+                cast(column, to).alias(f.name())
+            }
+        })
+        .collect();
+    df.select(casts)
+}
+
 /// Audit the staged output: every check runs on the staged files, exactly what would be
 /// published. Returns the manifest, or None when a check failed.
 pub(crate) async fn finish_staged(
@@ -481,8 +523,9 @@ pub(crate) async fn finish_staged(
         carried,
     } = written;
     let mut files = stage.written_files().await?;
-    if let Stage::S3 { .. } = stage {
-        // Carried files stay where they are on S3; the new manifest lists them again.
+    if let Stage::S3 { .. } | Stage::Delta(_) = stage {
+        // Carried files stay where they are on S3 and in a Delta table; the new manifest
+        // (or version) lists them again.
         files.extend(carried.iter().cloned());
         files.sort_by(|a, b| a.path.cmp(&b.path));
     }
@@ -500,7 +543,7 @@ pub(crate) async fn finish_staged(
         }
     } else {
         match stage.table_url(ctx, &files) {
-            Ok(url) => register_location(ctx, staged_name, &url, m.format).await,
+            Ok(url) => register_location(ctx, staged_name, &url, m.format.data_files()).await,
             Err(e) => Err(e),
         }
     };

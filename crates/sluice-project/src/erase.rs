@@ -122,7 +122,7 @@ async fn erase_model(
     for file in &files {
         let url = listed_url(ctx, &output, std::slice::from_ref(file))?;
         let table = TempTable::new(ctx, scan.to_string());
-        register_location(ctx, scan, &url, m.format).await?;
+        register_location(ctx, scan, &url, m.format.data_files()).await?;
         let n = checks::count(ctx, &listed_rows_sql(scan, erasure)).await;
         drop(table);
         let n = n.map_err(|e| {
@@ -230,7 +230,7 @@ async fn rewrite(
     stage.carry(kept)?;
     let source = TempTable::new(ctx, "__erase_source".to_string());
     let url = listed_url(ctx, output, affected)?;
-    register_location(ctx, &source.name, &url, m.format).await?;
+    register_location(ctx, &source.name, &url, m.format.data_files()).await?;
     // The published column order and types: partition columns read back last from the
     // folders, and Parquet strings read back as views, so every file keeps one schema.
     let columns = schema
@@ -278,6 +278,7 @@ fn listed_rows_sql(table: &str, erasure: &Erasure) -> String {
 fn listed_url(ctx: &SessionContext, output: &Output, files: &[OutputFile]) -> Result<String> {
     let location = match output {
         Output::S3(url) => url.clone(),
+        Output::Delta(l) => publish::delta::open(ctx, l)?.url().to_string(),
         Output::Local(dir) => {
             let dir = std::path::absolute(dir).map_err(|e| SluiceError::io(dir, e))?;
             url::Url::from_directory_path(&dir)

@@ -21,9 +21,11 @@ pub mod progress;
 pub mod publish;
 pub mod results;
 pub mod unit;
+pub mod vacuum;
 
 mod build;
 mod charts;
+mod personal;
 mod plan;
 mod recheck;
 mod run;

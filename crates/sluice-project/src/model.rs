@@ -34,6 +34,9 @@ pub struct Erasure {
 #[serde(deny_unknown_fields)]
 struct RawColumn {
     description: Option<String>,
+    /// Personal data: a Delta output keeps this column's values out of its log.
+    #[serde(default)]
+    pii: bool,
     #[serde(default)]
     checks: Vec<toml::Value>,
 }
@@ -83,6 +86,8 @@ pub struct Model {
     pub erasure: Option<Erasure>,
     pub tags: Vec<String>,
     pub column_descriptions: IndexMap<String, String>,
+    /// Columns marked `pii = true`.
+    pub pii_columns: Vec<String>,
     pub checks: Vec<Check>,
 }
 
@@ -259,6 +264,12 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
     };
     let mut checks = Vec::new();
     let mut column_descriptions = IndexMap::new();
+    let pii_columns = raw
+        .columns
+        .iter()
+        .filter(|(_, c)| c.pii)
+        .map(|(name, _)| name.clone())
+        .collect();
     for (column, c) in &raw.columns {
         if let Some(d) = &c.description {
             column_descriptions.insert(column.clone(), d.clone());
@@ -347,6 +358,7 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         erasure: raw.erasure,
         tags: raw.tags,
         column_descriptions,
+        pii_columns,
         checks,
     })
 }

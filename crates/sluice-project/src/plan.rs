@@ -145,10 +145,10 @@ impl ProjectPlan {
         }
     }
 
-    /// Where a table model publishes: a local folder or an S3 prefix.
+    /// Where a table model publishes: a local folder, an S3 prefix or a Delta table.
     pub fn location(&self, project: &Project, i: usize) -> Output {
         let m = &self.models[i];
-        Output::resolve(&project.target(), m.location.as_deref(), &m.name)
+        Output::of_model(&project.target(), m.location.as_deref(), &m.name, m.format)
     }
 
     /// Finish or roll back local publishes a killed run left half done (the rename-aside

@@ -338,8 +338,7 @@ pub(crate) async fn commit_staged(staged: Staged) -> Result<Committed> {
         output,
         manifest,
     } = staged;
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| SluiceError::sql(e.to_string()))?;
-    let published = stage.publish(&json, &manifest.files).await?;
+    let published = stage.publish(&manifest).await?;
     Ok(Committed {
         published,
         manifest,

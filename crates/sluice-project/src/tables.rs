@@ -100,10 +100,15 @@ pub fn model_tables(project: &Project, plan: &ProjectPlan) -> Vec<(String, Model
             _ => {
                 let output = plan.location(project, i);
                 // On S3 whether it was published is known only by asking, on first use.
-                if let Output::Local(dir) = &output {
-                    if !dir.join("_SUCCESS").exists() {
-                        return None;
+                let local_marker = match &output {
+                    Output::Local(dir) => Some(dir.join("_SUCCESS")),
+                    Output::Delta(l) if !l.contains("://") => {
+                        Some(std::path::Path::new(l).join("_delta_log"))
                     }
+                    _ => None,
+                };
+                if local_marker.is_some_and(|m| !m.exists()) {
+                    return None;
                 }
                 ModelTable::Published(Box::new(SourceDef::prefix(
                     &m.name,

@@ -61,7 +61,9 @@ pub struct S3Config {
     pub timeout_secs: Option<u64>,
 }
 
-/// The file formats sluice reads (sources) and writes (model outputs, Parquet by default).
+/// The formats sluice reads (sources) and writes (model outputs, Parquet by default). A
+/// Delta table is a folder of Parquet files and the log (`_delta_log/`) that says which of
+/// them make each version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileFormat {
@@ -69,6 +71,7 @@ pub enum FileFormat {
     #[default]
     Parquet,
     Ndjson,
+    Delta,
 }
 
 impl FileFormat {
@@ -78,6 +81,15 @@ impl FileFormat {
             FileFormat::Parquet => "parquet",
             FileFormat::Csv => "csv",
             FileFormat::Ndjson => "json",
+            FileFormat::Delta => "parquet",
+        }
+    }
+
+    /// The format of the data files themselves: a Delta table's are Parquet.
+    pub fn data_files(self) -> FileFormat {
+        match self {
+            FileFormat::Delta => FileFormat::Parquet,
+            other => other,
         }
     }
 
@@ -86,6 +98,7 @@ impl FileFormat {
             FileFormat::Csv => "csv",
             FileFormat::Parquet => "parquet",
             FileFormat::Ndjson => "ndjson",
+            FileFormat::Delta => "delta",
         }
     }
 
@@ -151,6 +164,10 @@ pub struct SourceConfig {
     /// Hold the source in memory after its first read (re-read when its files change);
     /// unset: the shell and the server hold small sources.
     pub cache: Option<bool>,
+    /// Delta tables: read this version instead of the latest.
+    pub version: Option<i64>,
+    /// Delta tables: read the version current at this time (RFC 3339, or a date).
+    pub timestamp: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -50,7 +50,7 @@ fn byte(value: &Option<String>) -> Option<u8> {
 fn extensions(format: FileFormat) -> &'static [&'static str] {
     match format {
         FileFormat::Csv => &[".csv", ".tsv"],
-        FileFormat::Parquet => &[".parquet"],
+        FileFormat::Parquet | FileFormat::Delta => &[".parquet"],
         FileFormat::Ndjson => &[".json", ".ndjson", ".jsonl"],
     }
 }
@@ -176,8 +176,11 @@ pub fn listing_options(
             ListingOptions::new(Arc::new(CsvFormat::default().with_options(csv)))
                 .with_file_extension(extension(ext))
         }
-        FileFormat::Parquet => ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(extension(".parquet")),
+        // A Delta table's data files, read without the log (a run's staged files).
+        FileFormat::Parquet | FileFormat::Delta => {
+            ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(extension(".parquet"))
+        }
         FileFormat::Ndjson => ListingOptions::new(Arc::new(
             JsonFormat::default().with_file_compression_type(comp.into()),
         ))

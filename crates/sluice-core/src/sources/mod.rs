@@ -2,6 +2,7 @@
 //! first statement that reads it, so a broken source fails that statement (naming the
 //! source and its location) instead of the whole start-up.
 
+mod delta;
 mod format;
 pub mod listed;
 pub mod manifest;
@@ -80,6 +81,8 @@ impl SourceDef {
                 description: None,
                 s3: None,
                 cache: None,
+                version: None,
+                timestamp: None,
             },
         }
     }
@@ -298,6 +301,9 @@ pub async fn open_source(
     state: &SessionState,
     def: &SourceDef,
 ) -> DFResult<Arc<dyn TableProvider>> {
+    if def.format == FileFormat::Delta {
+        return delta::open(state, def).await;
+    }
     let location = normalise_location(&def.location);
     // A published S3 prefix is read as its manifest lists it.
     let location = if is_s3_prefix(&location) {

@@ -31,6 +31,9 @@ fn looks_like_path(name: &str) -> bool {
 
 /// The format of a local folder's data files (a published output, a dataset folder).
 fn format_of_folder(dir: &std::path::Path) -> Option<FileFormat> {
+    if dir.join("_delta_log").is_dir() {
+        return Some(FileFormat::Delta);
+    }
     let entries = std::fs::read_dir(dir).ok()?;
     for entry in entries.flatten() {
         let path = entry.path();
@@ -69,6 +72,11 @@ async fn format_of_prefix(state: &SessionState, location: &str) -> DFResult<Opti
         .runtime_env()
         .object_store(&url)
         .map_err(|e| failed(&e))?;
+    let log = url.prefix().clone().join("_delta_log");
+    if let Some(found) = store.list(Some(&log)).next().await {
+        found.map_err(|e| failed(&e))?;
+        return Ok(Some(FileFormat::Delta));
+    }
     let mut files = url
         .list_all_files(state, store.as_ref(), "")
         .await
@@ -120,6 +128,8 @@ impl UrlTableFactory for PathTableFactory {
                 description: None,
                 s3: None,
                 cache: None,
+                version: None,
+                timestamp: None,
             },
         };
         open_source(&state, &def).await.map(Some)

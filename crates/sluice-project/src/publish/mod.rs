@@ -1,8 +1,9 @@
-//! Publishing a model's output: where it goes (a local folder or an S3 prefix), the stage
+//! Publishing a model's output: where it goes (a local folder, an S3 prefix, a Delta table), the stage
 //! it is written and checked in, and the step that makes it visible to readers at once.
-//! `stage` holds both halves (local and S3); `local` the filesystem protocol (exchange or
+//! `stage` holds the local and S3 halves, `delta` the Delta log's; `local` the filesystem protocol (exchange or
 //! pointer swap, with a journal for recovery).
 
+pub mod delta;
 mod local;
 mod stage;
 

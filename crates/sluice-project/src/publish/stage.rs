@@ -16,8 +16,11 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
+use super::delta::{self, DeltaStage, PublishedDelta};
 use super::local::{self as publish, OutputFile};
+use crate::config::FileFormat;
 use crate::error::{Result, SluiceError};
+use crate::project::results::Manifest;
 use crate::sources::manifest::{self, MANIFEST};
 
 /// A table model's published location.
@@ -26,10 +29,25 @@ pub enum Output {
     Local(PathBuf),
     /// `s3://bucket/prefix/`, always with the trailing slash.
     S3(String),
+    /// A Delta table: a local folder or an S3 prefix, without the trailing slash.
+    Delta(String),
 }
 
 impl Output {
     /// A model's location: a full URL or absolute path as given, else under the target.
+    /// A model's location in its format: Delta tables publish by their log.
+    pub fn of_model(
+        target: &str,
+        location: Option<&str>,
+        name: &str,
+        format: FileFormat,
+    ) -> Output {
+        match Output::resolve(target, location, name) {
+            out if format != FileFormat::Delta => out,
+            out => Output::Delta(out.display()),
+        }
+    }
+
     pub fn resolve(target: &str, location: Option<&str>, name: &str) -> Output {
         let location = match location {
             Some(l) if l.contains("://") || Path::new(l).is_absolute() => l.to_string(),
@@ -48,6 +66,7 @@ impl Output {
         match self {
             Output::Local(p) => format!("{}/", p.display()),
             Output::S3(u) => u.clone(),
+            Output::Delta(l) => format!("{l}/"),
         }
     }
 
@@ -55,6 +74,7 @@ impl Output {
         match self {
             Output::Local(p) => p.display().to_string(),
             Output::S3(u) => u.trim_end_matches('/').to_string(),
+            Output::Delta(l) => l.clone(),
         }
     }
 
@@ -63,6 +83,7 @@ impl Output {
         match self {
             Output::Local(p) => p.join(relative).display().to_string(),
             Output::S3(u) => format!("{u}{relative}"),
+            Output::Delta(l) => format!("{l}/{relative}"),
         }
     }
 
@@ -71,6 +92,7 @@ impl Output {
         match self {
             Output::Local(p) => p.join(MANIFEST).display().to_string(),
             Output::S3(u) => format!("{u}{MANIFEST}"),
+            Output::Delta(l) => format!("{l}/_delta_log"),
         }
     }
 
@@ -94,6 +116,7 @@ impl Output {
                     Err(e) => return Err(store_error(u, &e)),
                 }
             }
+            Output::Delta(l) => return delta::manifest(ctx, l).await,
         };
         PublishedManifest::parse(&bytes, &self.manifest_location()).map(Some)
     }
@@ -116,10 +139,14 @@ impl Output {
                     Some(Err(e)) => Err(store_error(u, &e)),
                 }
             }
+            Output::Delta(l) => delta::has_objects(ctx, l).await,
         }
     }
 
     pub async fn is_published(&self, ctx: &SessionContext) -> Result<bool> {
+        if let Output::Delta(l) = self {
+            return delta::exists(ctx, l).await;
+        }
         Ok(self.manifest(ctx).await?.is_some())
     }
 }
@@ -213,6 +240,7 @@ pub enum Stage {
         /// Objects under the prefix before this run wrote anything.
         before: HashSet<ObjectPath>,
     },
+    Delta(DeltaStage),
 }
 
 impl Stage {
@@ -239,6 +267,7 @@ impl Stage {
                     before,
                 })
             }
+            Output::Delta(location) => Ok(Stage::Delta(DeltaStage::begin(ctx, location).await?)),
         }
     }
 
@@ -247,6 +276,7 @@ impl Stage {
         match self {
             Stage::Local { dir, .. } => format!("{}/", dir.display()),
             Stage::S3 { location, .. } => location.clone(),
+            Stage::Delta(d) => d.write_url(),
         }
     }
 
@@ -276,6 +306,7 @@ impl Stage {
                 files.sort_by(|a, b| a.path.cmp(&b.path));
                 Ok(files)
             }
+            Stage::Delta(d) => d.written_files().await,
         }
     }
 
@@ -283,8 +314,8 @@ impl Stage {
     pub fn carry(&self, previous: &[OutputFile]) -> Result<()> {
         match self {
             Stage::Local { dir, location } => publish::link_files(location, dir, previous),
-            // They stay where they are; the new manifest lists them again.
-            Stage::S3 { .. } => Ok(()),
+            // They stay where they are; the new manifest (or version) lists them again.
+            Stage::S3 { .. } | Stage::Delta(_) => Ok(()),
         }
     }
 
@@ -297,14 +328,24 @@ impl Stage {
                 manifest::register_only_listed(&ctx.state(), location, &paths)
                     .map_err(|e| store_error(location, &e))
             }
+            Stage::Delta(d) => {
+                let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+                let url = d.table_url();
+                manifest::register_only_listed(&ctx.state(), url.as_str(), &paths)
+                    .map_err(|e| store_error(&d.location, &e))
+            }
         }
     }
 
     /// Publish: `_SUCCESS` and the manifest last. The previous version stays recoverable
     /// until the returned publish is finished (or undone, by `--all-or-nothing` when a
     /// later model's publish fails).
-    pub async fn publish(self, manifest_json: &[u8], files: &[OutputFile]) -> Result<Published> {
+    pub async fn publish(self, manifest: &Manifest) -> Result<Published> {
+        let manifest_json =
+            &serde_json::to_vec_pretty(manifest).map_err(|e| SluiceError::sql(e.to_string()))?;
+        let files = &manifest.files;
         match self {
+            Stage::Delta(d) => Ok(Published::Delta(d.publish(manifest).await?)),
             Stage::Local { dir, location } => {
                 let published = publish::write_durably(&dir.join("_SUCCESS"), b"")
                     .and_then(|()| publish::write_durably(&dir.join(MANIFEST), manifest_json))
@@ -385,6 +426,7 @@ impl Stage {
                     let _ = delete(&store, new, &location).await;
                 }
             }
+            Stage::Delta(d) => d.discard().await,
         }
     }
 }
@@ -403,6 +445,7 @@ pub enum Published {
         /// Objects of the previous version no longer listed.
         stale: Vec<ObjectPath>,
     },
+    Delta(PublishedDelta),
 }
 
 impl Published {
@@ -416,6 +459,8 @@ impl Published {
                 stale,
                 ..
             } => delete(&store, stale, &location).await,
+            // Files older versions use stay for time travel until `sluice vacuum`.
+            Published::Delta(_) => Ok(()),
         }
     }
 
@@ -442,11 +487,12 @@ impl Published {
                 }
                 delete(&store, written, &location).await
             }
+            Published::Delta(d) => d.undo().await,
         }
     }
 }
 
-fn relative_to(prefix: &ObjectPath, path: &ObjectPath) -> Option<String> {
+pub(super) fn relative_to(prefix: &ObjectPath, path: &ObjectPath) -> Option<String> {
     let p = prefix.as_ref();
     let full = path.as_ref();
     if p.is_empty() {
@@ -455,7 +501,7 @@ fn relative_to(prefix: &ObjectPath, path: &ObjectPath) -> Option<String> {
     full.strip_prefix(p)?.strip_prefix('/').map(str::to_string)
 }
 
-async fn list(
+pub(super) async fn list(
     store: &Arc<dyn ObjectStore>,
     prefix: &ObjectPath,
     location: &str,
@@ -469,7 +515,7 @@ async fn list(
         .map_err(|e| store_error(location, &e))
 }
 
-async fn delete(
+pub(super) async fn delete(
     store: &Arc<dyn ObjectStore>,
     paths: Vec<ObjectPath>,
     location: &str,

@@ -1,0 +1,479 @@
+//! Delta Lake tables: open one at a version, describe its state, commit the data files a
+//! run wrote and audited, take a commit back, vacuum.
+//!
+//! sluice writes a Delta output's data files with DataFusion's own writers (on a cluster,
+//! the executors do), checks exactly those files, and only then turns them into the log's
+//! `add` actions here and commits. Until that commit no Delta reader sees them.
+
+mod stats;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::execution::context::SessionState;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::{Action, StructType};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTableBuilder, TableProperty};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use url::Url;
+
+pub use deltalake::DeltaTable;
+pub use stats::file_stats;
+
+/// What went wrong, said for the user (the caller names the source or model).
+pub type Result<T> = std::result::Result<T, String>;
+
+/// The key under which sluice records its run in a commit's info.
+pub const COMMIT_INFO_KEY: &str = "sluice";
+
+/// Which version of a table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum At {
+    #[default]
+    Latest,
+    Version(u64),
+    /// The version current at this time.
+    Timestamp(chrono::DateTime<chrono::Utc>),
+}
+
+/// A Delta table's location and the store that holds it (the session's own store for
+/// that bucket or for the local file system).
+#[derive(Clone)]
+pub struct Location {
+    url: Url,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location")
+            .field("url", &self.url.as_str())
+            .finish()
+    }
+}
+
+impl Location {
+    /// `location`: an absolute local path or an `s3://bucket/prefix` URL.
+    pub fn new(state: &SessionState, location: &str) -> Result<Location> {
+        let url = table_url(location)?;
+        let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
+            &url[..url::Position::BeforePath],
+        )
+        .map_err(|e| format!("bad location {location}: {e}"))?;
+        let store = state
+            .runtime_env()
+            .object_store(&store_url)
+            .map_err(|e| format!("no object store for {location}: {e}"))?;
+        Ok(Location { url, store })
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The store, rooted at the bucket (or the file system), and the table's path in it.
+    pub fn store(&self) -> (Arc<dyn ObjectStore>, ObjectPath) {
+        let path = percent_decode(self.url.path().trim_matches('/'));
+        (self.store.clone(), ObjectPath::from(path))
+    }
+
+    fn builder(&self) -> Result<DeltaTableBuilder> {
+        Ok(DeltaTableBuilder::from_url(self.url.clone())
+            .map_err(describe)?
+            .with_storage_backend(self.store.clone(), self.url.clone()))
+    }
+
+    /// Whether a Delta log is there.
+    pub async fn is_table(&self) -> Result<bool> {
+        let (store, prefix) = self.store();
+        let log = prefix.clone().join("_delta_log");
+        let first = store.list(Some(&log)).try_next().await;
+        match first {
+            Ok(found) => Ok(found.is_some()),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The table at a version; an error when there is no table.
+    pub async fn load(&self, at: At) -> Result<DeltaTable> {
+        if !self.is_table().await? {
+            return Err("not a Delta table (no _delta_log)".to_string());
+        }
+        let builder = self.builder()?;
+        let builder = match at {
+            At::Latest => builder,
+            At::Version(v) => builder.with_version(v),
+            At::Timestamp(t) => builder.with_timestamp(t),
+        };
+        builder.load().await.map_err(|e| match at {
+            At::Version(v) => format!("cannot read version {v}: {}", describe(e)),
+            At::Timestamp(t) => format!("cannot read the version as of {t}: {}", describe(e)),
+            At::Latest => describe(e),
+        })
+    }
+
+    /// The latest version, or None when nothing was ever committed here.
+    pub async fn load_latest(&self) -> Result<Option<DeltaTable>> {
+        if !self.is_table().await? {
+            return Ok(None);
+        }
+        self.load(At::Latest).await.map(Some)
+    }
+}
+
+/// A table URL with a trailing `/` from a local path or an object store URL.
+fn table_url(location: &str) -> Result<Url> {
+    let trimmed = location.trim_end_matches('/');
+    if trimmed.contains("://") {
+        Url::parse(&format!("{trimmed}/")).map_err(|e| format!("bad location {location}: {e}"))
+    } else {
+        let path = std::path::absolute(trimmed).map_err(|e| format!("{location}: {e}"))?;
+        Url::from_directory_path(&path).map_err(|()| format!("{location}: not a directory path"))
+    }
+}
+
+/// Delta's errors carry their own type names; keep the message.
+fn describe(e: deltalake::DeltaTableError) -> String {
+    match e {
+        deltalake::DeltaTableError::ObjectStore { source } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A table version as DataFusion reads it.
+pub async fn table_provider(
+    state: &SessionState,
+    table: &DeltaTable,
+) -> Result<Arc<dyn TableProvider>> {
+    table.update_datafusion_session(state).map_err(describe)?;
+    table
+        .table_provider()
+        .await
+        .map_err(|e| format!("cannot read the table: {e}"))
+}
+
+/// One data file of a version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Relative to the table's root, as the object store names it.
+    pub path: String,
+    pub bytes: u64,
+    pub rows: Option<u64>,
+}
+
+/// The newest commit of a table.
+#[derive(Debug, Clone)]
+pub struct LastCommit {
+    pub version: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: Option<i64>,
+    pub operation: String,
+}
+
+/// What a version of a table holds, and what sluice recorded about it.
+#[derive(Debug, Clone)]
+pub struct TableState {
+    pub version: u64,
+    pub files: Vec<DataFile>,
+    pub partition_columns: Vec<String>,
+    pub schema: SchemaRef,
+    pub last_commit: Option<LastCommit>,
+    /// The run record of the newest commit sluice made, when the newest commits (up to
+    /// 20) include one.
+    pub sluice: Option<serde_json::Value>,
+}
+
+impl TableState {
+    /// Rows of the version, when every file's statistics say how many.
+    pub fn rows(&self) -> Option<u64> {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+pub async fn state(table: &DeltaTable) -> Result<TableState> {
+    let snapshot = table.snapshot().map_err(describe)?;
+    let log_store = table.log_store();
+    let files: Vec<DataFile> = snapshot
+        .snapshot()
+        .file_views(log_store.as_ref(), None)
+        .map_ok(|f| DataFile {
+            path: f.path().to_string(),
+            bytes: f.size().max(0) as u64,
+            rows: f.num_records().map(|n| n as u64),
+        })
+        .try_collect()
+        .await
+        .map_err(describe)?;
+    let version = table.version().unwrap_or(0);
+    let history: Vec<deltalake::kernel::CommitInfo> = table
+        .history(Some(20))
+        .try_collect()
+        .await
+        .map_err(describe)?;
+    let last_commit = history.first().map(|c| LastCommit {
+        version,
+        timestamp: c.timestamp,
+        operation: c.operation.clone().unwrap_or_default(),
+    });
+    let sluice = history
+        .iter()
+        .find_map(|c| c.info.get(COMMIT_INFO_KEY).cloned());
+    let schema = snapshot.snapshot().arrow_schema();
+    Ok(TableState {
+        version,
+        files,
+        partition_columns: snapshot.metadata().partition_columns().to_vec(),
+        schema,
+        last_commit,
+        sluice,
+    })
+}
+
+/// The columns whose values a table's statistics keep: `delta.dataSkippingStatsColumns`,
+/// none with `delta.dataSkippingNumIndexedCols = 0`, else its first 32 columns.
+pub fn stats_columns(table: &DeltaTable) -> Vec<String> {
+    let Ok(snapshot) = table.snapshot() else {
+        return Vec::new();
+    };
+    let config = snapshot.metadata().configuration();
+    if let Some(columns) = config.get("delta.dataSkippingStatsColumns") {
+        return columns
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect();
+    }
+    let indexed = config
+        .get("delta.dataSkippingNumIndexedCols")
+        .and_then(|n| n.parse::<i64>().ok())
+        .unwrap_or(32);
+    let schema = snapshot.snapshot().arrow_schema();
+    let take = if indexed < 0 {
+        usize::MAX
+    } else {
+        indexed as usize
+    };
+    schema
+        .fields()
+        .iter()
+        .take(take)
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+/// A new version: the data files it holds (the table's files it keeps and the new ones),
+/// and what sluice records about it.
+pub struct NewVersion<'a> {
+    /// Every data file of the new version, relative to the table root, with its size.
+    pub files: &'a [(String, u64)],
+    /// The rows' schema, partition columns included.
+    pub schema: SchemaRef,
+    pub partition_by: &'a [String],
+    /// Columns whose values may appear in the log's per-file statistics; the others
+    /// (personal data) never do.
+    pub stats_columns: &'a [String],
+    pub kind: VersionKind,
+    /// Recorded in the commit's info under [`COMMIT_INFO_KEY`].
+    pub record: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionKind {
+    /// The table's rows are replaced (or written for the first time).
+    Replace,
+    /// Rows are added; nothing is removed.
+    Append,
+    /// Files holding erased rows are replaced by rewritten ones. The commit names no
+    /// predicate: the erased keys never reach the log.
+    Erase,
+}
+
+/// Commit a new version; its number. `table`: the version the files were written
+/// against (None for a new table).
+pub async fn commit(
+    location: &Location,
+    table: Option<&DeltaTable>,
+    new: NewVersion<'_>,
+) -> Result<u64> {
+    let (store, root) = location.store();
+    let active: HashSet<String> = match table {
+        Some(t) => state(t).await?.files.into_iter().map(|f| f.path).collect(),
+        None => HashSet::new(),
+    };
+    let keep: HashSet<&str> = new.files.iter().map(|(p, _)| p.as_str()).collect();
+    let mut actions = Vec::new();
+    for (path, bytes) in new.files.iter().filter(|(p, _)| !active.contains(p)) {
+        let add = stats::add_action(
+            &store,
+            &root,
+            path,
+            *bytes,
+            new.partition_by,
+            new.stats_columns,
+        )
+        .await?;
+        actions.push(Action::Add(add));
+    }
+    let removing = active.iter().any(|p| !keep.contains(p.as_str()));
+    if let Some(t) = table.filter(|_| removing) {
+        let log_store = t.log_store();
+        let removes: Vec<Action> = t
+            .snapshot()
+            .map_err(describe)?
+            .snapshot()
+            .file_views(log_store.as_ref(), None)
+            .try_filter(|f| futures::future::ready(!keep.contains(f.path().as_ref())))
+            .map_ok(|f| Action::Remove(f.remove_action(true)))
+            .try_collect()
+            .await
+            .map_err(describe)?;
+        actions.extend(removes);
+    }
+    let properties = CommitProperties::default()
+        .with_metadata([(COMMIT_INFO_KEY.to_string(), new.record.clone())]);
+    match (table, new.kind) {
+        (None, _) | (Some(_), VersionKind::Replace) => {
+            // One commit creates or replaces the table: its schema, partitioning and
+            // statistics settings, the new files, and `remove`s for all the old ones.
+            let schema: StructType = new
+                .schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| format!("a column type Delta cannot hold: {e}"))?;
+            let actions: Vec<Action> = actions
+                .into_iter()
+                .filter(|a| matches!(a, Action::Add(_)))
+                .collect();
+            let log_store = location.builder()?.build_storage().map_err(describe)?;
+            let mut create = CreateBuilder::new()
+                .with_log_store(log_store)
+                .with_columns(schema.fields().cloned())
+                .with_partition_columns(new.partition_by.to_vec())
+                .with_save_mode(SaveMode::Overwrite)
+                .with_commit_properties(properties)
+                .with_actions(actions);
+            create = if new.stats_columns.is_empty() {
+                create.with_configuration_property(
+                    TableProperty::DataSkippingNumIndexedCols,
+                    Some("0"),
+                )
+            } else {
+                create.with_configuration_property(
+                    TableProperty::DataSkippingStatsColumns,
+                    Some(new.stats_columns.join(",")),
+                )
+            };
+            let table = create.await.map_err(describe)?;
+            Ok(table.version().unwrap_or(0))
+        }
+        (Some(t), kind) => {
+            let operation = match kind {
+                VersionKind::Erase => DeltaOperation::Delete { predicate: None },
+                _ => DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: (!new.partition_by.is_empty()).then(|| new.partition_by.to_vec()),
+                    predicate: None,
+                },
+            };
+            let snapshot = t.snapshot().map_err(describe)?;
+            let committed = CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(
+                    Some(snapshot as &dyn TableReference),
+                    t.log_store(),
+                    operation,
+                )
+                .await
+                .map_err(describe)?;
+            Ok(committed.version())
+        }
+    }
+}
+
+/// Make `version` the latest again (a new commit with its files), for a publish taken
+/// back after a later model failed.
+pub async fn restore(location: &Location, version: u64) -> Result<u64> {
+    let table = location.load(At::Latest).await?;
+    let (table, _) = table
+        .restore()
+        .with_version_to_restore(version)
+        .await
+        .map_err(describe)?;
+    Ok(table.version().unwrap_or(version))
+}
+
+/// What a vacuum removed (or would remove, on a dry run).
+#[derive(Debug, Clone)]
+pub struct Vacuumed {
+    pub files: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// Remove the data files no version younger than `retain` refers to, and files the log
+/// never referred to (a failed or killed run's), older than `retain` too.
+pub async fn vacuum(
+    location: &Location,
+    retain: chrono::Duration,
+    dry_run: bool,
+) -> Result<Vacuumed> {
+    let table = location.load(At::Latest).await?;
+    let (_, metrics) = table
+        .vacuum()
+        .with_retention_period(retain)
+        .with_enforce_retention_duration(false)
+        .with_mode(VacuumMode::Full)
+        .with_dry_run(dry_run)
+        .await
+        .map_err(describe)?;
+    Ok(Vacuumed {
+        files: metrics.files_deleted,
+        dry_run,
+    })
+}
+
+/// `%XX` escapes decoded (object store paths and URLs escape some characters).
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Partition values from a hive-style path (`country=US/day=1/part.parquet`).
+pub fn partition_values(path: &str, columns: &[String]) -> HashMap<String, Option<String>> {
+    let mut values: HashMap<String, Option<String>> =
+        columns.iter().map(|c| (c.clone(), None)).collect();
+    for segment in path.split('/') {
+        if let Some((key, value)) = segment.split_once('=') {
+            let key = percent_decode(key);
+            if let Some(slot) = values.get_mut(&key) {
+                let value = percent_decode(value);
+                *slot = (value != "__HIVE_DEFAULT_PARTITION__").then_some(value);
+            }
+        }
+    }
+    values
+}

@@ -1,0 +1,66 @@
+//! Which output columns of a model hold personal data: those its config marks
+//! `pii = true`, and those computed, through any number of steps, by a function that
+//! pseudonymises personal data (`hash_pii`, `hmac_sha256`). A Delta output keeps their
+//! values out of its log's statistics, where any reader of the log would find them.
+
+use std::collections::HashSet;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+
+use super::model::Model;
+
+const PSEUDONYMISING: [&str; 2] = ["hash_pii", "hmac_sha256"];
+
+/// The model's output columns that hold personal data, in output order.
+pub(crate) fn personal_columns(m: &Model, plan: &LogicalPlan) -> Vec<String> {
+    let mut tainted: HashSet<String> = m.pii_columns.iter().cloned().collect();
+    // A name is tainted when an expression computing it calls a pseudonymising function
+    // or reads a tainted name; repeat until nothing changes (each round follows one more
+    // step of subqueries and CTEs).
+    loop {
+        let before = tainted.len();
+        let _ = plan.apply(|node| {
+            let exprs = node.expressions();
+            let fields = node.schema().fields();
+            // Projections and aggregates produce one output column per expression; other
+            // nodes pass their input's names through.
+            let outputs = match node {
+                LogicalPlan::Projection(_) | LogicalPlan::Aggregate(_) => fields.iter().collect(),
+                LogicalPlan::Window(w) => fields
+                    .iter()
+                    .skip(w.input.schema().fields().len())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if outputs.len() == exprs.len() {
+                for (expr, field) in exprs.iter().zip(outputs) {
+                    if is_tainted(expr, &tainted) {
+                        tainted.insert(field.name().clone());
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if tainted.len() == before {
+            break;
+        }
+    }
+    plan.schema()
+        .fields()
+        .iter()
+        .filter(|f| tainted.contains(f.name()))
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+fn is_tainted(expr: &Expr, tainted: &HashSet<String>) -> bool {
+    expr.exists(|e| {
+        Ok(match e {
+            Expr::ScalarFunction(f) => PSEUDONYMISING.contains(&f.name()),
+            Expr::Column(c) => tainted.contains(&c.name),
+            _ => false,
+        })
+    })
+    .unwrap_or(true)
+}
