@@ -63,6 +63,7 @@ impl std::fmt::Debug for Location {
 impl Location {
     /// `location`: an absolute local path or an `s3://bucket/prefix` URL.
     pub fn new(state: &SessionState, location: &str) -> Result<Location> {
+        register_log_stores();
         let url = table_url(location)?;
         let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
             &url[..url::Position::BeforePath],
@@ -114,11 +115,66 @@ impl Location {
             At::Version(v) => builder.with_version(v),
             At::Timestamp(t) => builder.with_timestamp(t),
         };
-        builder.load().await.map_err(|e| match at {
-            At::Version(v) => format!("cannot read version {v}: {}", describe(e)),
-            At::Timestamp(t) => format!("cannot read the version as of {t}: {}", describe(e)),
-            At::Latest => describe(e),
-        })
+        let table = match builder.load().await {
+            Ok(table) => table,
+            Err(e) => return Err(self.load_error(at, e).await),
+        };
+        if at != At::Latest {
+            self.check_files_remain(&table).await?;
+        }
+        Ok(table)
+    }
+
+    async fn load_error(&self, at: At, e: deltalake::DeltaTableError) -> String {
+        let latest = match self.builder() {
+            Ok(b) => b.load().await.ok().and_then(|t| t.version()),
+            Err(_) => None,
+        };
+        match (at, latest) {
+            (At::Version(v), Some(latest)) if v > latest => {
+                format!("cannot read version {v}: the latest version is {latest}")
+            }
+            (At::Version(v), _) => format!("cannot read version {v}: {}", describe(e)),
+            (At::Timestamp(t), _) => {
+                format!("cannot read the version as of {t}: {}", describe(e))
+            }
+            (At::Latest, _) => describe(e),
+        }
+    }
+
+    /// An older version whose files a vacuum deleted cannot be read; say so before a query
+    /// fails on the first missing file.
+    async fn check_files_remain(&self, table: &DeltaTable) -> Result<()> {
+        let version = table.version().unwrap_or(0);
+        let (store, prefix) = self.store();
+        let present: HashSet<String> = store
+            .list(Some(&prefix))
+            .map_ok(|m| {
+                m.location
+                    .as_ref()
+                    .strip_prefix(prefix.as_ref())
+                    .unwrap_or(m.location.as_ref())
+                    .trim_start_matches('/')
+                    .to_string()
+            })
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let files = state(table).await?.files;
+        let missing: Vec<&DataFile> = files
+            .iter()
+            .filter(|f| !present.contains(&f.path))
+            .collect();
+        if let Some(first) = missing.first() {
+            return Err(format!(
+                "version {version} can no longer be read: {} of its {} files were deleted by a \
+                 vacuum (e.g. {}); read a later version",
+                missing.len(),
+                files.len(),
+                first.path
+            ));
+        }
+        Ok(())
     }
 
     /// The latest version, or None when nothing was ever committed here.
@@ -128,6 +184,38 @@ impl Location {
         }
         self.load(At::Latest).await.map(Some)
     }
+}
+
+/// Delta knows how to keep a log on `file://` by itself; for `s3://` it would need its
+/// AWS crate, which brings a second S3 client. sluice hands it the session's own store
+/// instead, and Delta's default log (commits by conditional put: `If-None-Match`) on it.
+fn register_log_stores() {
+    use deltalake::logstore::{LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig};
+    struct OnGivenStore;
+    impl LogStoreFactory for OnGivenStore {
+        fn with_options(
+            &self,
+            prefixed_store: ObjectStoreRef,
+            root_store: ObjectStoreRef,
+            location: &Url,
+            options: &StorageConfig,
+        ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+            Ok(deltalake::logstore::default_logstore(
+                prefixed_store,
+                root_store,
+                location,
+                options,
+            ))
+        }
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(s3) = Url::parse("s3://") {
+            deltalake::logstore::logstore_factories()
+                .entry(s3)
+                .or_insert_with(|| Arc::new(OnGivenStore));
+        }
+    });
 }
 
 /// A table URL with a trailing `/` from a local path or an object store URL.
