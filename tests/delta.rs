@@ -521,3 +521,74 @@ fn all_or_nothing_commits_no_delta_model_when_a_check_fails() {
     ));
     assert_eq!(got, 0);
 }
+
+#[test]
+fn delta_version_and_last_commit_in_the_shell_the_server_and_docs() {
+    let p = delta_project(None);
+    let toml = p.path().join("sluice.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("[server.users.analyst]\npassword = { env = \"SLUICE_ANALYST_PASSWORD\" }\n");
+    std::fs::write(&toml, text).unwrap();
+    ok(&run(p.path(), &["run", "--select", "delivery"]));
+    ok(&run(p.path(), &["run", "--select", "delivery"]));
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    let run_id = results["metadata"]["run_id"].as_str().unwrap();
+
+    let r = run_stdin(p.path(), &["shell"], "\\d delivery\n");
+    ok(&r);
+    let table = p.path().join("target/delivery");
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Delta table"))
+        .unwrap_or_else(|| panic!("{}", r.stdout));
+    assert!(
+        line.starts_with(&format!(
+            "Delta table {}: version 1, last commit ",
+            table.display()
+        )) && line.ends_with(&format!(
+            "UTC (CREATE OR REPLACE TABLE, run {run_id}, 5 rows)"
+        )),
+        "{line}"
+    );
+
+    let history =
+        "SELECT version, operation, rows, checks FROM delta_history('delivery') ORDER BY version";
+    let expected =
+        "1,CREATE OR REPLACE TABLE,5,2 of 2 passed\n0,CREATE OR REPLACE TABLE,5,2 of 2 passed\n";
+    let expected_sorted: String = expected.lines().rev().map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        query_csv(p.path(), history),
+        format!("version,operation,rows,checks\n{expected_sorted}")
+    );
+    let server = common::server::Server::start(p.path(), &[]);
+    let r = server.psql(common::server::PASSWORD, history);
+    ok(&r);
+    assert_eq!(r.stdout, expected_sorted);
+    let r = server.psql(
+        common::server::PASSWORD,
+        "SELECT * FROM delta_history('signups')",
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("delta_history: `signups` is neither a Delta source, a model with format = \"delta\", nor a path"),
+        "{}",
+        r.stderr
+    );
+    server.stop();
+
+    let site = p.path().join("site");
+    ok(&run(p.path(), &["docs", "--out", site.to_str().unwrap()]));
+    let html = std::fs::read_to_string(site.join("index.html")).unwrap();
+    assert!(
+        html.contains("<dt>Delta table</dt><dd>version 1, last commit CREATE OR REPLACE TABLE at "),
+        "{html}"
+    );
+    assert!(
+        html.contains("<dt>Published</dt><dd>5 rows in 3 files, "),
+        "{html}"
+    );
+}

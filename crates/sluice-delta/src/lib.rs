@@ -177,6 +177,41 @@ impl Location {
         Ok(())
     }
 
+    /// Every commit, newest first.
+    pub async fn history(&self) -> Result<Vec<Commit>> {
+        let table = self.load(At::Latest).await?;
+        let latest = table.version().unwrap_or(0);
+        let infos: Vec<deltalake::kernel::CommitInfo> =
+            table.history(None).try_collect().await.map_err(describe)?;
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, info)| {
+                let record = info.info.get(COMMIT_INFO_KEY);
+                let checks = record
+                    .and_then(|r| r.get("checks"))
+                    .and_then(|c| c.as_array());
+                Commit {
+                    version: latest.saturating_sub(i as u64),
+                    timestamp: info.timestamp,
+                    operation: info.operation.clone().unwrap_or_default(),
+                    run_id: record
+                        .and_then(|r| r.get("run_id"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string),
+                    rows: record.and_then(|r| r.get("rows")).and_then(|v| v.as_u64()),
+                    checks: checks.map(|c| {
+                        let passed = c
+                            .iter()
+                            .filter(|c| c.get("status").and_then(|s| s.as_str()) == Some("pass"))
+                            .count();
+                        format!("{passed} of {} passed", c.len())
+                    }),
+                }
+            })
+            .collect())
+    }
+
     /// The latest version, or None when nothing was ever committed here.
     pub async fn load_latest(&self) -> Result<Option<DeltaTable>> {
         if !self.is_table().await? {
@@ -256,6 +291,19 @@ pub struct DataFile {
     pub path: String,
     pub bytes: u64,
     pub rows: Option<u64>,
+}
+
+/// One commit of a table, with what sluice recorded about its run.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub version: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: Option<i64>,
+    pub operation: String,
+    pub run_id: Option<String>,
+    pub rows: Option<u64>,
+    /// `2 of 2 passed`.
+    pub checks: Option<String>,
 }
 
 /// The newest commit of a table.

@@ -396,6 +396,15 @@ fn status_html(run: Option<&Value>, manifest: Option<&Value>) -> String {
             m["files"].as_array().map(Vec::len).unwrap_or(0),
             esc(m["published_at"].as_str().unwrap_or("at an unknown time"))
         );
+        if let Some(version) = m["delta_version"].as_u64() {
+            let last = &m["delta_last_commit"];
+            let _ = write!(
+                s,
+                "<dt>Delta table</dt><dd>version {version}, last commit {} at {}</dd>",
+                esc(last["operation"].as_str().unwrap_or("unknown")),
+                esc(last["at"].as_str().unwrap_or("an unknown time"))
+            );
+        }
     } else if run.is_some_and(|r| r["materialized"] != "view") {
         s.push_str("<dt>Published</dt><dd>not yet</dd>");
     }

@@ -187,6 +187,10 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
 
     crate::functions::register_all(&ctx, Arc::new(ProjectSecrets(project.clone())))
         .map_err(|e| SluiceError::Usage(format!("cannot register functions: {e}")))?;
+    ctx.register_udtf(
+        "delta_history",
+        Arc::new(crate::sources::DeltaHistory::new(&schema)),
+    );
 
     let ctx = if options.query_files_by_path {
         let factory = Arc::new(PathTableFactory::default());

@@ -101,7 +101,12 @@ impl MetaCommand {
             }
             MetaCommand::Describe(Some(name)) => {
                 let batch = describe(shell, &name).await?;
-                print(shell, batch)
+                print(shell, batch)?;
+                if let Some(line) = delta_version(shell, &name).await? {
+                    writeln!(shell.write_out(), "{line}")
+                        .map_err(|e| SluiceError::sql(e.to_string()))?;
+                }
+                Ok(())
             }
             MetaCommand::ListFunctions(pattern) => {
                 let batch = list_functions(shell, pattern.as_deref())?;
@@ -165,6 +170,41 @@ async fn list_tables(shell: &Shell) -> Result<RecordBatch> {
         }
     }
     strings(&["name", "kind", "location"], vec![names, kinds, details])
+}
+
+/// For a Delta source or model: its version and last commit.
+async fn delta_version(shell: &Shell, name: &str) -> Result<Option<String>> {
+    let Some(location) = shell.session.schema.delta_location(name) else {
+        return Ok(None);
+    };
+    let location = location.trim_end_matches('/');
+    let state = shell.session.ctx.state();
+    let table = sluice_delta::Location::new(&state, location)
+        .map_err(|e| SluiceError::sql(format!("{location}: {e}")))?;
+    let history = table
+        .history()
+        .await
+        .map_err(|e| SluiceError::sql(format!("{location}: {e}")))?;
+    let Some(last) = history.first() else {
+        return Ok(None);
+    };
+    let when = last
+        .timestamp
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    let mut line = format!(
+        "Delta table {location}: version {}, last commit {when} ({}",
+        last.version, last.operation
+    );
+    if let Some(run) = &last.run_id {
+        line.push_str(&format!(", run {run}"));
+    }
+    if let Some(rows) = last.rows {
+        line.push_str(&format!(", {rows} rows"));
+    }
+    line.push(')');
+    Ok(Some(line))
 }
 
 async fn describe(shell: &Shell, name: &str) -> Result<RecordBatch> {

@@ -1,13 +1,23 @@
 //! Delta Lake sources: the table's latest version, or the one a source pins with
 //! `version = N` or `timestamp = "..."`, read through the Delta log.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use datafusion::catalog::TableProvider;
-use datafusion::error::Result as DFResult;
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
 
-use super::SourceDef;
+use super::{ModelTable, ProjectSchema, SourceDef};
+use crate::config::FileFormat;
 
 pub(super) async fn open(
     state: &SessionState,
@@ -52,6 +62,147 @@ fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     Err(format!(
         "timestamp `{text}`: expected RFC 3339 (2026-11-29T10:00:00Z), `2026-11-29 10:00:00` or a date"
     ))
+}
+
+/// `delta_history('name')`: the commits of a Delta source, of a model published as a
+/// Delta table, or of the table at a path, newest first: version, time, operation and the
+/// run sluice recorded (run id, rows, checks). The same in the shell, the server and `run`.
+#[derive(Debug)]
+pub struct DeltaHistory {
+    schema: Weak<ProjectSchema>,
+}
+
+impl DeltaHistory {
+    pub fn new(schema: &Arc<ProjectSchema>) -> DeltaHistory {
+        DeltaHistory {
+            schema: Arc::downgrade(schema),
+        }
+    }
+}
+
+impl TableFunctionImpl for DeltaHistory {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DFResult<Arc<dyn TableProvider>> {
+        let usage = || {
+            DataFusionError::Plan(
+                "delta_history takes the name of a Delta source or model, or a path: delta_history('orders')".into(),
+            )
+        };
+        let [Expr::Literal(ScalarValue::Utf8(Some(name)) | ScalarValue::Utf8View(Some(name)), _)] =
+            args.exprs()
+        else {
+            return Err(usage());
+        };
+        let schema = self.schema.upgrade().ok_or_else(usage)?;
+        let location = schema
+            .delta_location(name)
+            .or_else(|| (name.contains('/') || name.contains("://")).then(|| name.clone()));
+        let Some(location) = location else {
+            return Err(DataFusionError::Plan(format!(
+                "delta_history: `{name}` is neither a Delta source, a model with format = \"delta\", nor a path"
+            )));
+        };
+        Ok(Arc::new(HistoryTable {
+            name: name.clone(),
+            location,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct HistoryTable {
+    name: String,
+    location: String,
+}
+
+fn history_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("version", DataType::Int64, false),
+        Field::new(
+            "committed_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("operation", DataType::Utf8, true),
+        Field::new("run_id", DataType::Utf8, true),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("checks", DataType::Utf8, true),
+    ]))
+}
+
+#[async_trait]
+impl TableProvider for HistoryTable {
+    fn schema(&self) -> SchemaRef {
+        history_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let session_state = state
+            .as_any()
+            .downcast_ref::<SessionState>()
+            .ok_or_else(|| {
+                DataFusionError::Internal("delta_history needs a SessionState".into())
+            })?;
+        let failed =
+            |e: String| DataFusionError::Plan(format!("delta_history('{}'): {e}", self.name));
+        let location =
+            sluice_delta::Location::new(session_state, self.location.trim_end_matches('/'))
+                .map_err(failed)?;
+        let commits = location.history().await.map_err(failed)?;
+        let column = |f: &dyn Fn(&sluice_delta::Commit) -> Option<String>| -> ArrayRef {
+            Arc::new(StringArray::from(commits.iter().map(f).collect::<Vec<_>>()))
+        };
+        let batch = RecordBatch::try_new(
+            history_schema(),
+            vec![
+                Arc::new(Int64Array::from(
+                    commits.iter().map(|c| c.version as i64).collect::<Vec<_>>(),
+                )),
+                Arc::new(
+                    TimestampMillisecondArray::from(
+                        commits.iter().map(|c| c.timestamp).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                column(&|c| Some(c.operation.clone())),
+                column(&|c| c.run_id.clone()),
+                Arc::new(Int64Array::from(
+                    commits
+                        .iter()
+                        .map(|c| c.rows.map(|r| r as i64))
+                        .collect::<Vec<_>>(),
+                )),
+                column(&|c| c.checks.clone()),
+            ],
+        )?;
+        MemTable::try_new(history_schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+impl ProjectSchema {
+    /// Where the Delta table of a source or a published model is.
+    pub fn delta_location(&self, name: &str) -> Option<String> {
+        if let Some(def) = self.source(name) {
+            return (def.format == FileFormat::Delta).then(|| def.location.clone());
+        }
+        match self.model(name)? {
+            ModelTable::Published(def) if def.format == FileFormat::Delta => {
+                Some(def.location.clone())
+            }
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

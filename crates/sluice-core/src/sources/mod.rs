@@ -28,6 +28,7 @@ pub use format::listing_options;
 
 mod cached;
 pub use cached::CachedTable;
+pub use delta::DeltaHistory;
 pub use path::PathTableFactory;
 
 /// A source as the session sees it: its name, resolved location and settings.

@@ -64,22 +64,40 @@ pub(crate) async fn manifest(
         Some(rows) => rows,
         None => count_rows(ctx, &table, location).await?,
     };
-    let mut json = record;
-    if let serde_json::Value::Object(map) = &mut json {
-        map.insert("delta_version".into(), state.version.into());
+    let files: Vec<OutputFile> = state
+        .files
+        .into_iter()
+        .map(|f| OutputFile {
+            path: f.path,
+            bytes: f.bytes,
+        })
+        .collect();
+    // The record is the run's; the version may be newer (an erasure, another writer).
+    let mut json = match record {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    json.insert("rows".into(), rows.into());
+    json.insert(
+        "files".into(),
+        serde_json::to_value(&files).unwrap_or_default(),
+    );
+    json.insert("delta_version".into(), state.version.into());
+    if let Some(last) = &state.last_commit {
+        let at = last
+            .timestamp
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339());
+        json.insert(
+            "delta_last_commit".into(),
+            serde_json::json!({"operation": last.operation, "at": at}),
+        );
     }
     Ok(Some(PublishedManifest {
         rows,
-        files: state
-            .files
-            .into_iter()
-            .map(|f| OutputFile {
-                path: f.path,
-                bytes: f.bytes,
-            })
-            .collect(),
+        files,
         schema,
-        json,
+        json: serde_json::Value::Object(json),
     }))
 }
 
