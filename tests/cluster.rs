@@ -14,8 +14,10 @@ fn tasks_run(node: &Node) -> usize {
     node.log().matches("Finished task").count()
 }
 
-const OUTPUTS: [(&str, usize); 4] = [
+const OUTPUTS: [(&str, usize); 5] = [
     ("identity/account_links", 166),
+    // A Delta table: the executors write its files, the client commits them.
+    ("partner/players", 108),
     ("eda/launch_events", 291),
     ("analysis/daily_activity", 18),
     ("analysis/launch_funnel", 108),
@@ -33,7 +35,7 @@ fn example_project_on_a_cluster_publishes_what_a_local_run_does() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let summary = format!("{}{}", r.stdout, r.stderr);
     assert!(
-        summary.contains("7 models: 7 ok, 0 failed checks, 0 errors"),
+        summary.contains("8 models: 8 ok, 0 failed checks, 0 errors"),
         "{summary}"
     );
     let r = run(&local, &["run"]);
@@ -86,6 +88,10 @@ fn example_project_on_a_cluster_publishes_what_a_local_run_does() {
         // table function over a view of the project (planned on the client)
         "SELECT id, shared_id, group_size FROM \
          resolve_identities('identity_edges', 'left_id', 'right_id') ORDER BY id",
+        // a Delta table the executors wrote, read through its log by the client and its
+        // files by the executors
+        "SELECT shared_id, email_sha256, country, first_seen, events FROM partner_players \
+         ORDER BY 1, 3",
         // row_number() dedup (the FirstRowPerKey operator crosses the wire)
         "SELECT event_id, event_ts, account_id FROM (SELECT *, row_number() OVER \
          (PARTITION BY event_id ORDER BY event_ts) AS rn FROM launch_events) WHERE rn = 1 \

@@ -217,9 +217,9 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
             "graph node of {model} missing"
         );
     }
-    // 5 sources + 7 models in the graph, and an edge per table dependency.
-    assert_eq!(dom.matches("<g class=\"node ").count(), 12);
-    assert!(dom.matches("<path class=\"edge\"").count() >= 10);
+    // 5 sources + 8 models in the graph, and an edge per table dependency.
+    assert_eq!(dom.matches("<g class=\"node ").count(), 13);
+    assert!(dom.matches("<path class=\"edge\"").count() >= 11);
     // Columns with types, the column lineage, and the last results.
     assert!(dom.contains("<code>email_sha256</code></td><td><code>VARCHAR"));
     assert!(dom.contains("<code>stg_launch_events.email</code>"));

@@ -259,7 +259,7 @@ fn example_project_runs_with_every_check_passing() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("7 models: 7 ok, 0 failed checks, 0 errors, 0 skipped"),
+            .contains("8 models: 8 ok, 0 failed checks, 0 errors, 0 skipped"),
         "{}",
         r.stderr
     );

@@ -283,8 +283,14 @@ impl ObjectStoreRegistry for StoreRegistry {
                 return Ok(store);
             }
             // A cluster executor reads the files a client planned through its listed view
-            // of a published prefix: reads go to the bucket the view's host names.
+            // of a published prefix: reads go to the bucket the view's host names (or to
+            // the local file system).
             if let Some((_, bucket)) = url.host_str().and_then(|h| h.split_once('.')) {
+                if bucket == crate::sources::manifest::LOCAL_FILES_HOST {
+                    let local = Url::parse("file:///")
+                        .map_err(|e| DataFusionError::Configuration(e.to_string()))?;
+                    return self.inner.get_store(&local);
+                }
                 let s3 = Url::parse(&format!("s3://{bucket}/"))
                     .map_err(|e| DataFusionError::Configuration(format!("{url}: {e}")))?;
                 return self.get_store(&s3);

@@ -272,6 +272,48 @@ fn describe(e: deltalake::DeltaTableError) -> String {
     }
 }
 
+/// The version's data files when reading them as plain Parquet files reads the version
+/// exactly: no deletion vectors, no column mapping, every partition value in its file's
+/// path (`country=KR/...`, as sluice, Spark and delta-rs write them). None otherwise: then
+/// only the Delta scan (`table_provider`) reads it right.
+pub async fn plain_files(table: &DeltaTable) -> Result<Option<Vec<String>>> {
+    let snapshot = table.snapshot().map_err(describe)?;
+    let mapping = snapshot
+        .metadata()
+        .configuration()
+        .get("delta.columnMapping.mode")
+        .cloned();
+    if mapping.is_some_and(|m| m != "none") {
+        return Ok(None);
+    }
+    let log_store = table.log_store();
+    let views: Vec<(String, bool, HashMap<String, Option<String>>)> = snapshot
+        .snapshot()
+        .file_views(log_store.as_ref(), None)
+        .map_ok(|f| {
+            (
+                f.path().to_string(),
+                f.deletion_vector_descriptor().is_some(),
+                f.partition_values_map(),
+            )
+        })
+        .try_collect()
+        .await
+        .map_err(describe)?;
+    let mut files = Vec::with_capacity(views.len());
+    for (path, deletes, values) in views {
+        let in_path = partition_values(&path, &values.keys().cloned().collect::<Vec<_>>());
+        let hive = values
+            .iter()
+            .all(|(k, v)| v.is_some() && in_path.get(k) == Some(v));
+        if deletes || !hive {
+            return Ok(None);
+        }
+        files.push(path);
+    }
+    Ok(Some(files))
+}
+
 /// A table version as DataFusion reads it.
 pub async fn table_provider(
     state: &SessionState,

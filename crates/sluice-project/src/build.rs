@@ -319,7 +319,8 @@ pub(crate) async fn stage_and_check(
         }
     }
     if let Stage::Delta(delta) = stage {
-        let personal = super::personal::personal_columns(m, df.logical_plan());
+        let personal =
+            super::personal::personal_columns_in_project(ctx, plan, i, df.logical_plan()).await;
         if let Some(col) = m.partition_by.iter().find(|c| personal.contains(c)) {
             return Err(m.error(format!(
                 "partition_by column `{col}` holds personal data, and a Delta table writes \

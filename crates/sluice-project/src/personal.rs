@@ -1,20 +1,62 @@
 //! Which output columns of a model hold personal data: those its config marks
-//! `pii = true`, and those computed, through any number of steps, by a function that
-//! pseudonymises personal data (`hash_pii`, `hmac_sha256`). A Delta output keeps their
-//! values out of its log's statistics, where any reader of the log would find them.
+//! `pii = true`, those computed, through any number of steps, by a function that
+//! pseudonymises personal data (`hash_pii`, `hmac_sha256`), and those read from an upstream
+//! model's personal columns. A Delta output keeps their values out of its log's
+//! statistics, where any reader of the log would find them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::prelude::SessionContext;
 
 use super::model::Model;
+use super::ProjectPlan;
+
+/// The personal columns of model `i`, whose query plans as `query`: its upstream models'
+/// are found first (in build order, each from its own SQL) and carried by name.
+pub(crate) async fn personal_columns_in_project(
+    ctx: &SessionContext,
+    plan: &ProjectPlan,
+    i: usize,
+    query: &LogicalPlan,
+) -> Vec<String> {
+    let mut ancestors = HashSet::new();
+    let mut stack = plan.deps[i].clone();
+    while let Some(j) = stack.pop() {
+        if ancestors.insert(j) {
+            stack.extend(plan.deps[j].iter().copied());
+        }
+    }
+    let mut found: HashMap<usize, Vec<String>> = HashMap::new();
+    for &j in plan.order.iter().filter(|j| ancestors.contains(j)) {
+        let inherited = inherited(plan, j, &found);
+        // An upstream model that cannot be planned now adds nothing it could name.
+        if let Ok(df) = ctx.sql(&plan.sql[j]).await {
+            found.insert(
+                j,
+                personal_columns(&plan.models[j], df.logical_plan(), &inherited),
+            );
+        }
+    }
+    personal_columns(&plan.models[i], query, &inherited(plan, i, &found))
+}
+
+fn inherited(plan: &ProjectPlan, i: usize, found: &HashMap<usize, Vec<String>>) -> Vec<String> {
+    plan.deps[i]
+        .iter()
+        .filter_map(|j| found.get(j))
+        .flatten()
+        .cloned()
+        .collect()
+}
 
 const PSEUDONYMISING: [&str; 2] = ["hash_pii", "hmac_sha256"];
 
-/// The model's output columns that hold personal data, in output order.
-pub(crate) fn personal_columns(m: &Model, plan: &LogicalPlan) -> Vec<String> {
-    let mut tainted: HashSet<String> = m.pii_columns.iter().cloned().collect();
+/// The model's output columns that hold personal data, in output order; `inherited`: the
+/// personal column names of the tables it reads.
+pub(crate) fn personal_columns(m: &Model, plan: &LogicalPlan, inherited: &[String]) -> Vec<String> {
+    let mut tainted: HashSet<String> = m.pii_columns.iter().chain(inherited).cloned().collect();
     // A name is tainted when an expression computing it calls a pseudonymising function
     // or reads a tainted name; repeat until nothing changes (each round follows one more
     // step of subqueries and CTEs).

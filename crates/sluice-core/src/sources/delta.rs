@@ -9,10 +9,14 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::common::Column;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::datasource::{provider_as_source, MemTable, TableType, ViewTable};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{col, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
 
@@ -30,9 +34,83 @@ pub(super) async fn open(
         .load(at)
         .await
         .map_err(|e| def.error(crate::storage::explain(location, &e).unwrap_or(e)))?;
-    sluice_delta::table_provider(state, &table)
+    let files = sluice_delta::plain_files(&table)
         .await
-        .map_err(|e| def.error(e))
+        .map_err(|e| def.error(e))?;
+    match files {
+        Some(files) => as_listed_files(state, def, &table_location, &table, files).await,
+        None => sluice_delta::table_provider(state, &table)
+            .await
+            .map_err(|e| def.error(e)),
+    }
+}
+
+/// The version read as its Parquet files through a listed view, which a cluster's
+/// executors read too (Delta's own scan does not travel to them): the log's schema and
+/// typed partition columns, in the log's column order.
+async fn as_listed_files(
+    state: &SessionState,
+    def: &SourceDef,
+    location: &sluice_delta::Location,
+    table: &sluice_delta::DeltaTable,
+    files: Vec<String>,
+) -> DFResult<Arc<dyn TableProvider>> {
+    let table_state = sluice_delta::state(table).await.map_err(|e| def.error(e))?;
+    let schema = table_state.schema.clone();
+    if files.is_empty() {
+        return Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?));
+    }
+    let partitions = &table_state.partition_columns;
+    let file_schema = Schema::new(
+        schema
+            .fields()
+            .iter()
+            .filter(|f| !partitions.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let partition_cols = partitions
+        .iter()
+        .map(|p| {
+            let field = schema.field_with_name(p)?;
+            Ok((p.clone(), field.data_type().clone()))
+        })
+        .collect::<DFResult<Vec<_>>>()?;
+    let listed = super::manifest::register_only_listed(state, location.url().as_str(), &files)
+        .map_err(|e| def.error(e))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension("")
+        .with_table_partition_cols(partition_cols);
+    let config = ListingTableConfig::new(super::parse_table_url(&listed)?)
+        .with_listing_options(options)
+        .with_schema(Arc::new(file_schema));
+    let listing: Arc<dyn TableProvider> =
+        Arc::new(ListingTable::try_new(config).map_err(|e| def.error(e))?);
+    let host = listed
+        .strip_prefix(&format!("{}://", super::manifest::LISTED_SCHEME))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let inner: Arc<dyn TableProvider> = match super::manifest::listed_files(&host) {
+        Some(listed_files) => Arc::new(super::listed::ListedTable {
+            inner: listing,
+            host,
+            files: listed_files,
+        }),
+        None => listing,
+    };
+    if partitions.is_empty() {
+        return Ok(inner);
+    }
+    // Partition columns come last from a listing; put them back where the log has them.
+    let scan = LogicalPlanBuilder::scan(def.name.clone(), provider_as_source(inner), None)?;
+    let columns: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| col(Column::new_unqualified(f.name())))
+        .collect();
+    let plan = scan.project(columns)?.build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 /// The version a source asks for.

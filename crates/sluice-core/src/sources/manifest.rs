@@ -141,6 +141,10 @@ pub fn store_url(url: &Url) -> DFResult<ObjectStoreUrl> {
 
 static NEXT_VIEW: AtomicUsize = AtomicUsize::new(0);
 
+/// The "bucket" of a listed view of local files (a Delta table's staged files); no S3
+/// bucket name holds an underscore.
+pub const LOCAL_FILES_HOST: &str = "_file";
+
 /// What each listed view of this process shows: its bucket's URL and the object paths it
 /// lists. Plans sent to a cluster carry this along (see `ListedTable`), so the scheduler
 /// lists exactly these files too.
@@ -198,7 +202,11 @@ pub fn register_only_listed(
             }
         })
         .collect();
-    let bucket = url.host_str().unwrap_or_default();
+    // The host names the bucket, so that a cluster executor finds the store to read from.
+    let bucket = match url.scheme() {
+        "file" => LOCAL_FILES_HOST,
+        _ => url.host_str().unwrap_or_default(),
+    };
     let host = format!("v{}.{bucket}", NEXT_VIEW.fetch_add(1, Ordering::Relaxed));
     let view = Url::parse(&format!("{LISTED_SCHEME}://{host}/"))
         .map_err(|e| DataFusionError::Internal(e.to_string()))?;
@@ -206,7 +214,7 @@ pub fn register_only_listed(
         views.insert(
             host.clone(),
             ListedFiles {
-                bucket: format!("{}://{bucket}/", url.scheme()),
+                bucket: format!("{}://{}/", url.scheme(), url.host_str().unwrap_or_default()),
                 paths: listed.iter().map(|p| p.to_string()).collect(),
             },
         );
