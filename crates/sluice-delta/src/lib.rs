@@ -119,6 +119,23 @@ impl Location {
             Ok(table) => table,
             Err(e) => return Err(self.load_error(at, e).await),
         };
+        if let At::Timestamp(t) = at {
+            // delta-rs answers a time before the first commit with version 0.
+            let committed: Vec<deltalake::kernel::CommitInfo> =
+                table.history(None).try_collect().await.map_err(describe)?;
+            let first = committed
+                .iter()
+                .filter_map(|c| c.timestamp)
+                .min()
+                .and_then(chrono::DateTime::from_timestamp_millis);
+            if let Some(first) = first.filter(|first| *first > t) {
+                return Err(format!(
+                    "cannot read the version as of {}: the table's first commit is later, at {}",
+                    t.format("%Y-%m-%d %H:%M:%S UTC"),
+                    first.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+                ));
+            }
+        }
         if at != At::Latest {
             self.check_files_remain(&table).await?;
         }
