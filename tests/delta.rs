@@ -620,3 +620,53 @@ fn delta_version_and_last_commit_in_the_shell_the_server_and_docs() {
         "{html}"
     );
 }
+
+#[test]
+fn incremental_delta_models_append_and_merge_in_one_commit_each() {
+    let p = project(&[
+        ("sluice.toml", TOML),
+        ("data/signups.csv", SIGNUPS),
+        ("data/erasure_requests.csv", "email_hash\n"),
+        (
+            "models/appended.sql",
+            "/* @config\nmaterialized = \"incremental\"\nformat = \"delta\"\nwatermark = \"id\"\n*/\nSELECT id, country, amount FROM signups\n",
+        ),
+        (
+            "models/merged.sql",
+            "/* @config\nmaterialized = \"incremental\"\nformat = \"delta\"\nunique_key = [\"id\"]\n*/\nSELECT id, country, amount FROM signups\n",
+        ),
+    ]);
+    ok(&run(p.path(), &["run"]));
+    // One new signup, and Bob's amount corrected.
+    std::fs::write(
+        p.path().join("data/signups.csv"),
+        format!(
+            "{}6,Fay,fay@example.com,US,60,2024-06-07\n",
+            SIGNUPS.replace("2,Bob,bob@example.com,US,20", "2,Bob,bob@example.com,US,25")
+        ),
+    )
+    .unwrap();
+    ok(&run(p.path(), &["run"]));
+    let read = |name: &str| {
+        py(&format!(
+            "t = DeltaTable('{}')\nrows = sorted((r['id'], r['amount']) for r in t.to_pyarrow_table().to_pylist())\n\
+print(json.dumps({{'version': t.version(), 'files': len(t.file_uris()), 'rows': rows, 'ops': [h['operation'] for h in t.history()]}}))",
+            p.path().join("target").join(name).display()
+        ))
+    };
+    // The watermark model appends the row above the published maximum id (Bob's change
+    // is below it, so it stays as first published) in a WRITE commit that adds one file.
+    assert_eq!(
+        read("appended"),
+        serde_json::json!({"version": 1, "files": 2,
+            "rows": [[1, 10], [2, 20], [3, 30], [4, 40], [5, 50], [6, 60]],
+            "ops": ["WRITE", "CREATE OR REPLACE TABLE"]})
+    );
+    // The unique_key model replaces Bob's row and adds Fay's: one commit replacing the table.
+    assert_eq!(
+        read("merged"),
+        serde_json::json!({"version": 1, "files": 1,
+            "rows": [[1, 10], [2, 25], [3, 30], [4, 40], [5, 50], [6, 60]],
+            "ops": ["CREATE OR REPLACE TABLE", "CREATE OR REPLACE TABLE"]})
+    );
+}
