@@ -596,6 +596,19 @@ fn delta_version_and_last_commit_in_the_shell_the_server_and_docs() {
     let r = server.psql(common::server::PASSWORD, history);
     ok(&r);
     assert_eq!(r.stdout, expected_sorted);
+    // A running server reads each new version as it is committed, and no file a vacuum
+    // deleted (it held version 1's file list before).
+    let count = "SELECT count(*) FROM delivery";
+    assert_eq!(server.psql(common::server::PASSWORD, count).stdout, "5\n");
+    std::fs::write(
+        p.path().join("data/signups.csv"),
+        format!("{SIGNUPS}6,Fay,fay@example.com,US,60,2024-06-07\n"),
+    )
+    .unwrap();
+    ok(&run(p.path(), &["run", "--select", "delivery"]));
+    assert_eq!(server.psql(common::server::PASSWORD, count).stdout, "6\n");
+    ok(&run(p.path(), &["vacuum", "--retain", "0h", "--confirm"]));
+    assert_eq!(server.psql(common::server::PASSWORD, count).stdout, "6\n");
     let r = server.psql(
         common::server::PASSWORD,
         "SELECT * FROM delta_history('signups')",
@@ -612,11 +625,11 @@ fn delta_version_and_last_commit_in_the_shell_the_server_and_docs() {
     ok(&run(p.path(), &["docs", "--out", site.to_str().unwrap()]));
     let html = std::fs::read_to_string(site.join("index.html")).unwrap();
     assert!(
-        html.contains("<dt>Delta table</dt><dd>version 1, last commit CREATE OR REPLACE TABLE at "),
+        html.contains("<dt>Delta table</dt><dd>version 4, last commit VACUUM END at "),
         "{html}"
     );
     assert!(
-        html.contains("<dt>Published</dt><dd>5 rows in 3 files, "),
+        html.contains("<dt>Published</dt><dd>6 rows in 3 files, "),
         "{html}"
     );
 }

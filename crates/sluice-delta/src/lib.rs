@@ -194,6 +194,23 @@ impl Location {
         Ok(())
     }
 
+    /// The newest version in the log (one listing of `_delta_log/`), None without a log.
+    pub async fn latest_version(&self) -> Result<Option<u64>> {
+        let (store, prefix) = self.store();
+        let log = prefix.clone().join("_delta_log");
+        let names: Vec<ObjectPath> = store
+            .list(Some(&log))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(names
+            .iter()
+            .filter_map(|p| p.filename())
+            .filter_map(|name| name.split('.').next()?.parse::<u64>().ok())
+            .max())
+    }
+
     /// Every commit, newest first.
     pub async fn history(&self) -> Result<Vec<Commit>> {
         let table = self.load(At::Latest).await?;

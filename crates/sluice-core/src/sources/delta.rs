@@ -27,6 +27,14 @@ pub(super) async fn open(
     state: &SessionState,
     def: &SourceDef,
 ) -> DFResult<Arc<dyn TableProvider>> {
+    open_version(state, def).await.map(|(_, table)| table)
+}
+
+/// The table at the version the source asks for, and that version's number.
+async fn open_version(
+    state: &SessionState,
+    def: &SourceDef,
+) -> DFResult<(u64, Arc<dyn TableProvider>)> {
     let at = version_of(def).map_err(|e| def.error(e))?;
     let location = def.location.trim_end_matches('/');
     let table_location = sluice_delta::Location::new(state, location).map_err(|e| def.error(e))?;
@@ -34,14 +42,106 @@ pub(super) async fn open(
         .load(at)
         .await
         .map_err(|e| def.error(crate::storage::explain(location, &e).unwrap_or(e)))?;
+    let version = table.version().unwrap_or(0);
     let files = sluice_delta::plain_files(&table)
         .await
         .map_err(|e| def.error(e))?;
-    match files {
-        Some(files) => as_listed_files(state, def, &table_location, &table, files).await,
+    let provider = match files {
+        Some(files) => as_listed_files(state, def, &table_location, &table, files).await?,
         None => sluice_delta::table_provider(state, &table)
             .await
-            .map_err(|e| def.error(e)),
+            .map_err(|e| def.error(e))?,
+    };
+    Ok((version, provider))
+}
+
+/// A Delta source or model in a session that outlives commits (the shell, the server):
+/// each statement reads the latest version, found by one listing of the log, and opens it
+/// again only when it is newer. Sessions whose plans travel to a cluster, and sources
+/// pinned to a version, hold the version they opened.
+#[derive(Debug)]
+pub struct LatestVersion {
+    def: SourceDef,
+    current: parking_lot::Mutex<(u64, Arc<dyn TableProvider>)>,
+}
+
+impl LatestVersion {
+    pub(super) async fn open(
+        state: &SessionState,
+        def: &SourceDef,
+    ) -> DFResult<Arc<dyn TableProvider>> {
+        if version_of(def).map_err(|e| def.error(e))? != sluice_delta::At::Latest {
+            return open(state, def).await;
+        }
+        let current = open_version(state, def).await?;
+        Ok(Arc::new(LatestVersion {
+            def: def.clone(),
+            current: parking_lot::Mutex::new(current),
+        }))
+    }
+
+    fn table(&self) -> Arc<dyn TableProvider> {
+        self.current.lock().1.clone()
+    }
+
+    async fn latest(&self, state: &SessionState) -> DFResult<Arc<dyn TableProvider>> {
+        let location = self.def.location.trim_end_matches('/');
+        let table_location =
+            sluice_delta::Location::new(state, location).map_err(|e| self.def.error(e))?;
+        let latest = table_location
+            .latest_version()
+            .await
+            .map_err(|e| self.def.error(e))?;
+        let (held, table) = self.current.lock().clone();
+        if latest == Some(held) {
+            return Ok(table);
+        }
+        let (version, newer) = open_version(state, &self.def).await?;
+        let changed = newer.schema() != table.schema();
+        *self.current.lock() = (version, newer.clone());
+        if changed {
+            return Err(self.def.error(format!(
+                "version {version} changed the table's columns since this statement was planned; run it again"
+            )));
+        }
+        Ok(newer)
+    }
+}
+
+#[async_trait]
+impl TableProvider for LatestVersion {
+    fn schema(&self) -> SchemaRef {
+        self.table().schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.table().table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        self.table().supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let session_state = state
+            .as_any()
+            .downcast_ref::<SessionState>()
+            .ok_or_else(|| {
+                DataFusionError::Internal("a Delta table needs a SessionState".into())
+            })?;
+        self.latest(session_state)
+            .await?
+            .scan(state, projection, filters, limit)
+            .await
     }
 }
 

@@ -167,6 +167,20 @@ impl ProjectSchema {
         }
     }
 
+    /// A source or published model as this session reads it: a Delta table follows its
+    /// latest version unless the session's plans travel to a cluster.
+    async fn open(
+        &self,
+        state: &SessionState,
+        def: &SourceDef,
+    ) -> DFResult<Arc<dyn TableProvider>> {
+        match (def.format, self.caching) {
+            (FileFormat::Delta, SourceCaching::Off) => open_source(state, def).await,
+            (FileFormat::Delta, _) => delta::LatestVersion::open(state, def).await,
+            _ => open_source(state, def).await,
+        }
+    }
+
     /// Give the schema a handle on the session so sources can be built on first use.
     pub fn attach(&self, state: Weak<SessionStateLock>) {
         let _ = self.state.set(state);
@@ -213,8 +227,8 @@ impl ProjectSchema {
         }
         let state = self.session_state()?;
         let table: Arc<dyn TableProvider> = match (self.sources.get(name), model) {
-            (Some(def), _) => self.cached(def, open_source(&state, def).await?),
-            (None, Some(ModelTable::Published(def))) => open_source(&state, &def).await?,
+            (Some(def), _) => self.cached(def, self.open(&state, def).await?),
+            (None, Some(ModelTable::Published(def))) => self.open(&state, &def).await?,
             (None, Some(ModelTable::View { sql })) => {
                 let plan = state.create_logical_plan(&sql).await.map_err(|e| {
                     DataFusionError::Plan(format!(
