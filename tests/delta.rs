@@ -433,6 +433,37 @@ print(json.dumps({{'version': t.version(), 'rows': rows(t.to_pyarrow_table()), '
     ok(&r);
     assert_eq!(r.stdout, "n\n6\n");
     assert!(!r.stderr.contains("testing-secret"));
+
+    // A fresh checkout (no local run history) compares its volume check with the rows the
+    // table's log holds: half the signups fail it, and nothing is committed.
+    let fresh = project(&[
+        (
+            "sluice.toml",
+            &format!("[project]\ntarget = \"s3://lake/out\"\n{TOML}"),
+        ),
+        (
+            "data/signups.csv",
+            &SIGNUPS.lines().take(4).collect::<Vec<_>>().join("\n"),
+        ),
+        ("data/erasure_requests.csv", "email_hash\n"),
+        (
+            "models/delivery.sql",
+            &delivery_model("delta").replace(
+                "[columns.id]",
+                "[[checks]]\nvolume = { max_change_pct = 30 }\n[columns.id]",
+            ),
+        ),
+    ]);
+    let r = run_env(fresh.path(), &["run", "--require-baseline"], &env);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "check volume fail: 3 rows vs 6 published (50.0% change, at most 30% allowed)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(read()["version"], 1);
 }
 
 #[test]

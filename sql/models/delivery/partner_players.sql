@@ -14,6 +14,9 @@ pii = true
 
 [columns.email_sha256]
 checks = [{ matches = "^[0-9a-f]{64}$" }]
+
+[[checks]]
+volume = { max_change_pct = 30 }  # against the rows the Delta log holds now
 */
 SELECT
     shared_id,
