@@ -464,6 +464,35 @@ print(json.dumps({{'version': t.version(), 'rows': rows(t.to_pyarrow_table()), '
         r.stderr
     );
     assert_eq!(read()["version"], 1);
+
+    // A Delta source on S3 that deltalake wrote, at its latest version and at version 0.
+    py(&format!(
+        "{prelude}\nimport pyarrow as pa\nfrom deltalake import write_deltalake\n\
+opts = dict(opts, AWS_S3_ALLOW_UNSAFE_RENAME='true')\n\
+write_deltalake('s3://lake/src/orders', pa.table({{'id': [1, 2], 'sku': ['a', 'b']}}), storage_options=opts)\n\
+write_deltalake('s3://lake/src/orders', pa.table({{'id': [3], 'sku': ['c']}}), mode='append', storage_options=opts)\n\
+print('{{}}')",
+        prelude = py_prelude(Some(&moto))
+    ));
+    std::fs::write(
+        fresh.path().join("sluice.toml"),
+        format!("{TOML}[sources.orders]\nlocation = \"s3://lake/src/orders\"\nformat = \"delta\"\n\
+                 [sources.orders_v0]\nlocation = \"s3://lake/src/orders\"\nformat = \"delta\"\nversion = 0\n"),
+    )
+    .unwrap();
+    let csv = |sql: &str| {
+        let r = run_env(fresh.path(), &["shell", "--format", "csv", "-c", sql], &env);
+        ok(&r);
+        r.stdout
+    };
+    assert_eq!(
+        csv("SELECT id, sku FROM orders ORDER BY id"),
+        "id,sku\n1,a\n2,b\n3,c\n"
+    );
+    assert_eq!(
+        csv("SELECT id, sku FROM orders_v0 ORDER BY id"),
+        "id,sku\n1,a\n2,b\n"
+    );
 }
 
 #[test]

@@ -535,8 +535,10 @@ pub async fn commit(
         .await?;
         actions.push(Action::Add(add));
     }
+    // A replacing commit removes every old file itself; the others name what they drop.
+    let replacing = table.is_none() || new.kind == VersionKind::Replace;
     let removing = active.iter().any(|p| !keep.contains(p.as_str()));
-    if let Some(t) = table.filter(|_| removing) {
+    if let Some(t) = table.filter(|_| removing && !replacing) {
         let log_store = t.log_store();
         let removes: Vec<Action> = t
             .snapshot()
@@ -561,10 +563,6 @@ pub async fn commit(
                 .as_ref()
                 .try_into_kernel()
                 .map_err(|e| format!("a column type Delta cannot hold: {e}"))?;
-            let actions: Vec<Action> = actions
-                .into_iter()
-                .filter(|a| matches!(a, Action::Add(_)))
-                .collect();
             let log_store = location.builder()?.build_storage().map_err(describe)?;
             let mut create = CreateBuilder::new()
                 .with_log_store(log_store)

@@ -14,7 +14,7 @@ use object_store::ObjectStore;
 use sluice_delta::{DeltaTable, Location, NewVersion, VersionKind};
 
 use super::local::OutputFile;
-use super::stage::{delete, list, relative_to, PublishedManifest};
+use super::stage::{delete, key, list, relative_to, PublishedManifest};
 use crate::error::{Result, SluiceError};
 use crate::project::results;
 
@@ -240,14 +240,14 @@ impl DeltaStage {
         )
         .await
         .map_err(|e| error(location, format!("cannot commit to the Delta log: {e}")))?;
+        let had: HashSet<&str> = previous
+            .iter()
+            .flat_map(|s| s.files.iter().map(|f| f.path.as_str()))
+            .collect();
         let written = files
             .iter()
-            .filter(|(p, _)| {
-                previous
-                    .as_ref()
-                    .is_none_or(|s| !s.files.iter().any(|f| &f.path == p))
-            })
-            .map(|(p, _)| self.prefix.clone().join(p.as_str()))
+            .filter(|(p, _)| !had.contains(p.as_str()))
+            .map(|(p, _)| key(&self.prefix, p))
             .collect();
         Ok(PublishedDelta {
             location: self.location,

@@ -159,7 +159,7 @@ fn join(base: &str, relative: &str) -> String {
     }
 }
 
-fn key(prefix: &ObjectPath, name: &str) -> ObjectPath {
+pub(super) fn key(prefix: &ObjectPath, name: &str) -> ObjectPath {
     if prefix.as_ref().is_empty() {
         ObjectPath::from(name)
     } else {
