@@ -743,3 +743,24 @@ print(json.dumps({{'version': t.version(), 'files': len(t.file_uris()), 'rows': 
             "ops": ["CREATE OR REPLACE TABLE", "CREATE OR REPLACE TABLE"]})
     );
 }
+
+#[test]
+fn partitioning_a_delta_table_by_a_personal_column_is_refused() {
+    let p = delta_project(None);
+    std::fs::write(
+        p.path().join("models/delivery.sql"),
+        delivery_model("delta").replace(
+            "partition_by = [\"country\"]",
+            "partition_by = [\"email_hash\"]",
+        ),
+    )
+    .unwrap();
+    let r = run(p.path(), &["run", "--select", "delivery"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("partition_by column `email_hash` holds personal data, and a Delta table writes partition values into its log; partition by another column"),
+        "{}",
+        r.stderr
+    );
+    assert!(!p.path().join("target/delivery/_delta_log").exists());
+}
