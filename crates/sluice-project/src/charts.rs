@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::docs::esc;
+use super::html::esc;
 use super::results::RecordedRun;
 
 /// Runs drawn at most (the most recent).

@@ -12,6 +12,7 @@ use serde_json::Value;
 use datafusion::arrow::array::{Array, Int64Array};
 
 use super::charts;
+use super::html::esc;
 use super::lineage::{self, Lineage};
 use super::model::Materialized;
 use super::results::History;
@@ -531,21 +532,6 @@ fn anchor(name: &str) -> String {
         })
         .collect();
     format!("t-{clean}")
-}
-
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 const STYLE: &str = r#"

@@ -25,6 +25,7 @@ pub mod vacuum;
 
 mod build;
 mod charts;
+mod html;
 mod personal;
 mod plan;
 mod recheck;

@@ -14,7 +14,8 @@ use object_store::ObjectStore;
 use sluice_delta::{DeltaTable, Location, NewVersion, VersionKind};
 
 use super::local::OutputFile;
-use super::stage::{delete, key, list, relative_to, PublishedManifest};
+use super::objects::{delete, key, list, relative_to};
+use super::published::PublishedManifest;
 use crate::error::{Result, SluiceError};
 use crate::project::results;
 

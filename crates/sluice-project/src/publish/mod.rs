@@ -1,11 +1,16 @@
-//! Publishing a model's output: where it goes (a local folder, an S3 prefix, a Delta table), the stage
-//! it is written and checked in, and the step that makes it visible to readers at once.
-//! `stage` holds the local and S3 halves, `delta` the Delta log's; `local` the filesystem protocol (exchange or
-//! pointer swap, with a journal for recovery).
+//! Publishing a model's output: where it goes (a local folder, an S3 prefix, a Delta
+//! table), the stage it is written and checked in, and the step that makes it visible to
+//! readers at once. `stage` holds the local and S3 halves and hands Delta tables to `delta`
+//! (one log commit); `local` the filesystem protocol (exchange or pointer swap, with a
+//! journal for recovery); `objects` the store operations they share; `published` what a
+//! published output says about itself.
 
 pub mod delta;
 mod local;
+mod objects;
+mod published;
 mod stage;
 
 pub use local::*;
+pub use published::PublishedManifest;
 pub use stage::*;

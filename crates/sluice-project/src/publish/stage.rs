@@ -11,13 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
 use super::delta::{self, DeltaStage, PublishedDelta};
 use super::local::{self as publish, OutputFile};
+use super::objects::{delete, key, list, relative_to, store_error};
+use super::published::PublishedManifest;
 use crate::config::FileFormat;
 use crate::error::{Result, SluiceError};
 use crate::project::results::Manifest;
@@ -159,22 +161,6 @@ fn join(base: &str, relative: &str) -> String {
     }
 }
 
-pub(super) fn key(prefix: &ObjectPath, name: &str) -> ObjectPath {
-    if prefix.as_ref().is_empty() {
-        ObjectPath::from(name)
-    } else {
-        ObjectPath::from(format!("{prefix}/{name}"))
-    }
-}
-
-fn store_error(location: &str, e: &dyn std::fmt::Display) -> SluiceError {
-    let message = e.to_string();
-    SluiceError::sql(
-        crate::storage::explain(location, &message)
-            .unwrap_or_else(|| format!("{location}: {message}")),
-    )
-}
-
 /// The store of an `s3://bucket/prefix/` URL, and the prefix inside it.
 pub(crate) fn s3_store(
     ctx: &SessionContext,
@@ -188,43 +174,6 @@ pub(crate) fn s3_store(
         )
         .map_err(|e| store_error(location, &e))?;
     Ok((store, ObjectPath::from(url.path().trim_matches('/'))))
-}
-
-/// What a published output's `_sluice.json` says, read strictly.
-#[derive(Debug, Clone)]
-pub struct PublishedManifest {
-    pub rows: u64,
-    pub files: Vec<OutputFile>,
-    pub schema: Vec<(String, String)>,
-    /// The whole manifest, for what only some readers show (run id, checks, time).
-    pub json: serde_json::Value,
-}
-
-impl PublishedManifest {
-    pub fn parse(bytes: &[u8], location: &str) -> Result<PublishedManifest> {
-        let json: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| SluiceError::sql(format!("{location}: not a sluice manifest: {e}")))?;
-        fn field<T: serde::de::DeserializeOwned>(
-            json: &serde_json::Value,
-            name: &str,
-            location: &str,
-        ) -> Result<T> {
-            let value = json.get(name).ok_or_else(|| {
-                SluiceError::sql(format!("{location}: the manifest has no `{name}`"))
-            })?;
-            serde_json::from_value(value.clone()).map_err(|e| {
-                SluiceError::sql(format!(
-                    "{location}: the manifest's `{name}` is malformed: {e}"
-                ))
-            })
-        }
-        Ok(PublishedManifest {
-            rows: field(&json, "rows", location)?,
-            files: field(&json, "files", location)?,
-            schema: field(&json, "schema", location)?,
-            json,
-        })
-    }
 }
 
 /// One run's output of one model, written but not yet published.
@@ -490,41 +439,4 @@ impl Published {
             Published::Delta(d) => d.undo().await,
         }
     }
-}
-
-pub(super) fn relative_to(prefix: &ObjectPath, path: &ObjectPath) -> Option<String> {
-    let p = prefix.as_ref();
-    let full = path.as_ref();
-    if p.is_empty() {
-        return Some(full.to_string());
-    }
-    full.strip_prefix(p)?.strip_prefix('/').map(str::to_string)
-}
-
-pub(super) async fn list(
-    store: &Arc<dyn ObjectStore>,
-    prefix: &ObjectPath,
-    location: &str,
-) -> Result<Vec<(ObjectPath, u64)>> {
-    let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
-    store
-        .list(prefix)
-        .map_ok(|m| (m.location, m.size))
-        .try_collect()
-        .await
-        .map_err(|e| store_error(location, &e))
-}
-
-pub(super) async fn delete(
-    store: &Arc<dyn ObjectStore>,
-    paths: Vec<ObjectPath>,
-    location: &str,
-) -> Result<()> {
-    let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
-    store
-        .delete_stream(stream)
-        .try_collect::<Vec<_>>()
-        .await
-        .map(|_| ())
-        .map_err(|e| store_error(location, &e))
 }
