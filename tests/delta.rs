@@ -774,3 +774,56 @@ fn partitioning_a_delta_table_by_a_personal_column_is_refused() {
     );
     assert!(!p.path().join("target/delivery/_delta_log").exists());
 }
+
+#[test]
+fn one_run_at_a_time_writes_a_delta_table() {
+    let p = delta_project(None);
+    ok(&run(p.path(), &["run", "--select", "delivery"]));
+    let table = p.path().join("target/delivery");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = |pid: u32| {
+        std::fs::write(
+            table.join("_sluice_writing.json"),
+            format!(
+                r#"{{"run":"other-run","host":"{}","pid":{pid},"since":"2026-11-29T10:00:00+00:00"}}"#,
+                host.trim()
+            ),
+        )
+        .unwrap()
+    };
+    // A run that is alive (this test) holds the table: the run is refused, nothing written.
+    lock(std::process::id());
+    let files_before = walk(&table).len();
+    let r = run(p.path(), &["run", "--select", "delivery"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "run other-run (pid {} on {}, since 2026-11-29T10:00:00+00:00) is writing this Delta table; one run at a time writes a table. If that run is gone, delete {}/_sluice_writing.json",
+            std::process::id(),
+            host.trim(),
+            table.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    let r = run(p.path(), &["vacuum", "--retain", "0h", "--confirm"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is writing this Delta table"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(walk(&table).len(), files_before);
+    // A lock left by a killed run on this machine is taken over, and released after.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    lock(dead);
+    ok(&run(p.path(), &["run", "--select", "delivery"]));
+    assert!(!table.join("_sluice_writing.json").exists());
+    let got = py(&format!(
+        "print(json.dumps(DeltaTable('{}').version()))",
+        table.display()
+    ));
+    assert_eq!(got, 1);
+}

@@ -4,6 +4,7 @@
 //! still hold them.
 
 use super::model::Materialized;
+use super::publish::writer_lock::WriterLock;
 use super::publish::{delta, Output};
 use super::ProjectPlan;
 use crate::error::{Result, SluiceError};
@@ -77,9 +78,14 @@ pub async fn vacuum(
         {
             continue;
         }
-        let result = sluice_delta::vacuum(&table, retain, dry_run)
-            .await
-            .map_err(|e| m.error(format!("vacuum of {location}: {e}")))?;
+        // A run's files are in the folder before its commit lists them: vacuum while no
+        // run writes.
+        let (store, prefix) = table.store();
+        let run = format!("vacuum-{}", std::process::id());
+        let lock = WriterLock::acquire(&store, &prefix, &location, &run).await?;
+        let result = sluice_delta::vacuum(&table, retain, dry_run).await;
+        lock.release().await;
+        let result = result.map_err(|e| m.error(format!("vacuum of {location}: {e}")))?;
         done.push(Vacuumed {
             model: m.name.clone(),
             location,

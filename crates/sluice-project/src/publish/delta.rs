@@ -16,6 +16,7 @@ use sluice_delta::{DeltaTable, Location, NewVersion, VersionKind};
 use super::local::OutputFile;
 use super::objects::{delete, key, list, relative_to};
 use super::published::PublishedManifest;
+use super::writer_lock::WriterLock;
 use crate::error::{Result, SluiceError};
 use crate::project::results;
 
@@ -121,23 +122,36 @@ pub struct DeltaStage {
     prefix: ObjectPath,
     /// Objects in the folder before this run wrote anything.
     before: HashSet<ObjectPath>,
+    /// This run is the table's only writer until it commits or discards.
+    lock: WriterLock,
     /// Columns whose values may go into the log's statistics (None: as the table has it).
     stats_columns: Mutex<Option<Vec<String>>>,
 }
 
 impl DeltaStage {
-    pub(crate) async fn begin(ctx: &SessionContext, location: &str) -> Result<DeltaStage> {
+    /// `run`: a name unique to this run, recorded in the writer lock.
+    pub(crate) async fn begin(
+        ctx: &SessionContext,
+        location: &str,
+        run: &str,
+    ) -> Result<DeltaStage> {
         let table_location = open(ctx, location)?;
-        let table = table_location
-            .load_latest()
-            .await
-            .map_err(|e| error(location, e))?;
         let (store, prefix) = table_location.store();
-        let before = list(&store, &prefix, location)
-            .await?
-            .into_iter()
-            .map(|(p, _)| p)
-            .collect();
+        let lock = WriterLock::acquire(&store, &prefix, location, run).await?;
+        let table = match table_location.load_latest().await {
+            Ok(table) => table,
+            Err(e) => {
+                lock.release().await;
+                return Err(error(location, e));
+            }
+        };
+        let before = match list(&store, &prefix, location).await {
+            Ok(listed) => listed.into_iter().map(|(p, _)| p).collect(),
+            Err(e) => {
+                lock.release().await;
+                return Err(e);
+            }
+        };
         Ok(DeltaStage {
             location: location.to_string(),
             table_location,
@@ -145,6 +159,7 @@ impl DeltaStage {
             store,
             prefix,
             before,
+            lock,
             stats_columns: Mutex::new(None),
         })
     }
@@ -234,7 +249,7 @@ impl DeltaStage {
                 }
             }
         }
-        let version = sluice_delta::commit(
+        let committed = sluice_delta::commit(
             &self.table_location,
             self.table.as_ref(),
             NewVersion {
@@ -246,8 +261,24 @@ impl DeltaStage {
                 record,
             },
         )
-        .await
-        .map_err(|e| error(location, format!("cannot commit to the Delta log: {e}")))?;
+        .await;
+        let version = match committed {
+            Ok(version) => version,
+            Err(e) => {
+                let message = if e.contains("since last commit") || e.contains("already exists") {
+                    format!(
+                        "another writer committed to the table while this run ran ({e}); \
+                         nothing of this run was committed: run it again"
+                    )
+                } else {
+                    format!("cannot commit to the Delta log: {e}")
+                };
+                let location = location.clone();
+                self.discard().await;
+                return Err(error(&location, message));
+            }
+        };
+        self.lock.release().await;
         let had: HashSet<&str> = previous
             .iter()
             .flat_map(|s| s.files.iter().map(|f| f.path.as_str()))
@@ -268,16 +299,19 @@ impl DeltaStage {
         })
     }
 
-    /// Remove what this run wrote; the log is untouched.
+    /// Remove what this run wrote; the log is untouched (a commit made meanwhile by
+    /// another writer is new too, and stays).
     pub(crate) async fn discard(self) {
+        let log = key(&self.prefix, "_delta_log");
         if let Ok(now) = list(&self.store, &self.prefix, &self.location).await {
             let new: Vec<ObjectPath> = now
                 .into_iter()
                 .map(|(p, _)| p)
-                .filter(|p| !self.before.contains(p))
+                .filter(|p| !self.before.contains(p) && !p.prefix_matches(&log))
                 .collect();
             let _ = delete(&self.store, new, &self.location).await;
         }
+        self.lock.release().await;
     }
 }
 

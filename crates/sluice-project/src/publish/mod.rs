@@ -10,6 +10,7 @@ mod local;
 mod objects;
 mod published;
 mod stage;
+pub(crate) mod writer_lock;
 
 pub use local::*;
 pub use published::PublishedManifest;

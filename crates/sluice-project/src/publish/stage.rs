@@ -216,7 +216,13 @@ impl Stage {
                     before,
                 })
             }
-            Output::Delta(location) => Ok(Stage::Delta(DeltaStage::begin(ctx, location).await?)),
+            Output::Delta(location) => {
+                let run = staging
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Ok(Stage::Delta(DeltaStage::begin(ctx, location, &run).await?))
+            }
         }
     }
 
