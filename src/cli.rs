@@ -699,7 +699,7 @@ async fn lineage(cli: &Cli, args: &LineageArgs) -> Result<()> {
 }
 
 fn functions(args: &FunctionsArgs) -> Result<()> {
-    let batch = crate::functions::docs_table(&crate::functions::docs())?;
+    let batch = crate::functions::docs_table(&crate::session::function_docs())?;
     let options = PrintOptions {
         format: args.format,
         max_rows: None,

@@ -827,3 +827,33 @@ fn one_run_at_a_time_writes_a_delta_table() {
     ));
     assert_eq!(got, 1);
 }
+
+#[test]
+fn delta_history_is_listed_and_its_example_runs_on_the_example_project() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("sql"), dir.path());
+    let _ = std::fs::remove_dir_all(dir.path().join("target"));
+    ok(&run(dir.path(), &["run"]));
+    let listed = run(dir.path(), &["functions", "--format", "csv"]);
+    ok(&listed);
+    let line = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("delta_history,table,"))
+        .unwrap_or_else(|| panic!("{}", listed.stdout));
+    let example =
+        "SELECT version, operation, run_id, rows, checks FROM delta_history('partner_players')";
+    assert!(line.ends_with(&format!("\"{example}\"")), "{line}");
+    let rows = query_csv(dir.path(), example);
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        rows,
+        format!(
+            "version,operation,run_id,rows,checks\n0,CREATE OR REPLACE TABLE,{},108,4 of 4 passed\n",
+            results["metadata"]["run_id"].as_str().unwrap()
+        )
+    );
+}

@@ -110,6 +110,28 @@ pub struct Session {
     pub on_cluster: bool,
 }
 
+/// `delta_history`, which this session builder registers next to sluice's functions (it
+/// reads the project's Delta tables, so it lives with the sources).
+pub const DELTA_HISTORY_DOC: crate::functions::FunctionDoc = crate::functions::FunctionDoc {
+    name: "delta_history",
+    kind: "table",
+    signature: "delta_history('source_or_model' | 'path') -> TABLE(version, committed_at, operation, run_id, rows, checks)",
+    description: "The commits of a Delta table (a source, a model with format = \"delta\", or a path), \
+                  newest first, with the run sluice recorded in each: its run id, rows and checks passed.",
+    example: "SELECT version, operation, run_id, rows, checks FROM delta_history('partner_players')",
+};
+
+/// Every function a session has beyond DataFusion's, as `sluice functions` and `\df` list them.
+pub fn function_docs() -> Vec<crate::functions::FunctionDoc> {
+    let mut docs = crate::functions::docs();
+    let at = docs
+        .iter()
+        .position(|d| d.name == "resolve_identities")
+        .map_or(docs.len(), |i| i + 1);
+    docs.insert(at, DELTA_HISTORY_DOC);
+    docs
+}
+
 pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<Session> {
     let memory_limit = options.memory_limit.unwrap_or_else(default_memory_limit);
     let pool = TrackConsumersPool::new(

@@ -269,7 +269,7 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 /// sluice's functions (the table `sluice functions` prints, without examples), and with a
 /// pattern DataFusion's built-in ones too.
 fn list_functions(shell: &Shell, pattern: Option<&str>) -> Result<RecordBatch> {
-    let ours: Vec<_> = crate::functions::docs()
+    let ours: Vec<_> = crate::session::function_docs()
         .into_iter()
         .filter(|d| matches(pattern, d.name))
         .collect();
