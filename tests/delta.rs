@@ -857,3 +857,56 @@ fn delta_history_is_listed_and_its_example_runs_on_the_example_project() {
         )
     );
 }
+
+#[test]
+fn a_delta_commit_is_taken_back_when_a_later_publish_fails_under_all_or_nothing() {
+    let p = delta_project(None);
+    std::fs::remove_file(p.path().join("models/delivery_parquet.sql")).unwrap();
+    ok(&run(p.path(), &["run"]));
+    // A Parquet model downstream (it reads the Delta model's staged files) whose publish
+    // fails after every check passed: its folder's parent is a file.
+    std::fs::write(
+        p.path().join("models/z_blocked.sql"),
+        "/* @config\nmaterialized = \"table\"\nlocation = \"blocker/out\"\n*/\nSELECT id FROM delivery\n",
+    )
+    .unwrap();
+    std::fs::write(p.path().join("target/blocker"), "not a folder").unwrap();
+    std::fs::write(
+        p.path().join("data/signups.csv"),
+        format!("{SIGNUPS}6,Fay,fay@example.com,US,60,2024-06-07\n"),
+    )
+    .unwrap();
+    let table = p.path().join("target/delivery");
+    let r = run(p.path(), &["run", "--all-or-nothing"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("publishing `z_blocked` failed; 1 published model(s) rolled back"),
+        "{}",
+        r.stderr
+    );
+    // The table is back at the first run's rows, by a restore commit after the taken-back
+    // one, and the taken-back commit's files are gone.
+    let got = py(&format!(
+        "t = DeltaTable('{}')\nprint(json.dumps([t.version(), sorted(r['id'] for r in t.to_pyarrow_table().to_pylist()), [h['operation'] for h in t.history()], len(t.file_uris())]))",
+        table.display()
+    ));
+    assert_eq!(
+        got,
+        serde_json::json!([
+            2,
+            [1, 2, 3, 4, 5],
+            [
+                "RESTORE",
+                "CREATE OR REPLACE TABLE",
+                "CREATE OR REPLACE TABLE"
+            ],
+            3
+        ])
+    );
+    let parquet_files = walk(&table)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+        .count();
+    assert_eq!(parquet_files, 3);
+}

@@ -163,7 +163,13 @@ pub async fn run(
                         let registered =
                             match staged.stage.table_url(&session.ctx, &staged.manifest.files) {
                                 Ok(url) => {
-                                    register_location(&session.ctx, &m.name, &url, m.format).await
+                                    register_location(
+                                        &session.ctx,
+                                        &m.name,
+                                        &url,
+                                        m.format.data_files(),
+                                    )
+                                    .await
                                 }
                                 Err(e) => Err(e),
                             };
