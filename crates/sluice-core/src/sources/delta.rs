@@ -132,13 +132,7 @@ impl TableProvider for LatestVersion {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let session_state = state
-            .as_any()
-            .downcast_ref::<SessionState>()
-            .ok_or_else(|| {
-                DataFusionError::Internal("a Delta table needs a SessionState".into())
-            })?;
-        self.latest(session_state)
+        self.latest(session_state(state, "a Delta table")?)
             .await?
             .scan(state, projection, filters, limit)
             .await
@@ -324,12 +318,7 @@ impl TableProvider for HistoryTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        let session_state = state
-            .as_any()
-            .downcast_ref::<SessionState>()
-            .ok_or_else(|| {
-                DataFusionError::Internal("delta_history needs a SessionState".into())
-            })?;
+        let session_state = session_state(state, "delta_history")?;
         let failed =
             |e: String| DataFusionError::Plan(format!("delta_history('{}'): {e}", self.name));
         let location =
@@ -366,6 +355,14 @@ impl TableProvider for HistoryTable {
             .scan(state, projection, filters, limit)
             .await
     }
+}
+
+/// The full session state a scan that opens tables needs.
+fn session_state<'a>(state: &'a dyn Session, what: &str) -> DFResult<&'a SessionState> {
+    state
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .ok_or_else(|| DataFusionError::Internal(format!("{what} needs a SessionState")))
 }
 
 impl ProjectSchema {
