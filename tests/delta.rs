@@ -3,7 +3,7 @@
 //! and on a real S3-compatible server (moto).
 
 mod common;
-use common::s3::{venv_bin, Moto};
+use common::s3::Moto;
 use common::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -58,23 +58,7 @@ fn py(script: &str) -> serde_json::Value {
     let script = format!(
         "import json, os, sys\nfrom deltalake import DeltaTable\nimport polars as pl\nimport pyarrow.dataset as ds\n{script}\nsys.stdout.flush()\nos._exit(0)\n"
     );
-    let out = Command::new(venv_bin("python"))
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "python failed:\n{}\n{script}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "python printed no JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    common::server::python_json(&script)
 }
 
 /// Python that defines `rows(table)` (sorted by id, dates as text) and `opts`, the storage

@@ -510,20 +510,25 @@ pub enum VersionKind {
 }
 
 /// Commit a new version; its number. `table`: the version the files were written
-/// against (None for a new table).
+/// against, with its state as [`state`] read it (None for a new table).
 pub async fn commit(
     location: &Location,
-    table: Option<&DeltaTable>,
+    written_against: Option<(&DeltaTable, &TableState)>,
     new: NewVersion<'_>,
 ) -> Result<u64> {
     let (store, root) = location.store();
-    let active: HashSet<String> = match table {
-        Some(t) => state(t).await?.files.into_iter().map(|f| f.path).collect(),
-        None => HashSet::new(),
-    };
+    let table = written_against.map(|(t, _)| t);
+    let active: HashSet<&str> = written_against
+        .iter()
+        .flat_map(|(_, s)| s.files.iter().map(|f| f.path.as_str()))
+        .collect();
     let keep: HashSet<&str> = new.files.iter().map(|(p, _)| p.as_str()).collect();
     let mut actions = Vec::new();
-    for (path, bytes) in new.files.iter().filter(|(p, _)| !active.contains(p)) {
+    for (path, bytes) in new
+        .files
+        .iter()
+        .filter(|(p, _)| !active.contains(p.as_str()))
+    {
         let add = stats::add_action(
             &store,
             &root,
@@ -537,7 +542,7 @@ pub async fn commit(
     }
     // A replacing commit removes every old file itself; the others name what they drop.
     let replacing = table.is_none() || new.kind == VersionKind::Replace;
-    let removing = active.iter().any(|p| !keep.contains(p.as_str()));
+    let removing = active.iter().any(|p| !keep.contains(p));
     if let Some(t) = table.filter(|_| removing && !replacing) {
         let log_store = t.log_store();
         let removes: Vec<Action> = t

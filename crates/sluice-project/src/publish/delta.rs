@@ -251,7 +251,7 @@ impl DeltaStage {
         }
         let committed = sluice_delta::commit(
             &self.table_location,
-            self.table.as_ref(),
+            self.table.as_ref().zip(previous.as_ref()),
             NewVersion {
                 files: &files,
                 schema,
