@@ -249,6 +249,9 @@ pub struct GenLaunchArgs {
     /// Event files: one folder per day, or one large file holding every day
     #[arg(long, value_enum, default_value = "day-folders")]
     pub layout: crate::gen::GenLayout,
+    /// Percent of the events that go to 5 hot accounts (skewed keys); 0 spreads them evenly
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub hot_percent: u64,
 }
 
 #[derive(Debug, Args)]
@@ -673,6 +676,7 @@ fn gen_launch(args: &GenLaunchArgs) -> Result<()> {
         days: args.days,
         order: args.order,
         layout: args.layout,
+        hot_percent: args.hot_percent,
         threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),

@@ -179,6 +179,49 @@ fn hash_joins_build_on_the_input_with_fewer_bytes() {
     );
 }
 
+#[test]
+fn joins_build_on_small_sources_held_in_memory_under_a_dedup() {
+    // The lookups are small enough for the session to hold in memory (their size known,
+    // no file under them); the visits are read from their file and deduplicated first, as
+    // the delivery pipeline does. Every join still builds on a lookup, collected once.
+    let mut big = String::from("visit,account\n");
+    for i in 0..3000 {
+        big.push_str(&format!("{},a{}\n", i % 2500, i % 7));
+    }
+    let p = project(&[
+        (
+            "sluice.toml",
+            "[sources.visits]\nlocation = \"data/visits.csv\"\ncache = false\n\
+             [sources.renames]\nlocation = \"data/renames.csv\"\n\
+             [sources.blocked]\nlocation = \"data/blocked.csv\"\n",
+        ),
+        ("data/visits.csv", &big),
+        ("data/renames.csv", "old,new\na1,b1\na2,b2\nzz,b9\n"),
+        ("data/blocked.csv", "account\na3\nb2\n"),
+    ]);
+    let sql = "WITH first AS (SELECT *, row_number() OVER (PARTITION BY visit ORDER BY account) AS rn FROM visits) \
+               SELECT COALESCE(r.new, v.account) AS account, count(*) AS n \
+               FROM first v LEFT JOIN renames r ON r.old = v.account \
+               WHERE v.rn = 1 AND NOT EXISTS (SELECT 1 FROM blocked b WHERE b.account = COALESCE(r.new, v.account)) \
+               GROUP BY 1 ORDER BY 1";
+    let plan = query(p.path(), "", &format!("EXPLAIN {sql}"));
+    assert!(plan.contains("BestRowPerKeyExec"), "{plan}");
+    assert_eq!(
+        plan_values(&plan, "join_type="),
+        ["RightAnti", "Right"],
+        "{plan}"
+    );
+    assert_eq!(
+        plan_values(&plan, "HashJoinExec: mode="),
+        ["CollectLeft", "CollectLeft"],
+        "{plan}"
+    );
+    assert_eq!(
+        query(p.path(), "", sql),
+        "account,n\na0,429\na4,357\na5,357\na6,286\nb1,357\n"
+    );
+}
+
 /// Events in random key order with repeated keys, some tied on the ORDER BY column.
 fn shuffled_events() -> tempfile::TempDir {
     let mut rows = String::from("id,ts,v\n");
@@ -265,18 +308,122 @@ fn unsorted_input_is_deduplicated_by_hash_with_the_window_operators_answer() {
 }
 
 #[test]
-fn the_hash_dedup_is_opt_in() {
+fn the_hash_dedup_is_the_default_and_the_sort_is_chosen_by_name() {
     let p = shuffled_events();
     let sql = "EXPLAIN SELECT id, ts, v FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1 ORDER BY v";
     let plan = query(p.path(), "", sql);
+    assert!(
+        plan.contains("BestRowPerKeyExec: keys=[id@0], order=[ts@1 ASC NULLS LAST]"),
+        "{plan}"
+    );
+    let plan = query(p.path(), "SET sluice.dedup = 'sort';", sql);
     assert!(plan.contains("FirstRowPerKeyExec: keys=[id@0]"), "{plan}");
     assert!(plan.contains("SortExec"), "{plan}");
     let r = run_env(
         p.path(),
         &["shell", "--format", "csv", "-c", sql],
-        &[("SLUICE_DEDUP", "hash")],
+        &[("SLUICE_DEDUP", "sort")],
     );
-    assert!(r.stdout.contains("BestRowPerKeyExec"), "{}", r.stdout);
+    assert!(r.stdout.contains("FirstRowPerKeyExec"), "{}", r.stdout);
+    // A typo is an error, not a silent choice of one of the two.
+    let r = run(
+        p.path(),
+        &["shell", "-c", &format!("SET sluice.dedup = 'hsah'; {sql}")],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("sluice.dedup must be 'hash' or 'sort', not 'hsah'"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// 40,000 events in random key order: 6,000 ids, 30% of the rows on 5 hot ids, times from a
+/// small range (ties), NULL ids and NULL times among them.
+fn skewed_events() -> tempfile::TempDir {
+    let mut rows = String::from("id,ts,v\n");
+    let mut x: u64 = 987654321;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    for n in 0..40_000u64 {
+        let id = if next() % 10 < 3 {
+            next() % 5
+        } else {
+            next() % 6000
+        };
+        let id = if n % 211 == 0 {
+            String::new()
+        } else {
+            id.to_string()
+        };
+        let ts = if n % 173 == 0 {
+            String::new()
+        } else {
+            format!("2026-05-01 10:{:02}:00", next() % 60)
+        };
+        rows.push_str(&format!("{id},{ts},v{n}\n"));
+    }
+    project(&[
+        (
+            "sluice.toml",
+            "[sources.events]\nlocation = \"data/events.csv\"\nschema = { id = \"BIGINT\", ts = \"TIMESTAMP\", v = \"VARCHAR\" }\n",
+        ),
+        ("data/events.csv", &rows),
+    ])
+}
+
+#[test]
+fn skewed_keys_and_a_memory_pool_too_small_for_the_table_give_the_window_operators_rows() {
+    let p = skewed_events();
+    // A full ORDER BY (v breaks every tie) makes row number 1 one row per key: the hash
+    // table, its spilling fallback and DataFusion's window must keep exactly the same rows.
+    for order in ["ts, v", "ts DESC NULLS LAST, v DESC", "ts NULLS FIRST, v"] {
+        let sql = format!("SELECT id, ts, v FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY {order}) AS rn FROM events) AS r WHERE rn = 1 ORDER BY v");
+        let windowed = query(
+            p.path(),
+            "",
+            &sql.replace("WHERE rn = 1", "WHERE rn * 2 = 2"),
+        );
+        assert!(
+            windowed.lines().count() > 6000,
+            "{}",
+            windowed.lines().count()
+        );
+        for settings in [
+            "",
+            "SET datafusion.execution.batch_size = 333;",
+            "SET datafusion.execution.target_partitions = 1;",
+            "SET sluice.dedup = 'sort';",
+        ] {
+            assert_eq!(
+                query(p.path(), settings, &sql),
+                windowed,
+                "{order} {settings}"
+            );
+        }
+        // 1 MiB holds the sort's buffers but not the table and every batch: the dedup
+        // falls back to DataFusion's sort, which spills, and keeps the same rows.
+        let small = ["--memory-limit", "1M", "shell", "--format", "csv", "-c"];
+        let settings = "SET datafusion.execution.batch_size = 512; SET datafusion.execution.sort_spill_reservation_bytes = 65536; SET datafusion.execution.target_partitions = 1;";
+        let r = run(
+            p.path(),
+            &[&small[..], &[&format!("{settings} {sql}")]].concat(),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.stdout, windowed, "{order} under 1M");
+        let r = run(
+            p.path(),
+            &[&small[..], &[&format!("{settings} EXPLAIN ANALYZE {sql}")]].concat(),
+        );
+        assert!(r.stdout.contains("BestRowPerKeyExec"), "{}", r.stdout);
+        assert!(r.stdout.contains("fallback_sorts=1"), "{}", r.stdout);
+        assert!(!r.stdout.contains("spill_count=0"), "{}", r.stdout);
+    }
 }
 
 #[test]
@@ -306,7 +453,7 @@ fn an_ordered_result_keeps_the_sorted_dedup_and_a_tiny_memory_pool_says_so() {
             "64K",
             "shell",
             "-c",
-            "SET sluice.dedup = 'hash'; SELECT count(*) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1",
+            "SELECT count(*) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1",
         ],
     );
     assert_eq!(r.code, 1, "{}", r.stderr);

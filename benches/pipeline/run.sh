@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# The delivery-pipeline benchmark: sluice vs DuckDB vs PySpark (local mode) on the same
-# generated data, 2 threads each, results cross-checked, times printed as ratios.
+# The delivery-pipeline benchmark: sluice against DuckDB, Polars (streaming, polars-hash),
+# ClickHouse (chdb) and PySpark (local mode) on the same generated data, 2 threads each,
+# outputs cross-checked, times printed as ratios with the peers' versions.
 #
-#   benches/pipeline/run.sh [ROWS ...]      (default: 1000000 10000000)
-#   SLUICE_ONLY=1 MEMORY_LIMIT=4G RUNS=1 benches/pipeline/run.sh 100000000   (sluice alone, bounded)
-#   RUNS=5 benches/pipeline/run.sh           (runs per engine and size; default 3)
-#   SHAPES="random-file" benches/pipeline/run.sh 10000000   (data shapes; default both)
-#   SLUICE_BIN=/path/to/sluice benches/pipeline/run.sh      (a release binary built before)
+#   benches/pipeline/run.sh [ROWS ...]          (default: 10000000)
+#   SHAPES="random-file parquet-file" benches/pipeline/run.sh     (default: all five)
+#   ENGINES="sluice duckdb polars" benches/pipeline/run.sh        (default: all five)
+#   RUNS=5 benches/pipeline/run.sh              (runs per engine, shape and size; default 3)
+#   SLUICE_BIN=/path/to/sluice benches/pipeline/run.sh   (a binary built before; else dist)
+#   MEMORY_LIMIT=4G ENGINES="sluice duckdb" SHAPES=random-file RUNS=1 benches/pipeline/run.sh 100000000
+#       (sluice under --memory-limit, DuckDB under memory_limit, the same figure)
 #
-# Shapes: `days` is what `sluice gen launch` writes by default (a folder per day, ids
-# ascending within it); `random-file` is one large CSV file with the ids in random order,
-# as users' exports arrive. Every engine runs on both, and a table is printed per shape.
+# Shapes, all from `sluice gen launch` with the same seed:
+#   random-file   one large CSV file, event ids in random order (users' exports)
+#   days          a CSV file per day folder, ids ascending within each day
+#   parquet-file  the random-order rows as one Parquet file
+#   s3-parquet    64 Parquet files (day folders) on S3: a moto server on loopback
+#   hot           random-order CSV with 30% of the events on 5 hot accounts (skewed keys)
+# On S3, DuckDB's httpfs extension and Spark's hadoop-aws jars are not installable from the
+# registries this machine reaches, so that shape runs sluice, Polars and ClickHouse.
 #
-# Each engine runs RUNS times per size and the table shows the median time (every run's
-# time is printed too: this machine's speed varies by a quarter from run to run) and the
-# highest peak RSS.
-# Installs DuckDB and PySpark into .venv-bench, builds sluice (the dist profile), generates
-# the data with `sluice gen launch` (kept under target/bench-pipeline/ between runs), and
-# runs each engine once per size. Spark's time excludes the JVM start; sluice's and
-# DuckDB's include their start-up. Peak RSS comes from /usr/bin/time.
+# Each engine runs RUNS times, in turn (sluice, then each peer, then sluice again ...); the
+# table shows medians (every run is printed: this machine's speed varies by a quarter) and
+# the highest peak RSS. sluice's time is the whole `sluice run` process; the peers' times
+# are their query alone (interpreter, imports and the JVM start excluded). Peak RSS comes
+# from /usr/bin/time.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -28,104 +34,160 @@ seed=20260501
 venv=$root/.venv-bench
 sizes=("$@")
 runs=${RUNS:-3}
-[ ${#sizes[@]} -gt 0 ] || sizes=(1000000 10000000)
+[ ${#sizes[@]} -gt 0 ] || sizes=(10000000)
+shapes=(${SHAPES:-random-file days parquet-file s3-parquet hot})
+engines=(${ENGINES:-sluice duckdb polars chdb spark})
 
-if ! [ -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import duckdb, pyspark' 2>/dev/null; then
+bench_ok() { "$venv/bin/python" -c 'import duckdb, polars, polars_hash, chdb, pyspark, boto3' 2>/dev/null && [ -x "$venv/bin/moto_server" ]; }
+if ! [ -x "$venv/bin/python" ] || ! bench_ok; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.*' 'pyspark==4.*'
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.*' 'polars==2.*' \
+    'polars-hash' 'chdb==4.*' 'pyspark==4.*' 'boto3==1.*' 'moto[server]==5.*'
+  bench_ok || { echo "run.sh: could not install the peers into $venv" >&2; exit 1; }
 fi
-read -r duckdb_version spark_version < <("$venv/bin/python" -c 'import duckdb, pyspark; print(duckdb.__version__, pyspark.__version__)')
+py=$venv/bin/python
+versions=$("$py" "$here/pipeline.py" versions)
 command -v java >/dev/null || { echo "run.sh: PySpark needs Java 17 (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || { echo "run.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 
-# SLUICE_BIN=path uses a sluice binary built before (no build here); else the shipped
-# profile (dist: thin LTO) is built.
 if [ -n "${SLUICE_BIN:-}" ]; then
   sluice=$SLUICE_BIN
 else
   (cd "$root" && cargo build --profile dist --locked --bin sluice)
   sluice=$root/target/dist/sluice
 fi
-py=$venv/bin/python
 
-# Run a command; print "seconds peak_rss_kib" of it on fd 3.
+mkdir -p "$work"
+# Run a command; print "seconds peak_rss_kib" of it.
 measure() {
   /usr/bin/time -f '%e %M' -o "$work/.time" "$@" >"$work/.out" 2>"$work/.err" || {
     echo "failed: $*" >&2; cat "$work/.err" >&2; exit 1; }
   cat "$work/.time"
 }
-
-# The median of the numbers given.
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-# The largest of the numbers given.
 largest() { printf '%s\n' "$@" | sort -g | tail -1; }
 
-mkdir -p "$work"
-shapes=(${SHAPES:-days random-file})
+# The S3 shape's store: moto on a free loopback port, stopped on exit.
+moto_pid=""
+s3_endpoint=""
+start_moto() {
+  [ -z "$moto_pid" ] || return 0
+  local port
+  port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+  moto_pid=$!
+  trap 'kill $moto_pid 2>/dev/null || true' EXIT
+  s3_endpoint=http://127.0.0.1:$port
+  for _ in $(seq 100); do curl -s "$s3_endpoint" >/dev/null && return 0; sleep 0.1; done
+  echo "run.sh: moto_server did not start" >&2; exit 1
+}
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
+
+# The project's sluice.toml with the events source for a shape.
+write_project() { # shape dir
+  local shape=$1 dir=$2
+  rm -rf "$dir/sluice"
+  mkdir -p "$dir/sluice"
+  cp -r "$here/project/." "$dir/sluice/"
+  ln -s "$dir/data" "$dir/sluice/data"
+  local toml=$dir/sluice/sluice.toml events
+  case $shape in
+    days | random-file | hot) return 0 ;;
+    parquet-file) events='location = "data/launch_events/events.parquet"\nformat = "parquet"' ;;
+    s3-parquet) events='location = "s3://bench/launch_events/"\nformat = "parquet"' ;;
+  esac
+  # Replace the CSV events block (up to the next blank line) with the shape's.
+  awk -v block="[sources.launch_events]\n$events" '
+    /^\[sources.launch_events\]/ { print block; skip = 1; next }
+    skip && /^$/ { skip = 0 }
+    !skip' "$toml" >"$toml.new"
+  mv "$toml.new" "$toml"
+  if [ "$shape" = s3-parquet ]; then
+    printf '\n[storage.s3]\nregion = "us-east-1"\nendpoint = "%s"\nallow_http = true\n' "$s3_endpoint" >>"$toml"
+  fi
+}
+
 declare -A tables=()
 for shape in "${shapes[@]}"; do
 for rows in "${sizes[@]}"; do
   case $shape in
-    days) dir=$work/$rows; gen_args=() ;;
-    random-file) dir=$work/$rows-random-file; gen_args=(--order random --layout one-file) ;;
-    *) echo "run.sh: unknown shape $shape (days, random-file)" >&2; exit 2 ;;
+    days) gen_args=() ;;
+    random-file) gen_args=(--order random --layout one-file) ;;
+    parquet-file) gen_args=(--order random --layout one-file --format parquet) ;;
+    s3-parquet) gen_args=(--order random --format parquet --days 64) ;;
+    hot) gen_args=(--order random --layout one-file --hot-percent 30) ;;
+    *) echo "run.sh: unknown shape $shape (random-file days parquet-file s3-parquet hot)" >&2; exit 2 ;;
   esac
+  dir=$work/$rows-$shape
   if ! [ -f "$dir/data/.complete-$seed" ]; then
     rm -rf "$dir/data"
     "$sluice" gen launch --rows "$rows" --out "$dir/data" --seed "$seed" "${gen_args[@]}"
     touch "$dir/data/.complete-$seed"
   fi
-  csv_mb=$(du -sm "$dir/data" | cut -f1)
-
-  rm -rf "$dir/sluice" "$dir/duckdb-out" "$dir/spark-out"
-  mkdir -p "$dir/sluice"
-  cp -r "$here/project/." "$dir/sluice/"
-  ln -s "$dir/data" "$dir/sluice/data"
+  data_mb=$(du -sm "$dir/data" | cut -f1)
+  peer_env=()
+  if [ "$shape" = s3-parquet ]; then
+    start_moto
+    "$py" - "$s3_endpoint" "$dir/data/launch_events" <<'PY'
+import os, sys, boto3
+endpoint, folder = sys.argv[1:3]
+s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+s3.create_bucket(Bucket="bench")
+for day in sorted(os.listdir(folder)):
+    for name in os.listdir(os.path.join(folder, day)):
+        s3.upload_file(os.path.join(folder, day, name), "bench", f"launch_events/{day}/{name}")
+sys.stdout.flush()
+os._exit(0)
+PY
+    peer_env=(BENCH_EVENTS=s3://bench/launch_events/ BENCH_S3_ENDPOINT="$s3_endpoint")
+  fi
+  write_project "$shape" "$dir"
   limit=()
   [ -z "${MEMORY_LIMIT:-}" ] || limit=(--memory-limit "$MEMORY_LIMIT")
-  s_times=() s_rsss=() d_times=() d_rsss=() k_times=()
+  declare -A times=() rss=()
+  for engine in "${engines[@]}"; do times[$engine]=""; rss[$engine]=""; done
   for ((run = 1; run <= runs; run++)); do
-    rm -rf "$dir/sluice/out"
-    read -r t rss < <(measure "$sluice" "${limit[@]}" --project "$dir/sluice" run)
-    s_times+=("$t") s_rsss+=("$rss")
+    for engine in "${engines[@]}"; do
+      case $engine in
+        sluice)
+          rm -rf "$dir/sluice/out"
+          read -r t r < <(measure "$sluice" "${limit[@]}" --project "$dir/sluice" run) ;;
+        duckdb | spark)
+          if [ "$shape" = s3-parquet ]; then continue; fi ;&
+        polars | chdb)
+          rm -rf "$dir/$engine-out"
+          read -r _ r < <(measure env "${peer_env[@]}" BENCH_MEMORY_LIMIT="${MEMORY_LIMIT:-}" \
+            "$py" "$here/pipeline.py" "$engine" "$dir/data" "$dir/$engine-out" "$threads")
+          t=$(cat "$work/.out") ;;
+        *) echo "run.sh: unknown engine $engine" >&2; exit 2 ;;
+      esac
+      times[$engine]+="$t " rss[$engine]+="$r "
+    done
   done
-  s_time=$(median "${s_times[@]}") s_rss=$(largest "${s_rsss[@]}")
-  if [ -n "${SLUICE_ONLY:-}" ]; then
-    echo "rows=$rows data=${csv_mb}MB sluice ${s_time}s (runs: ${s_times[*]}) peak RSS $((s_rss / 1024)) MB ${MEMORY_LIMIT:+(--memory-limit $MEMORY_LIMIT)}"
-    "$py" "$here/pipeline.py" check "$dir/sluice/out/delivery"
-    continue
-  fi
-  for ((run = 1; run <= runs; run++)); do
-    rm -rf "$dir/duckdb-out"
-    read -r _ rss < <(measure "$py" "$here/pipeline.py" duckdb "$dir/data" "$dir/duckdb-out" "$threads")
-    d_times+=("$(cat "$work/.out")") d_rsss+=("$rss")
-    rm -rf "$dir/spark-out"
-    measure "$py" "$here/pipeline.py" spark "$dir/data" "$dir/spark-out" "$threads" >/dev/null
-    k_times+=("$(cat "$work/.out")")
+  echo "shape=$shape rows=$rows data=${data_mb}MB  (rows, distinct event_id/shared_key/email/phone, sum(event_id), countries)"
+  reference=""
+  line="$(printf '%-12s %-10s' "$shape" "$rows")"
+  for engine in "${engines[@]}"; do
+    if [ -z "${times[$engine]}" ]; then line+="$(printf ' %9s %8s' - -)"; continue; fi
+    out=$dir/$engine-out
+    [ "$engine" = sluice ] && out=$dir/sluice/out/delivery
+    stats=$("$py" "$here/pipeline.py" check "$out")
+    echo "  $(printf '%-7s' "$engine") ${stats}   runs: ${times[$engine]}  peak RSS $(( $(largest ${rss[$engine]}) / 1024 )) MB"
+    if [ -z "$reference" ]; then reference=$stats
+    elif [ "$stats" != "$reference" ]; then echo "run.sh: $engine's output differs from ${engines[0]}'s" >&2; exit 1; fi
+    m=$(median ${times[$engine]})
+    s=$(median ${times[sluice]:-$m})
+    line+="$(printf ' %9.2f %7.2fx' "$m" "$(echo "$m / $s" | bc -l)")"
   done
-  d_query=$(median "${d_times[@]}") d_rss=$(largest "${d_rsss[@]}") k_query=$(median "${k_times[@]}")
-
-  mapfile -t stats < <("$py" "$here/pipeline.py" check "$dir/sluice/out/delivery" "$dir/duckdb-out" "$dir/spark-out")
-  echo "rows=$rows data=${csv_mb}MB  (rows, distinct event_id/shared_key/email/phone, sum(event_id), countries)"
-  echo "  sluice: ${stats[0]}"
-  echo "  duckdb: ${stats[1]}"
-  echo "  spark:  ${stats[2]}"
-  echo "  times (s), run by run: sluice ${s_times[*]} | duckdb ${d_times[*]} | spark ${k_times[*]}"
-  if [ "${stats[0]}" != "${stats[1]}" ] || [ "${stats[0]}" != "${stats[2]}" ]; then
-    echo "run.sh: the three outputs differ" >&2; exit 1
-  fi
-  tables[$shape]+="$(printf '%-10s %9.2f %9.2f %9.2f %8.2fx %8.2fx %10s %10s' "$rows" "$s_time" "$d_query" "$k_query" \
-    "$(echo "$d_query / $s_time" | bc -l)" "$(echo "$k_query / $s_time" | bc -l)" \
-    "$((s_rss / 1024))MB" "$((d_rss / 1024))MB")"$'\n'
+  line+="$(printf ' %9s' "$(( $(largest ${rss[sluice]:-0}) / 1024 ))MB")"
+  tables[$shape]+="$line"$'\n'
 done
 done
 
-[ ${#tables[@]} -gt 0 ] || exit 0
-for shape in "${shapes[@]}"; do
-  [ -n "${tables[$shape]:-}" ] || continue
-  echo
-  echo "shape: $shape   (sluice $("$sluice" --version | cut -d' ' -f2), DuckDB $duckdb_version, PySpark $spark_version)"
-  printf '%-10s %9s %9s %9s %9s %9s %10s %10s\n' rows sluice_s duckdb_s spark_s vs_duckdb vs_spark sluice_rss duckdb_rss
-  printf '%s' "${tables[$shape]}"
-done
-echo "(medians of $runs runs; vs_x: x's time / sluice's time; above 1 means sluice is faster)"
+echo
+echo "sluice $("$sluice" --version | cut -d' ' -f2); $versions; $threads threads each${MEMORY_LIMIT:+; memory limit $MEMORY_LIMIT}"
+header="$(printf '%-12s %-10s' shape rows)"
+for engine in "${engines[@]}"; do header+="$(printf ' %9s %8s' "${engine}_s" "vs")"; done
+echo "$header$(printf ' %9s' sluice_rss)"
+for shape in "${shapes[@]}"; do printf '%s' "${tables[$shape]:-}"; done
+echo "(medians of $runs runs; vs: the engine's time / sluice's; above 1 means sluice is faster)"

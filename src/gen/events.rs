@@ -101,7 +101,7 @@ pub(super) fn write_day(
             GenOrder::Sequential => next_id,
             GenOrder::Random => 1 + permute(next_id - 1, options.rows, options.seed),
         };
-        event.fill(&mut rng, options.seed, accounts, id, &date, midnight);
+        event.fill(&mut rng, options, accounts, id, &date, midnight);
         sink.push(&event)?;
         written += 1;
         if written < rows && rng.below(DUPLICATE_ONE_IN) == 0 {
@@ -131,13 +131,20 @@ impl Event {
     fn fill(
         &mut self,
         rng: &mut Stream,
-        seed: u64,
+        options: &GenOptions,
         accounts: u64,
         id: u64,
         date: &str,
         midnight: i64,
     ) {
-        let a = Account::new(seed, 1 + rng.below(accounts));
+        // Skew draws from the stream only when asked for, so the default data stays as it was.
+        let hot = options.hot_percent > 0 && rng.chance(options.hot_percent);
+        let n = if hot {
+            1 + rng.below(super::HOT_ACCOUNTS.min(accounts))
+        } else {
+            1 + rng.below(accounts)
+        };
+        let a = Account::new(options.seed, n);
         self.id = id;
         self.account.clear();
         // Half the events of a migrated account still carry the legacy id.

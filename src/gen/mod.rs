@@ -62,7 +62,12 @@ pub struct GenOptions {
     pub threads: usize,
     pub order: GenOrder,
     pub layout: GenLayout,
+    /// Percent of the events that go to the [`HOT_ACCOUNTS`] first accounts (skewed keys).
+    pub hot_percent: u64,
 }
+
+/// How many accounts share the events `--hot-percent` skews onto.
+pub const HOT_ACCOUNTS: u64 = 5;
 
 #[derive(Debug, Default)]
 pub struct GenSummary {

@@ -27,7 +27,7 @@ use datafusion::arrow::compute::{take_record_batch, SortOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Literal};
@@ -37,6 +37,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowUDFExpr};
 use datafusion::physical_plan::{
@@ -63,11 +64,15 @@ impl PhysicalOptimizerRule for DedupFirstRow {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let order_needed = plan.output_ordering().is_some();
-        // The hash dedup is opt-in (`SET sluice.dedup = 'hash'`): see benches/pipeline.
+        // An order reaches the user only as one ordered stream: several partitions are
+        // written (or sent) as they come, whatever order each of them has.
+        let order_needed =
+            plan.output_ordering().is_some() && plan.output_partitioning().partition_count() == 1;
+        // `SET sluice.dedup = 'sort'` keeps DataFusion's sort: see benches/pipeline.
+        let by_hash = super::options::SluiceOptions::dedup(config)? == super::options::Dedup::Hash;
         let choice = Choice {
             column_keys_only: self.column_keys_only,
-            by_hash: !self.column_keys_only && super::options::SluiceOptions::dedup_by_hash(config),
+            by_hash: !self.column_keys_only && by_hash,
         };
         optimize_node(plan, order_needed, choice)
     }
@@ -189,7 +194,7 @@ fn rewrite(
         Some(sort) if !order_needed && choice.by_hash => Arc::new(BestRowPerKeyExec::new(
             sort.input().clone(),
             expr.partition_by().to_vec(),
-            expr.order_by().to_vec(),
+            sort.expr().clone(),
             window.schema(),
         )),
         _ => Arc::new(FirstRowPerKeyExec::new(
@@ -307,6 +312,18 @@ impl ExecutionPlan for FirstRowPerKeyExec {
         vec![true]
     }
 
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        super::best_row::at_most_input(input_stats, &self.schema)
+    }
+
     fn apply_expressions(
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -353,7 +370,7 @@ impl ExecutionPlan for FirstRowPerKeyExec {
 
 /// The first row of each key run of `batch`, except a run continuing the previous batch's
 /// last one. `previous` holds the last row's keys, carried to the next batch.
-fn first_rows(
+pub(crate) fn first_rows(
     batch: &RecordBatch,
     keys: &[Arc<dyn PhysicalExpr>],
     previous: &mut Option<Vec<ArrayRef>>,

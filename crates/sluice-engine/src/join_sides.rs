@@ -5,12 +5,14 @@
 //! `events LEFT JOIN account_migrations` hashes every event: in benches/pipeline at 100M
 //! rows that was two 1.97 GB build-side reservations, which cannot spill, and the run
 //! failed under `--memory-limit 4G`.
-//! Files have sizes even without statistics. [`BuildOnSmallerFiles`] runs right after
+//! Files have sizes even without statistics, and the in-memory copies sluice keeps of
+//! small sources know theirs. [`BuildOnSmallerFiles`] runs right after
 //! `JoinSelection` (before repartitioning and dynamic filters are added, as swapping
 //! requires) and, for a join whose inputs have no statistics, swaps the inputs when the
 //! files under the build side are larger than those under the probe side.
 //!
-//! Without statistics JoinSelection also picks `Partitioned` mode, which hash-repartitions
+//! JoinSelection also picks `Partitioned` mode for a build side of more than 128K rows and
+//! without statistics, which hash-repartitions
 //! both inputs: in benches/pipeline that copied every (wide) event row once per join,
 //! three times over. When the build side's files are small in absolute terms and next to
 //! the probe side's, the rule collects the build side once instead (`CollectLeft`, a
@@ -71,20 +73,20 @@ impl PhysicalOptimizerRule for BuildOnSmallerFiles {
     }
 }
 
-/// The join with its build side and mode chosen by file sizes; None to keep it as planned.
+/// The join with its build side and mode chosen by input sizes; None to keep it as planned.
 fn rechosen(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(join) = node.downcast_ref::<HashJoinExec>() else {
         return Ok(None);
     };
-    // Where statistics exist, JoinSelection has decided with better numbers.
-    if has_size(join.left())? && has_size(join.right())? {
-        return Ok(None);
-    }
     let (Some(left), Some(right)) = (file_bytes(join.left())?, file_bytes(join.right())?) else {
         return Ok(None);
     };
+    // Where both inputs have statistics, JoinSelection has chosen the build side with
+    // better numbers (a filter's estimate, say); the mode is still ours to choose, as its
+    // row threshold (128K) partitions a build side of a few megabytes.
+    let decided = has_size(join.left())? && has_size(join.right())?;
     // A NOT IN (null-aware anti join) must keep its outer input on the left.
-    let swap = left > right && join.join_type().supports_swap() && !join.null_aware;
+    let swap = !decided && left > right && join.join_type().supports_swap() && !join.null_aware;
     let (build, probe) = if swap { (right, left) } else { (left, right) };
     let collect = *join.partition_mode() == PartitionMode::Partitioned
         && build <= COLLECT_MAX_FILE_BYTES
@@ -112,10 +114,12 @@ fn has_size(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
     Ok(stats.total_byte_size.get_value().is_some() || stats.num_rows.get_value().is_some())
 }
 
-/// Bytes of the files every leaf under `plan` reads; None when a leaf is not a file scan
-/// (memory tables, VALUES, table functions): their size is unknown.
+/// Bytes every leaf under `plan` reads: a file scan's file sizes, or for other leaves
+/// (the in-memory copies of small sources, VALUES) the byte size their statistics give.
+/// None when a leaf's size is unknown (table functions, streams).
 fn file_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<u64>> {
     let mut total = Some(0u64);
+    let mut failed = None;
     plan.apply(|node| {
         if !node.children().is_empty() {
             return Ok(TreeNodeRecursion::Continue);
@@ -123,14 +127,26 @@ fn file_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<u64>> {
         let files = node
             .downcast_ref::<DataSourceExec>()
             .and_then(|scan| scan.data_source().downcast_ref::<FileScanConfig>());
-        match (files, total.as_mut()) {
-            (Some(config), Some(sum)) => {
-                *sum += config
+        let bytes = match files {
+            Some(config) => Some(
+                config
                     .file_groups
                     .iter()
                     .flat_map(|group| group.iter())
                     .map(|file| file.object_meta.size)
-                    .sum::<u64>();
+                    .sum::<u64>(),
+            ),
+            None => match StatisticsContext::new().compute(node.as_ref(), &StatisticsArgs::new()) {
+                Ok(stats) => stats.total_byte_size.get_value().map(|b| *b as u64),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            },
+        };
+        match (bytes, total.as_mut()) {
+            (Some(bytes), Some(sum)) => {
+                *sum += bytes;
                 Ok(TreeNodeRecursion::Continue)
             }
             _ => {
@@ -139,5 +155,8 @@ fn file_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<u64>> {
             }
         }
     })?;
-    Ok(total)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }

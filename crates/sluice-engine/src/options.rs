@@ -1,16 +1,16 @@
-//! sluice's own engine settings, next to DataFusion's: `SET sluice.dedup = 'hash'`.
+//! sluice's own engine settings, next to DataFusion's: `SET sluice.dedup = 'sort'`.
 
-use datafusion::common::config::ConfigExtension;
-use datafusion::common::extensions_options;
+use datafusion::common::config::{ConfigExtension, ConfigOptions};
+use datafusion::common::{extensions_options, plan_err, Result};
 
 extensions_options! {
     /// Settings of sluice's planner additions (`SET sluice.dedup = ...` in the shell or a script).
     pub struct SluiceOptions {
-        /// How `row_number() = 1` runs over input that is not sorted by its key: `sort`
-        /// (DataFusion sorts, then one streaming pass keeps each key's first row) or `hash`
-        /// (a hash table keeps each key's best row, no sort; holds every buffered row that
-        /// still wins, so it needs more memory). Default: `sort`, or $SLUICE_DEDUP.
-        pub dedup: String, default = std::env::var("SLUICE_DEDUP").unwrap_or_else(|_| "sort".to_string())
+        /// How `row_number() = 1` runs over input that is not sorted by its key: `hash`
+        /// (a hash table keeps each key's best row, no sort; when the memory pool is full
+        /// it falls back to the sort, which spills) or `sort` (DataFusion sorts, then one
+        /// streaming pass keeps each key's first row). Default: `hash`, or $SLUICE_DEDUP.
+        pub dedup: String, default = std::env::var("SLUICE_DEDUP").unwrap_or_else(|_| "hash".to_string())
     }
 }
 
@@ -18,12 +18,25 @@ impl ConfigExtension for SluiceOptions {
     const PREFIX: &'static str = "sluice";
 }
 
+/// The ways `row_number() = 1` over unsorted input can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup {
+    Hash,
+    Sort,
+}
+
 impl SluiceOptions {
-    /// Whether the hash dedup is chosen (anything but `hash` keeps the sort).
-    pub fn dedup_by_hash(config: &datafusion::common::config::ConfigOptions) -> bool {
-        config
+    /// The dedup chosen; an unknown value is an error, never a silent default.
+    pub fn dedup(config: &ConfigOptions) -> Result<Dedup> {
+        let value = config
             .extensions
             .get::<SluiceOptions>()
-            .is_some_and(|o| o.dedup.eq_ignore_ascii_case("hash"))
+            .map(|o| o.dedup.trim().to_ascii_lowercase())
+            .unwrap_or_else(|| "hash".to_string());
+        match value.as_str() {
+            "hash" => Ok(Dedup::Hash),
+            "sort" => Ok(Dedup::Sort),
+            other => plan_err!("sluice.dedup must be 'hash' or 'sort', not '{other}'"),
+        }
     }
 }

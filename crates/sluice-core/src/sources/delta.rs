@@ -10,7 +10,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::Column;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::datasource::{provider_as_source, MemTable, TableType, ViewTable};
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -172,7 +171,7 @@ async fn as_listed_files(
         .collect::<DFResult<Vec<_>>>()?;
     let listed = super::manifest::register_only_listed(state, location.url().as_str(), &files)
         .map_err(|e| def.error(e))?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+    let options = ListingOptions::new(Arc::new(super::format::parquet_format()))
         .with_file_extension("")
         .with_table_partition_cols(partition_cols);
     let config = ListingTableConfig::new(super::parse_table_url(&listed)?)
