@@ -23,7 +23,7 @@
 //! run is kept (the losers so far cannot win any more, so they are dropped first).
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray, RecordBatch, UInt64Array,
@@ -49,6 +49,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
 };
 use futures::{Stream, StreamExt};
+
+use super::one_shot::OneShot;
 use hashbrown::hash_table::{Entry, HashTable};
 
 /// Per key, the row that sorts first by `order` (the window's ORDER BY), with the window's
@@ -685,13 +687,9 @@ impl Fallback {
         schema: SchemaRef,
     ) -> Result<BatchStream> {
         let replay = futures::stream::iter(winners.into_iter().map(Ok)).chain(rest);
-        let source: Arc<dyn PartitionStream> = Arc::new(OneShot {
-            schema: self.input_schema.clone(),
-            stream: Mutex::new(Some(Box::pin(RecordBatchStreamAdapter::new(
-                self.input_schema.clone(),
-                replay,
-            )))),
-        });
+        let source: Arc<dyn PartitionStream> = Arc::new(OneShot::new(Box::pin(
+            RecordBatchStreamAdapter::new(self.input_schema.clone(), replay),
+        )));
         let scan = StreamingTableExec::try_new(
             self.input_schema.clone(),
             vec![source],
@@ -721,37 +719,6 @@ impl Fallback {
         })
         .filter_map(std::future::ready);
         Ok(first.chain(report).boxed())
-    }
-}
-
-/// A stream already running, offered once as a partition of a plan.
-struct OneShot {
-    schema: SchemaRef,
-    stream: Mutex<Option<SendableRecordBatchStream>>,
-}
-
-impl fmt::Debug for OneShot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OneShot")
-    }
-}
-
-impl PartitionStream for OneShot {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        match self.stream.lock().ok().and_then(|mut s| s.take()) {
-            Some(stream) => stream,
-            None => {
-                let error = DataFusionError::Internal("BestRowPerKeyExec: replayed twice".into());
-                Box::pin(RecordBatchStreamAdapter::new(
-                    self.schema.clone(),
-                    futures::stream::once(async { Err(error) }),
-                ))
-            }
-        }
     }
 }
 

@@ -4,4 +4,5 @@
 pub mod best_row;
 pub mod first_row;
 pub mod join_sides;
+pub mod one_shot;
 pub mod options;

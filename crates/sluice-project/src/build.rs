@@ -468,11 +468,15 @@ pub(crate) async fn write_output(
     let written = match m.format {
         FileFormat::Delta => {
             let df = delta_types(df)?;
-            let options = parquet::output_options(&m.compression, df.logical_plan());
+            let (df, first) = with_first_batch(df).await?;
+            let options =
+                parquet::output_options(&m.compression, &first.plan, first.batch.as_ref());
             df.write_parquet(url, write_options, Some(options)).await
         }
         FileFormat::Parquet => {
-            let options = parquet::output_options(&m.compression, df.logical_plan());
+            let (df, first) = with_first_batch(df).await?;
+            let options =
+                parquet::output_options(&m.compression, &first.plan, first.batch.as_ref());
             df.write_parquet(url, write_options, Some(options)).await
         }
         FileFormat::Csv => df.write_csv(url, write_options, None).await,
@@ -487,6 +491,33 @@ pub(crate) async fn write_output(
                 .map(|a| a.iter().flatten().sum::<u64>())
         })
         .sum())
+}
+
+/// The query's plan and first batch, read ahead so the writer's options can follow the rows.
+struct FirstBatch {
+    plan: datafusion::logical_expr::LogicalPlan,
+    batch: Option<datafusion::arrow::array::RecordBatch>,
+}
+
+/// Start `df`, read its first batch, and give back a DataFrame that yields that batch and
+/// then the rest of the same run (nothing is computed twice).
+async fn with_first_batch(df: DataFrame) -> datafusion::error::Result<(DataFrame, FirstBatch)> {
+    use datafusion::catalog::streaming::StreamingTable;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    use futures::StreamExt;
+    let (state, plan) = df.into_parts();
+    let schema = plan.schema().inner().clone();
+    let mut rows = DataFrame::new(state.clone(), plan.clone())
+        .execute_stream()
+        .await?;
+    let batch = rows.next().await.transpose()?;
+    let replay = futures::stream::iter(batch.clone().map(Ok)).chain(rows);
+    let stream = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), replay));
+    let source: std::sync::Arc<dyn datafusion::physical_plan::streaming::PartitionStream> =
+        std::sync::Arc::new(crate::session::engine::one_shot::OneShot::new(stream));
+    let table = StreamingTable::try_new(schema, vec![source])?;
+    let df = SessionContext::new_with_state(state).read_table(std::sync::Arc::new(table))?;
+    Ok((df, FirstBatch { plan, batch }))
 }
 
 /// The rows cast to the types a Delta table holds (see `publish::delta::delta_compatible`).

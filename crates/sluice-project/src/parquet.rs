@@ -1,6 +1,10 @@
 //! How table models lay out their Parquet files: row groups, dictionaries, and which
 //! columns are worth compressing.
 
+use std::collections::HashSet;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::{ParquetColumnOptions, TableParquetOptions};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
@@ -38,11 +42,27 @@ const DIGEST_FUNCTIONS: [&str; 7] = [
 /// Digest columns also skip the dictionary and min/max statistics under every codec: their
 /// values are unique and uniformly random, so a dictionary only fills up and is thrown
 /// away in every row group, and min/max span the whole range and prune nothing.
-pub fn output_options(compression: &str, plan: &LogicalPlan) -> TableParquetOptions {
+///
+/// `sample`, the first rows of the output, turns the dictionary off for every column whose
+/// values are mostly distinct there: the writer interns each value until the dictionary is
+/// full and then throws it away, in every row group. For the pipeline's two unique numeric
+/// columns that was 0.8 s of the 1.25 s their writing took (9.2M rows).
+pub fn output_options(
+    compression: &str,
+    plan: &LogicalPlan,
+    sample: Option<&RecordBatch>,
+) -> TableParquetOptions {
     let mut options = TableParquetOptions::default();
     options.global.compression = Some(compression.to_string());
     options.global.max_row_group_size = OUTPUT_ROW_GROUP_ROWS;
     options.global.dictionary_page_size_limit = OUTPUT_DICTIONARY_BYTES;
+    for name in sample.map(mostly_distinct).unwrap_or_default() {
+        let column = ParquetColumnOptions {
+            dictionary_enabled: Some(false),
+            ..Default::default()
+        };
+        options.column_specific_options.insert(name, column);
+    }
     let lz = lz_only(compression);
     for name in digest_columns(plan) {
         let column = ParquetColumnOptions {
@@ -54,6 +74,72 @@ pub fn output_options(compression: &str, plan: &LogicalPlan) -> TableParquetOpti
         options.column_specific_options.insert(name, column);
     }
     options
+}
+
+/// A sample smaller than this says little about a column's cardinality.
+const SAMPLE_MIN_ROWS: usize = 1024;
+
+/// Columns of `sample` (numbers, times, strings) of which more than half the values are
+/// distinct.
+fn mostly_distinct(sample: &RecordBatch) -> Vec<String> {
+    let rows = sample.num_rows();
+    if rows < SAMPLE_MIN_ROWS {
+        return Vec::new();
+    }
+    sample
+        .schema()
+        .fields()
+        .iter()
+        .zip(sample.columns())
+        .filter(|(_, column)| distinct_values(column.as_ref()).is_some_and(|n| n * 2 > rows))
+        .map(|(field, _)| field.name().clone())
+        .collect()
+}
+
+/// How many distinct non-null values `column` holds; None for types not sampled.
+fn distinct_values(column: &dyn Array) -> Option<usize> {
+    let valid = |i: &usize| column.is_valid(*i);
+    let n = column.len();
+    let count = match column.data_type() {
+        DataType::Utf8 => {
+            let a = column.as_string::<i32>();
+            (0..n)
+                .filter(valid)
+                .map(|i| a.value(i))
+                .collect::<HashSet<_>>()
+                .len()
+        }
+        DataType::LargeUtf8 => {
+            let a = column.as_string::<i64>();
+            (0..n)
+                .filter(valid)
+                .map(|i| a.value(i))
+                .collect::<HashSet<_>>()
+                .len()
+        }
+        DataType::Utf8View => {
+            let a = column.as_string_view();
+            (0..n)
+                .filter(valid)
+                .map(|i| a.value(i))
+                .collect::<HashSet<_>>()
+                .len()
+        }
+        t if t.is_primitive() => {
+            // Fixed-width values: compare their bytes.
+            let width = t.primitive_width()?;
+            let data = column.to_data();
+            let bytes = data.buffers().first()?.as_slice();
+            let start = data.offset() * width;
+            (0..n)
+                .filter(valid)
+                .map(|i| &bytes[start + i * width..start + (i + 1) * width])
+                .collect::<HashSet<_>>()
+                .len()
+        }
+        _ => return None,
+    };
+    Some(count)
 }
 
 /// Codecs that only replace repeats (no entropy coding).

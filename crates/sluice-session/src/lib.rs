@@ -6,7 +6,7 @@ pub mod cluster_client;
 
 // The crates below, under the names the modules use.
 use sluice_core::{config, error, sources, storage};
-use sluice_engine as engine;
+pub use sluice_engine as engine;
 use sluice_functions as functions;
 
 use std::collections::HashMap;
