@@ -671,7 +671,9 @@ fn parquet_outputs_use_128k_row_groups_and_dictionaries_only_where_they_pay() {
         let pages = |column: usize| *groups[0].column(column).page_encoding_stats_mask().unwrap();
         assert!(pages(0).is_set(Encoding::PLAIN), "{file:?}");
         assert!(
-            groups.iter().all(|g| g.column(0).dictionary_page_offset().is_none()),
+            groups
+                .iter()
+                .all(|g| g.column(0).dictionary_page_offset().is_none()),
             "{file:?}"
         );
         assert!(pages(1).is_only(Encoding::RLE_DICTIONARY), "{file:?}");
