@@ -380,6 +380,20 @@ fn skewed_events() -> tempfile::TempDir {
 #[test]
 fn skewed_keys_and_a_memory_pool_too_small_for_the_table_give_the_window_operators_rows() {
     let p = skewed_events();
+    // Without an ORDER BY any row of a key is row number 1: one row per key, NULL included.
+    let unordered = "SELECT count(*) AS n, count(DISTINCT id) AS ids, count(*) FILTER (WHERE id IS NULL) AS nulls FROM (SELECT *, row_number() OVER (PARTITION BY id) AS rn FROM events) AS r WHERE rn = 1";
+    let plan = query(p.path(), "", &format!("EXPLAIN {unordered}"));
+    assert!(plan.contains("BestRowPerKeyExec"), "{plan}");
+    let counts = query(p.path(), "", unordered);
+    let values: Vec<u64> = counts
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(values[0], values[1] + 1, "{counts}");
+    assert_eq!(values[2], 1, "{counts}");
     // A full ORDER BY (v breaks every tie) makes row number 1 one row per key: the hash
     // table, its spilling fallback and DataFusion's window must keep exactly the same rows.
     for order in ["ts, v", "ts DESC NULLS LAST, v DESC", "ts NULLS FIRST, v"] {

@@ -165,3 +165,33 @@ fn random_order_in_one_file_holds_the_same_events_as_the_day_folders() {
         "ids from every day appear early"
     );
 }
+
+#[test]
+fn hot_percent_puts_that_share_of_the_events_on_five_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = |extra: &[&str]| {
+        let out = dir.path().join(format!("out{}", extra.join("_")));
+        let r = gen(
+            &out,
+            "20000",
+            &[&["--layout", "one-file"][..], extra].concat(),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        // The five hot accounts by their ids and their legacy (pre-migration) ids.
+        let sql = format!(
+            "SELECT count(*) FILTER (WHERE account_id IN ('A0000001', 'A0000002', 'A0000003', 'A0000004', 'A0000005', \
+             'OS-000007919', 'OS-000015838', 'OS-000023757', 'OS-000031676', 'OS-000039595')) * 1000 / count(*) AS permille \
+             FROM '{}/launch_events/events.csv'",
+            out.display()
+        );
+        let csv = query_csv(&out, &sql);
+        csv.lines().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    // Uniformly, 5 of 1000 accounts get about 0.5% of the events.
+    let even = share(&[]);
+    assert!(even < 15, "{even}");
+    let hot = share(&["--hot-percent", "30"]);
+    assert!((285..=325).contains(&hot), "{hot}");
+    let r = gen(&dir.path().join("bad"), "100", &["--hot-percent", "101"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

@@ -613,12 +613,16 @@ impl RowTable {
                 .collect::<Result<Vec<_>>>()
         };
         let keys = self.key_rows.convert_columns(&evaluate(&self.keys)?)?;
-        let order = self.order_rows.convert_columns(&evaluate(&self.order)?)?;
+        // Without an ORDER BY every row of a key ties: the first in input order stays.
+        let order = match self.order.is_empty() {
+            true => None,
+            false => Some(self.order_rows.convert_columns(&evaluate(&self.order)?)?),
+        };
         for row in 0..n {
             let key = keys.row(row);
             let key = key.as_ref();
-            let value = order.row(row);
-            let value = value.as_ref();
+            let value = order.as_ref().map(|o| o.row(row));
+            let value: &[u8] = value.as_ref().map_or(<&[u8]>::default(), |v| v.as_ref());
             let hash = std::hash::BuildHasher::hash_one(&self.hasher, key);
             let (arena, entries, hasher) = (&mut self.arena, &mut self.entries, &self.hasher);
             let found = self.table.entry(

@@ -501,10 +501,15 @@ struct FirstBatch {
 
 /// Start `df`, read its first batch, and give back a DataFrame that yields that batch and
 /// then the rest of the same run (nothing is computed twice).
+/// On a cluster the executors write the files from the plan itself, so nothing is read ahead.
 async fn with_first_batch(df: DataFrame) -> datafusion::error::Result<(DataFrame, FirstBatch)> {
     use datafusion::catalog::streaming::StreamingTable;
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
     use futures::StreamExt;
+    if crate::session::cluster_client::runs_on_cluster(df.task_ctx().session_config()) {
+        let plan = df.logical_plan().clone();
+        return Ok((df, FirstBatch { plan, batch: None }));
+    }
     let (state, plan) = df.into_parts();
     let schema = plan.schema().inner().clone();
     let mut rows = DataFrame::new(state.clone(), plan.clone())

@@ -65,6 +65,16 @@ pub fn client_config(config: SessionConfig) -> SessionConfig {
         .with_ballista_logical_extension_codec(Arc::new(SluiceLogicalCodec::default()))
 }
 
+/// Whether the queries of a session with this config run on a cluster (it was upgraded for
+/// Ballista by [`client_config`]).
+pub fn runs_on_cluster(config: &SessionConfig) -> bool {
+    config
+        .options()
+        .extensions
+        .get::<ballista_core::config::BallistaConfig>()
+        .is_some()
+}
+
 /// A client session state whose queries run on the cluster at `url`: Ballista's planner,
 /// behind sluice's, which resolves what only the client knows first.
 pub fn client_state(state: SessionState, url: &str) -> Result<SessionState> {
