@@ -403,8 +403,9 @@ fn skewed_keys_and_a_memory_pool_too_small_for_the_table_give_the_window_operato
             "",
             &sql.replace("WHERE rn = 1", "WHERE rn * 2 = 2"),
         );
+        // Nearly all of the 6,000 ids appear, plus the NULL key.
         assert!(
-            windowed.lines().count() > 6000,
+            windowed.lines().count() > 5800,
             "{}",
             windowed.lines().count()
         );
@@ -434,9 +435,18 @@ fn skewed_keys_and_a_memory_pool_too_small_for_the_table_give_the_window_operato
             p.path(),
             &[&small[..], &[&format!("{settings} EXPLAIN ANALYZE {sql}")]].concat(),
         );
-        assert!(r.stdout.contains("BestRowPerKeyExec"), "{}", r.stdout);
-        assert!(r.stdout.contains("fallback_sorts=1"), "{}", r.stdout);
-        assert!(!r.stdout.contains("spill_count=0"), "{}", r.stdout);
+        let dedup = r
+            .stdout
+            .split("BestRowPerKeyExec")
+            .nth(1)
+            .and_then(|rest| rest.split("metrics=[").nth(1))
+            .and_then(|metrics| metrics.split(']').next())
+            .unwrap_or_else(|| panic!("{}", r.stdout));
+        assert!(dedup.contains("fallback_sorts=1"), "{dedup}");
+        assert!(
+            dedup.contains("spill_count=") && !dedup.contains("spill_count=0"),
+            "{dedup}"
+        );
     }
 }
 
