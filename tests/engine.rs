@@ -222,17 +222,21 @@ fn joins_build_on_small_sources_held_in_memory_under_a_dedup() {
     );
 }
 
-/// Events in random key order with repeated keys, some tied on the ORDER BY column.
-fn shuffled_events() -> tempfile::TempDir {
-    let mut rows = String::from("id,ts,v\n");
-    // A small LCG: the same "random" order every run.
-    let mut x: u64 = 12345;
-    let mut next = || {
+/// A small LCG from `seed`: the same "random" numbers every run.
+fn lcg(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         x >> 33
-    };
+    }
+}
+
+/// Events in random key order with repeated keys, some tied on the ORDER BY column.
+fn shuffled_events() -> tempfile::TempDir {
+    let mut rows = String::from("id,ts,v\n");
+    let mut next = lcg(12345);
     for n in 0..3000u64 {
         let id = next() % 700;
         // Timestamps from a small range: many keys have two rows at the same time.
@@ -343,13 +347,7 @@ fn the_hash_dedup_is_the_default_and_the_sort_is_chosen_by_name() {
 /// small range (ties), NULL ids and NULL times among them.
 fn skewed_events() -> tempfile::TempDir {
     let mut rows = String::from("id,ts,v\n");
-    let mut x: u64 = 987654321;
-    let mut next = || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        x >> 33
-    };
+    let mut next = lcg(987654321);
     for n in 0..40_000u64 {
         let id = if next() % 10 < 3 {
             next() % 5

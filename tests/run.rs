@@ -681,13 +681,32 @@ fn parquet_outputs_use_128k_row_groups_and_dictionaries_only_where_they_pay() {
     assert_eq!(total, 1200000);
 }
 
+/// Every column chunk of every row group of the Parquet files directly in `dir`.
+fn for_each_column_chunk(
+    dir: &std::path::Path,
+    mut f: impl FnMut(&std::path::Path, &datafusion::parquet::file::metadata::ColumnChunkMetaData),
+) {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+        for group in reader.metadata().row_groups() {
+            for column in group.columns() {
+                f(&file, column);
+            }
+        }
+    }
+}
+
 /// Hex digests gain nothing from snappy and are stored uncompressed, wherever in the query
-/// they were computed, without a dictionary or min/max; other columns keep the codec. A codec with an entropy stage (zstd)
-/// shortens hex, so under it every column is compressed.
+/// they were computed, without a dictionary or min/max; other columns keep the codec. A
+/// codec with an entropy stage (zstd) shortens hex, so under it every column is compressed.
 #[test]
 fn digest_columns_skip_lz_compression_only() {
     use datafusion::parquet::basic::Compression;
-    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
     let model = |name: &str, compression: &str| {
         (
             format!("models/{name}.sql"),
@@ -712,55 +731,37 @@ fn digest_columns_skip_lz_compression_only() {
     // Digests are unique: no dictionary and no min/max, under either codec.
     let (mut digests, mut others) = (0, 0);
     for model in ["snappy", "zstd"] {
-        for entry in std::fs::read_dir(p.path().join("target").join(model)).unwrap() {
-            let file = entry.unwrap().path();
-            if file.extension().is_none_or(|e| e != "parquet") {
-                continue;
+        for_each_column_chunk(&p.path().join("target").join(model), |file, column| {
+            let name = column.column_path().string();
+            if name == "k" || name == "m" {
+                digests += 1;
+                assert!(column.dictionary_page_offset().is_none(), "{name} {file:?}");
+                assert!(
+                    column
+                        .statistics()
+                        .is_none_or(|s| s.min_bytes_opt().is_none()),
+                    "{name} {file:?}"
+                );
+            } else {
+                others += 1;
+                assert!(
+                    column
+                        .statistics()
+                        .is_some_and(|s| s.min_bytes_opt().is_some()),
+                    "{name} {file:?}"
+                );
             }
-            let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
-            for group in reader.metadata().row_groups() {
-                for column in group.columns() {
-                    let name = column.column_path().string();
-                    if name == "k" || name == "m" {
-                        digests += 1;
-                        assert!(column.dictionary_page_offset().is_none(), "{name} {file:?}");
-                        assert!(
-                            column
-                                .statistics()
-                                .is_none_or(|s| s.min_bytes_opt().is_none()),
-                            "{name} {file:?}"
-                        );
-                    } else {
-                        others += 1;
-                        assert!(
-                            column
-                                .statistics()
-                                .is_some_and(|s| s.min_bytes_opt().is_some()),
-                            "{name} {file:?}"
-                        );
-                    }
-                }
-            }
-        }
+        });
     }
     assert!(digests >= 4 && others >= 4, "{digests} {others}");
     let codecs = |model: &str| {
         let mut seen = std::collections::BTreeSet::new();
-        for entry in std::fs::read_dir(p.path().join("target").join(model)).unwrap() {
-            let file = entry.unwrap().path();
-            if file.extension().is_none_or(|e| e != "parquet") {
-                continue;
-            }
-            let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
-            for group in reader.metadata().row_groups() {
-                for column in group.columns() {
-                    seen.insert((
-                        column.column_path().string(),
-                        format!("{:?}", column.compression()),
-                    ));
-                }
-            }
-        }
+        for_each_column_chunk(&p.path().join("target").join(model), |_, column| {
+            seen.insert((
+                column.column_path().string(),
+                format!("{:?}", column.compression()),
+            ));
+        });
         seen.into_iter().collect::<Vec<_>>()
     };
     let pairs = |list: &[(&str, &str)]| {
