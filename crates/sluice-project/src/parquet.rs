@@ -98,32 +98,22 @@ fn mostly_distinct(sample: &RecordBatch) -> Vec<String> {
 
 /// How many distinct non-null values `column` holds; None for types not sampled.
 fn distinct_values(column: &dyn Array) -> Option<usize> {
-    let valid = |i: &usize| column.is_valid(*i);
-    let n = column.len();
-    let count = match column.data_type() {
+    let valid = (0..column.len()).filter(|i| column.is_valid(*i));
+    fn count<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> usize {
+        values.collect::<HashSet<_>>().len()
+    }
+    Some(match column.data_type() {
         DataType::Utf8 => {
             let a = column.as_string::<i32>();
-            (0..n)
-                .filter(valid)
-                .map(|i| a.value(i))
-                .collect::<HashSet<_>>()
-                .len()
+            count(valid.map(|i| a.value(i)))
         }
         DataType::LargeUtf8 => {
             let a = column.as_string::<i64>();
-            (0..n)
-                .filter(valid)
-                .map(|i| a.value(i))
-                .collect::<HashSet<_>>()
-                .len()
+            count(valid.map(|i| a.value(i)))
         }
         DataType::Utf8View => {
             let a = column.as_string_view();
-            (0..n)
-                .filter(valid)
-                .map(|i| a.value(i))
-                .collect::<HashSet<_>>()
-                .len()
+            count(valid.map(|i| a.value(i)))
         }
         t if t.is_primitive() => {
             // Fixed-width values: compare their bytes.
@@ -131,15 +121,10 @@ fn distinct_values(column: &dyn Array) -> Option<usize> {
             let data = column.to_data();
             let bytes = data.buffers().first()?.as_slice();
             let start = data.offset() * width;
-            (0..n)
-                .filter(valid)
-                .map(|i| &bytes[start + i * width..start + (i + 1) * width])
-                .collect::<HashSet<_>>()
-                .len()
+            count(valid.map(|i| &bytes[start + i * width..start + (i + 1) * width]))
         }
         _ => return None,
-    };
-    Some(count)
+    })
 }
 
 /// Codecs that only replace repeats (no entropy coding).
