@@ -222,17 +222,6 @@ fn joins_build_on_small_sources_held_in_memory_under_a_dedup() {
     );
 }
 
-/// A small LCG from `seed`: the same "random" numbers every run.
-fn lcg(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed;
-    move || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        x >> 33
-    }
-}
-
 /// Events in random key order with repeated keys, some tied on the ORDER BY column.
 fn shuffled_events() -> tempfile::TempDir {
     let mut rows = String::from("id,ts,v\n");

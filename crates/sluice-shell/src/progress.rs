@@ -34,12 +34,11 @@ impl Progress {
             }
             loop {
                 let (rows, bytes) = scanned(plan.as_ref());
-                pb.set_message(format!(
-                    "{} rows, {} scanned, {:.1} s",
-                    human_count(rows),
-                    human_bytes(bytes),
-                    start.elapsed().as_secs_f64()
-                ));
+                let work = match identity_work(plan.as_ref()) {
+                    Some(line) => line,
+                    None => format!("{} rows, {} scanned", human_count(rows), human_bytes(bytes)),
+                };
+                pb.set_message(format!("{work}, {:.1} s", start.elapsed().as_secs_f64()));
                 pb.tick();
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
@@ -79,6 +78,25 @@ fn scanned(plan: &dyn ExecutionPlan) -> (usize, usize) {
         let (cr, cb) = scanned(c.as_ref());
         (r + cr, b + cb)
     })
+}
+
+/// What a `resolve_identities` in the plan has done so far: it reads its inputs itself, so
+/// the scans above show nothing while it works.
+fn identity_work(plan: &dyn ExecutionPlan) -> Option<String> {
+    if plan.name() == "IdentityExec" {
+        let metrics = plan.metrics()?;
+        let count = |name: &str| metrics.sum_by_name(name).map(|v| v.as_usize()).unwrap_or(0);
+        return Some(format!(
+            "resolve_identities: {} edges, {} ids, {} groups, {} spilled",
+            human_count(count("edges")),
+            human_count(count("ids")),
+            human_count(count("groups")),
+            human_bytes(count("spilled_bytes"))
+        ));
+    }
+    plan.children()
+        .into_iter()
+        .find_map(|c| identity_work(c.as_ref()))
 }
 
 pub fn human_count(n: usize) -> String {

@@ -1,12 +1,17 @@
 //! `resolve_identities(edges, left, right [, previous_mapping])`: connected groups of
 //! identifiers (legacy account <-> migrated account <-> email hash ...) each get one shared
-//! id. Union-find over interned ids; ids keep the shared id they had in the previous run.
+//! id; ids keep the shared id they had in the previous run. The graph is partitioned into
+//! buckets that spill to disk (`store.rs`), resolved by union-find over numbered ids
+//! (`resolve.rs`) and written out in id order (`mapping.rs`).
 
-use std::hash::BuildHasher;
+mod mapping;
+mod resolve;
+mod store;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, AsArray, Int64Builder, RecordBatch, StringBuilder};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -14,21 +19,19 @@ use datafusion::common::{plan_err, DataFusionError, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
 use datafusion::execution::context::SessionState;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
-use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::shared_id::{namespace, shared_id_of};
 use super::{quote_ident, FunctionDoc};
 
 pub const DOC: FunctionDoc = FunctionDoc {
@@ -204,6 +207,7 @@ pub struct IdentityExec {
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 pub fn identity_exec(
@@ -228,6 +232,7 @@ pub fn identity_exec(
         projection,
         schema,
         properties: Arc::new(properties),
+        metrics: ExecutionPlanMetricsSet::new(),
     }))
 }
 
@@ -277,6 +282,10 @@ impl ExecutionPlan for IdentityExec {
         vec![]
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn apply_expressions(
         &self,
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
@@ -306,14 +315,25 @@ impl ExecutionPlan for IdentityExec {
         let spec = self.spec.clone();
         let batch_size = task.session_config().batch_size().max(1);
         let projection = self.projection.clone();
-        let reservation = MemoryConsumer::new("resolve_identities").register(task.memory_pool());
+        let counter = |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, 0);
+        let metrics = resolve::Metrics {
+            edges: counter("edges"),
+            ids: counter("ids"),
+            groups: counter("groups"),
+            spilled_bytes: MetricBuilder::new(&self.metrics).spilled_bytes(0),
+            spill_count: MetricBuilder::new(&self.metrics).spill_count(0),
+        };
         let batches = futures::stream::once(async move {
-            let resolved = resolve(&ctx, &spec, reservation).await?;
-            Ok::<_, DataFusionError>(futures::stream::iter(MappingBatches {
-                resolved,
-                next: 0,
-                batch_size,
-            }))
+            let resolved = resolve::resolve(resolve::Inputs {
+                ctx: &ctx,
+                spec: &spec,
+                pool: task.memory_pool(),
+                disk: task.runtime_env().disk_manager.clone(),
+                metrics: &metrics,
+            })
+            .await?;
+            let mapping = mapping::MappingBatches::new(resolved, batch_size)?;
+            Ok::<_, DataFusionError>(futures::stream::iter(mapping))
         })
         .try_flatten()
         .map(move |batch| match (&projection, batch) {
@@ -324,118 +344,6 @@ impl ExecutionPlan for IdentityExec {
             self.schema.clone(),
             batches,
         )))
-    }
-}
-
-/// Identifiers interned once into one byte arena; a hash table of indexes finds them.
-/// About `len + 20` bytes per distinct id instead of two heap strings.
-struct Interner {
-    bytes: Vec<u8>,
-    ends: Vec<u64>,
-    table: HashTable<u32>,
-    hasher: DefaultHashBuilder,
-}
-
-impl Interner {
-    fn new() -> Self {
-        Interner {
-            bytes: Vec::new(),
-            ends: Vec::new(),
-            table: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn get(&self, i: u32) -> &str {
-        let i = i as usize;
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        // Only whole `&str`s are ever appended, so every slice is valid UTF-8.
-        std::str::from_utf8(&self.bytes[start..self.ends[i] as usize]).unwrap_or_default()
-    }
-
-    fn find(&self, id: &str) -> Option<u32> {
-        let hash = self.hasher.hash_one(id);
-        self.table.find(hash, |&i| self.get(i) == id).copied()
-    }
-
-    /// The index of `id`, and whether it was new.
-    fn intern(&mut self, id: &str) -> (u32, bool) {
-        let hash = self.hasher.hash_one(id);
-        let Interner {
-            bytes,
-            ends,
-            table,
-            hasher,
-        } = self;
-        let text = |i: u32| {
-            let i = i as usize;
-            let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-            &bytes[start..ends[i] as usize]
-        };
-        if let Some(&i) = table.find(hash, |&i| text(i) == id.as_bytes()) {
-            return (i, false);
-        }
-        let i = ends.len() as u32;
-        table.insert_unique(hash, i, |&j| {
-            let j = j as usize;
-            let start = if j == 0 { 0 } else { ends[j - 1] as usize };
-            hasher.hash_one(std::str::from_utf8(&bytes[start..ends[j] as usize]).unwrap_or(""))
-        });
-        bytes.extend_from_slice(id.as_bytes());
-        ends.push(bytes.len() as u64);
-        (i, true)
-    }
-}
-
-/// Bytes one distinct id costs: its text, its end offset, its table slot, and the
-/// per-id vectors (parent, group size, smallest member, previous id, output order).
-fn id_cost(len: usize) -> usize {
-    len + 8 + 9 + 5 * 4
-}
-
-/// Interned ids and a union-find forest over them.
-struct Forest {
-    ids: Interner,
-    parent: Vec<u32>,
-    reservation: MemoryReservation,
-}
-
-impl Forest {
-    fn intern(&mut self, id: &str) -> Result<u32> {
-        if let Some(i) = self.ids.find(id) {
-            return Ok(i);
-        }
-        self.reservation.try_grow(id_cost(id.len())).map_err(|_| {
-            DataFusionError::ResourcesExhausted(format!(
-                "resolve_identities: {} distinct ids do not fit in the memory limit; raise --memory-limit",
-                self.ids.len()
-            ))
-        })?;
-        let (i, _) = self.ids.intern(id);
-        self.parent.push(i);
-        Ok(i)
-    }
-
-    fn find(&mut self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            let p = self.parent[x as usize];
-            self.parent[x as usize] = self.parent[p as usize];
-            x = p;
-        }
-        x
-    }
-
-    fn union(&mut self, a: u32, b: u32) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra != rb {
-            // Keep the smaller index as root: deterministic, and cheap.
-            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-            self.parent[hi as usize] = lo;
-        }
     }
 }
 
@@ -479,168 +387,4 @@ async fn two_columns(
         }
     }
     Ok(())
-}
-
-const NONE: u32 = u32::MAX;
-
-/// The resolved graph: every id with its group root, and per group the member that names
-/// it and the sticky shared id it keeps.
-struct Resolved {
-    ids: Interner,
-    /// Root of each id's group (fully compressed).
-    root: Vec<u32>,
-    /// Per root: group size.
-    size: Vec<u32>,
-    /// Per root: the smallest member id (names a new group's shared id).
-    smallest: Vec<u32>,
-    /// Per id: index of its previous shared id in `previous_ids`, or NONE.
-    previous: Vec<u32>,
-    /// Per root: the smallest previous shared id of its members, or NONE.
-    sticky: Vec<u32>,
-    previous_ids: Interner,
-    /// Ids in output order (sorted by id).
-    order: Vec<u32>,
-    _reservation: MemoryReservation,
-}
-
-async fn resolve(
-    ctx: &SessionContext,
-    spec: &IdentitySpec,
-    reservation: MemoryReservation,
-) -> Result<Resolved> {
-    let mut forest = Forest {
-        ids: Interner::new(),
-        parent: Vec::new(),
-        reservation,
-    };
-    let plans = spec.plans.as_ref();
-    let edges = (spec.edges.as_str(), spec.left.as_str(), spec.right.as_str());
-    two_columns(ctx, edges, plans.map(|p| &p.edges), |l, r| {
-        let li = l
-            .filter(|s| !s.is_empty())
-            .map(|s| forest.intern(s))
-            .transpose()?;
-        let ri = r
-            .filter(|s| !s.is_empty())
-            .map(|s| forest.intern(s))
-            .transpose()?;
-        if let (Some(a), Some(b)) = (li, ri) {
-            forest.union(a, b);
-        }
-        Ok(())
-    })
-    .await?;
-    let n = forest.ids.len();
-    let root: Vec<u32> = (0..n as u32).map(|i| forest.find(i)).collect();
-    drop(forest.parent);
-    let (ids, reservation) = (forest.ids, forest.reservation);
-
-    // Previous shared ids of ids that are still in the graph.
-    let mut previous = vec![NONE; n];
-    let mut previous_ids = Interner::new();
-    if let Some(prev) = &spec.previous {
-        let plan = plans.and_then(|p| p.previous.as_ref());
-        two_columns(ctx, (prev, "id", "shared_id"), plan, |id, sid| {
-            if let (Some(id), Some(sid)) = (id, sid) {
-                if let Some(i) = ids.find(id) {
-                    let (p, new) = previous_ids.intern(sid);
-                    if new {
-                        reservation.try_grow(id_cost(sid.len())).map_err(|_| {
-                            DataFusionError::ResourcesExhausted(
-                                "resolve_identities: the previous mapping does not fit in the memory limit; raise --memory-limit".into(),
-                            )
-                        })?;
-                    }
-                    previous[i as usize] = p;
-                }
-            }
-            Ok(())
-        })
-        .await?;
-    }
-
-    let mut size = vec![0u32; n];
-    let mut smallest = vec![NONE; n];
-    let mut sticky = vec![NONE; n];
-    for i in 0..n {
-        let r = root[i] as usize;
-        size[r] += 1;
-        if smallest[r] == NONE || ids.get(i as u32) < ids.get(smallest[r]) {
-            smallest[r] = i as u32;
-        }
-        let p = previous[i];
-        if p != NONE && (sticky[r] == NONE || previous_ids.get(p) < previous_ids.get(sticky[r])) {
-            sticky[r] = p;
-        }
-    }
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_unstable_by(|a, b| ids.get(*a).cmp(ids.get(*b)));
-    Ok(Resolved {
-        ids,
-        root,
-        size,
-        smallest,
-        previous,
-        sticky,
-        previous_ids,
-        order,
-        _reservation: reservation,
-    })
-}
-
-/// The mapping, built one batch at a time as the consumer asks for it.
-struct MappingBatches {
-    resolved: Resolved,
-    next: usize,
-    batch_size: usize,
-}
-
-impl Iterator for MappingBatches {
-    type Item = Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let r = &self.resolved;
-        let end = (self.next + self.batch_size).min(r.order.len());
-        if self.next >= end {
-            return None;
-        }
-        let rows = &r.order[self.next..end];
-        self.next = end;
-        let ns = namespace(IDENTITY_NAMESPACE);
-        let mut ids = StringBuilder::with_capacity(rows.len(), rows.len() * 16);
-        let mut sids = StringBuilder::with_capacity(rows.len(), rows.len() * 36);
-        let mut sizes = Int64Builder::with_capacity(rows.len());
-        let mut prevs = StringBuilder::with_capacity(rows.len(), 0);
-        let (mut name_buf, mut uuid_buf) = (String::new(), [0u8; 36]);
-        for &i in rows {
-            let root = r.root[i as usize] as usize;
-            ids.append_value(r.ids.get(i));
-            match r.sticky[root] {
-                NONE => sids.append_value(shared_id_of(
-                    &ns,
-                    &[r.ids.get(r.smallest[root])],
-                    &mut name_buf,
-                    &mut uuid_buf,
-                )),
-                p => sids.append_value(r.previous_ids.get(p)),
-            }
-            sizes.append_value(i64::from(r.size[root]));
-            match r.previous[i as usize] {
-                NONE => prevs.append_null(),
-                p => prevs.append_value(r.previous_ids.get(p)),
-            }
-        }
-        Some(
-            RecordBatch::try_new(
-                output_schema(),
-                vec![
-                    Arc::new(ids.finish()),
-                    Arc::new(sids.finish()),
-                    Arc::new(sizes.finish()),
-                    Arc::new(prevs.finish()),
-                ],
-            )
-            .map_err(DataFusionError::from),
-        )
-    }
 }
