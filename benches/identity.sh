@@ -40,13 +40,14 @@ esac
 echo "shape: $shape, edges: $n ($(du -h "$dir/edges.parquet" | cut -f1) parquet), memory limit $limit"
 /usr/bin/time -f "resolve_identities: %e s wall, peak RSS %M KiB" \
   "$bin" --project "$dir" --memory-limit "$limit" shell --format csv -c \
-  "SELECT count(*) AS ids, count(DISTINCT shared_id) AS groups, max(group_size) AS largest FROM resolve_identities('edges', 'left_id', 'right_id')" \
+  "SELECT count(*) AS ids, CAST(round(sum(1.0 / group_size)) AS BIGINT) AS groups, max(group_size) AS largest FROM resolve_identities('edges', 'left_id', 'right_id')" \
   | tee "$dir/sluice.csv"
 
 if [ "${CHECK:-0}" = 1 ]; then
   py=$root/.venv-bench/bin/python
-  "$py" -c 'import scipy' 2>/dev/null ||
-    "$root/.venv-bench/bin/pip" install --quiet --disable-pip-version-check 'scipy==1.*'
+  [ -x "$py" ] || python3 -m venv "$root/.venv-bench"
+  "$py" -c 'import scipy, pyarrow' 2>/dev/null ||
+    "$root/.venv-bench/bin/pip" install --quiet --disable-pip-version-check 'scipy==1.*' 'pyarrow>=15'
   "$py" - "$dir/edges.parquet" "$dir/sluice.csv" <<'EOF'
 import os, sys
 import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
@@ -54,6 +55,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 t = pq.read_table(sys.argv[1])
+t = t.cast(pa.schema([(f.name, pa.string()) for f in t.schema]))
 ids = pc.unique(pa.concat_arrays([pc.unique(t["left_id"]), pc.unique(t["right_id"])]))
 l = pc.index_in(t["left_id"], value_set=ids).to_numpy()
 r = pc.index_in(t["right_id"], value_set=ids).to_numpy()
