@@ -68,36 +68,32 @@ fn expected(edges: &[Edge], previous: &[(String, String)]) -> String {
     out
 }
 
-fn some(s: String) -> Option<String> {
-    Some(s)
-}
-
 /// About `scale` * 9 edges of every shape, shuffled; and a previous mapping.
 fn graph(scale: usize, seed: u64) -> (Vec<Edge>, Vec<(String, String)>) {
     let mut next = lcg(seed);
     let mut edges: Vec<Edge> = Vec::new();
     // A long chain, numbered so that text order is not number order.
     for i in 0..scale * 2 {
-        edges.push((some(format!("c{i}")), some(format!("c{}", i + 1))));
+        edges.push((Some(format!("c{i}")), Some(format!("c{}", i + 1))));
     }
     // A giant component: random edges among `scale` ids, bridged to the chain.
     for _ in 0..scale * 3 / 2 {
         let (a, b) = (next() as usize % scale, next() as usize % scale);
-        edges.push((some(format!("g{a}")), some(format!("g{b}"))));
+        edges.push((Some(format!("g{a}")), Some(format!("g{b}"))));
     }
-    edges.push((some(format!("c{scale}")), some("g17".into())));
+    edges.push((Some(format!("c{scale}")), Some("g17".to_string())));
     // Stars of four, pairs, self-loops, Unicode ids.
     for i in 0..scale / 4 {
         for j in 0..4 {
-            edges.push((some(format!("h{i}")), some(format!("l{i}_{j}"))));
+            edges.push((Some(format!("h{i}")), Some(format!("l{i}_{j}"))));
         }
     }
     for i in 0..scale {
-        edges.push((some(format!("p{i}")), some(format!("q{i}"))));
+        edges.push((Some(format!("p{i}")), Some(format!("q{i}"))));
     }
     for i in 0..scale / 20 {
-        edges.push((some(format!("s{i}")), some(format!("s{i}"))));
-        edges.push((some(format!("ü{i}")), some(format!("é{i}"))));
+        edges.push((Some(format!("s{i}")), Some(format!("s{i}"))));
+        edges.push((Some(format!("ü{i}")), Some(format!("é{i}"))));
     }
     // Duplicates of earlier edges; NULL and empty endpoints.
     for _ in 0..scale / 5 {
@@ -105,10 +101,10 @@ fn graph(scale: usize, seed: u64) -> (Vec<Edge>, Vec<(String, String)>) {
         edges.push(e);
     }
     for i in 0..scale / 50 {
-        edges.push((some(format!("n{i}")), None));
-        edges.push((None, some(format!("m{i}"))));
+        edges.push((Some(format!("n{i}")), None));
+        edges.push((None, Some(format!("m{i}"))));
         edges.push((None, None));
-        edges.push((some(String::new()), some(format!("o{i}"))));
+        edges.push((Some(String::new()), Some(format!("o{i}"))));
     }
     for i in (1..edges.len()).rev() {
         edges.swap(i, next() as usize % (i + 1));

@@ -87,6 +87,11 @@ struct Parked {
 }
 
 impl Parked {
+    fn from(logs: Logs) -> Result<Self> {
+        let (logs, reservation) = logs.finish()?;
+        Ok(Parked { logs, reservation })
+    }
+
     fn spill(&mut self, inputs: &Inputs) -> Result<bool> {
         let mut freed = false;
         for log in self.logs.iter_mut() {
@@ -194,16 +199,19 @@ pub(super) async fn resolve(inputs: Inputs<'_>) -> Result<Resolved> {
     let fixed = MemoryConsumer::new("resolve_identities").register(inputs.pool);
     let bucket_hasher = DefaultHashBuilder::default();
     let bucket_of = |s: &[u8]| (bucket_hasher.hash_one(s) >> 32) as usize % BUCKETS;
+    let new_logs = |what| {
+        Logs::new(
+            BUCKETS,
+            logs_memory.new_empty(),
+            inputs.disk.clone(),
+            what,
+            counts.clone(),
+        )
+    };
     let plans = spec.plans.as_ref();
 
     // Step 1: partition the endpoints, remembering one slot per edge.
-    let mut edge_logs = Logs::new(
-        BUCKETS,
-        logs_memory.new_empty(),
-        inputs.disk.clone(),
-        "edges",
-        counts.clone(),
-    );
+    let mut edge_logs = new_logs("edges");
     let mut edge_end: Vec<u32> = Vec::new();
     let edges = (spec.edges.as_str(), spec.left.as_str(), spec.right.as_str());
     two_columns(inputs.ctx, edges, plans.map(|p| &p.edges), |l, r| {
@@ -228,21 +236,14 @@ pub(super) async fn resolve(inputs: Inputs<'_>) -> Result<Resolved> {
         Ok(())
     })
     .await?;
-    let (logs, reservation) = edge_logs.finish()?;
-    let mut edge_logs = Parked { logs, reservation };
+    let mut edge_logs = Parked::from(edge_logs)?;
 
     let mut prev_logs = Parked {
         logs: (0..BUCKETS).map(|_| Finished::Memory(Vec::new())).collect(),
         reservation: logs_memory.new_empty(),
     };
     if let Some(prev) = &spec.previous {
-        let mut logs = Logs::new(
-            BUCKETS,
-            logs_memory.new_empty(),
-            inputs.disk.clone(),
-            "previous mapping",
-            counts.clone(),
-        );
+        let mut logs = new_logs("previous mapping");
         let plan = plans.and_then(|p| p.previous.as_ref());
         two_columns(inputs.ctx, (prev, "id", "shared_id"), plan, |id, sid| {
             if let (Some(id), Some(sid)) = (non_empty(id), sid) {
@@ -252,18 +253,11 @@ pub(super) async fn resolve(inputs: Inputs<'_>) -> Result<Resolved> {
             Ok(())
         })
         .await?;
-        let (logs, reservation) = logs.finish()?;
-        prev_logs = Parked { logs, reservation };
+        prev_logs = Parked::from(logs)?;
     }
 
     // Step 2: per bucket, intern, number in sorted order, and union.
-    let mut id_logs = Logs::new(
-        BUCKETS,
-        logs_memory.new_empty(),
-        inputs.disk.clone(),
-        "ids",
-        counts.clone(),
-    );
+    let mut id_logs = new_logs("ids");
     let mut parent: Vec<u32> = Vec::new();
     let mut bases = Vec::with_capacity(BUCKETS);
     let (mut file_buf, mut prev_buf) = (Vec::new(), Vec::new());
@@ -319,8 +313,7 @@ pub(super) async fn resolve(inputs: Inputs<'_>) -> Result<Resolved> {
     drop(edge_end);
     fixed.shrink(edge_bytes.min(fixed.size()));
     drop((file_buf, prev_buf, edge_logs, prev_logs));
-    let (logs, reservation) = id_logs.finish()?;
-    let mut id_logs = Parked { logs, reservation };
+    let mut id_logs = Parked::from(id_logs)?;
 
     // Step 3: groups. A parent is never above its child, so one ascending pass numbers
     // the groups: a root opens the next group, any other id takes its parent's.

@@ -9,7 +9,7 @@ use datafusion::common::DataFusionError;
 use datafusion::error::Result;
 use datafusion::execution::disk_manager::DiskManager;
 use datafusion::execution::memory_pool::MemoryReservation;
-use datafusion::execution::SpillFile;
+use datafusion::execution::{SpillFile, SpillWriter};
 use datafusion::physical_plan::metrics::Count;
 
 /// Memory is asked of the pool in steps this large, not per record.
@@ -20,7 +20,7 @@ const FILE_BUFFER: usize = 64 << 10;
 enum Log {
     Memory(Vec<u8>),
     File {
-        writer: BufWriter<Box<dyn datafusion::execution::SpillWriter>>,
+        writer: BufWriter<Box<dyn SpillWriter>>,
         file: Arc<dyn SpillFile>,
     },
 }
@@ -60,12 +60,9 @@ impl Finished {
         let Finished::Memory(bytes) = self else {
             return Ok(());
         };
-        let file = disk.create_tmp_file("resolve_identities")?;
-        let mut writer = file.open_writer()?;
-        writer.write_all(bytes).map_err(spill_error)?;
+        let (file, mut writer) = spill_file(disk, "a bucket", bytes, spilled_bytes)?;
         writer.flush()?;
         writer.finish()?;
-        spilled_bytes.add(bytes.len());
         let len = bytes.len() as u64;
         *self = Finished::File(file, len);
         Ok(())
@@ -122,8 +119,18 @@ impl BufRead for OwnedFile {
     }
 }
 
-fn spill_error(e: std::io::Error) -> DataFusionError {
-    disk_error("ids", e)
+/// A new spill file holding `bytes`, and its writer for what comes after them.
+fn spill_file(
+    disk: &Arc<DiskManager>,
+    what: &str,
+    bytes: &[u8],
+    spilled_bytes: &Count,
+) -> Result<(Arc<dyn SpillFile>, Box<dyn SpillWriter>)> {
+    let file = disk.create_tmp_file(&format!("resolve_identities {what}"))?;
+    let mut writer = file.open_writer()?;
+    writer.write_all(bytes).map_err(|e| disk_error(what, e))?;
+    spilled_bytes.add(bytes.len());
+    Ok((file, writer))
 }
 
 fn disk_error(what: &str, e: std::io::Error) -> DataFusionError {
@@ -198,14 +205,8 @@ impl Logs {
                 continue;
             };
             let bytes = std::mem::take(buf);
-            let file = self
-                .disk
-                .create_tmp_file(&format!("resolve_identities {}", self.what))?;
-            let mut writer = BufWriter::with_capacity(FILE_BUFFER, file.open_writer()?);
-            writer
-                .write_all(&bytes)
-                .map_err(|e| disk_error(self.what, e))?;
-            self.spilled_bytes.add(bytes.len());
+            let (file, writer) = spill_file(&self.disk, self.what, &bytes, &self.spilled_bytes)?;
+            let writer = BufWriter::with_capacity(FILE_BUFFER, writer);
             self.logs[i] = Log::File { writer, file };
         }
         self.spill_count.add(1);
