@@ -167,3 +167,51 @@ quit(child)
     assert_eq!(v["timing"], true, "{v}");
     assert_eq!(v["script"], true);
 }
+
+#[test]
+fn run_on_a_terminal_shows_identity_resolution_at_work() {
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    std::fs::create_dir_all(p.join("models")).unwrap();
+    std::fs::write(p.join("sluice.toml"), "[project]\nname = \"live\"\n").unwrap();
+    // 1.2M edges: long enough for the live line to be redrawn while the ids are resolved.
+    std::fs::write(
+        p.join("models/edges.sql"),
+        "/* @config\nmaterialized = \"view\"\n*/\n\
+         SELECT 'L' || CAST(value AS VARCHAR) AS l, 'A' || CAST(value / 2 AS VARCHAR) AS r \
+         FROM generate_series(0, 1199999)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("models/linked.sql"),
+        "/* @config\nmaterialized = \"table\"\n*/\n\
+         SELECT id, shared_id FROM resolve_identities('edges', 'l', 'r')\n",
+    )
+    .unwrap();
+    let script = format!(
+        r#"
+import json, os, pexpect
+env = dict(os.environ, TERM="xterm")
+child = pexpect.spawn({binary:?}, ["--project", {project:?}, "run"], env=env,
+                      encoding="utf-8", dimensions=(40, 160), timeout=300)
+child.expect(r"linked\s+resolve_identities: [0-9.]+[KM]? edges, [0-9.]+[KM]? ids")
+live = child.after
+child.expect(pexpect.EOF)
+child.close()
+print(json.dumps({{"live": live, "rest": child.before, "status": child.exitstatus}}))
+"#,
+        binary = env!("CARGO_BIN_EXE_sluice"),
+        project = p.display().to_string(),
+    );
+    let out = python_json(&script);
+    assert_eq!(out["status"], 0, "{out}");
+    let rest = out["rest"].as_str().unwrap();
+    assert!(
+        regex_find(rest, r"linked\s+ok\s+1800000 rows"),
+        "the final line should replace the live one: {out}"
+    );
+}
+
+fn regex_find(text: &str, pattern: &str) -> bool {
+    regex::Regex::new(pattern).unwrap().is_match(text)
+}

@@ -6,3 +6,4 @@ pub mod first_row;
 pub mod join_sides;
 pub mod one_shot;
 pub mod options;
+pub mod progress;

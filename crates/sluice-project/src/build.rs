@@ -12,6 +12,7 @@ use super::checks::{self, Baseline, CheckResult};
 use super::model::{Materialized, Model};
 use super::parquet;
 use super::plan::*;
+use super::progress::Watch;
 use super::publish::{self, OutputFile};
 use super::publish::{Output, PublishedManifest, Stage};
 use super::results::{self, History, ModelResult};
@@ -77,6 +78,8 @@ pub(crate) struct ModelBuild<'a> {
     pub i: usize,
     pub run_id: &'a str,
     pub baseline: Baseline,
+    /// Where the plan writing the output is shown while it runs.
+    pub watch: Watch,
 }
 
 impl<'a> ModelBuild<'a> {
@@ -174,6 +177,7 @@ pub(crate) async fn build_model(
     records: &Path,
     history: &History,
     options: &RunOptions,
+    watch: Watch,
 ) -> Result<Built> {
     let ctx = &session.ctx;
     let m = &plan.models[i];
@@ -218,6 +222,7 @@ pub(crate) async fn build_model(
         i,
         run_id,
         baseline: baseline(&output, published.as_ref(), history, m, options),
+        watch,
     };
     // `plan_increment` registers the published output under this name.
     let _previous = TempTable::new(ctx, format!("__previous_{}", m.name));
@@ -364,7 +369,7 @@ pub(crate) async fn stage_and_check(
         let new_name = &new_rows.name;
         std::fs::create_dir_all(scratch).map_err(|e| SluiceError::io(scratch, e))?;
         let scratch_url = format!("{}/", scratch.display());
-        let written = match write_output(df, &scratch_url, m, false).await {
+        let written = match write_output(df, &scratch_url, m, false, &build.watch).await {
             Ok(n) => register_location(ctx, new_name, &scratch_url, m.format.data_files())
                 .await
                 .map(|()| n),
@@ -375,7 +380,7 @@ pub(crate) async fn stage_and_check(
                 result.message = format!("{n} new rows");
                 let sql = merge_sql(m, &schema, new_name, &previous);
                 match ctx.sql(&sql).await {
-                    Ok(df) => write_output(df, &stage.write_url(), m, true)
+                    Ok(df) => write_output(df, &stage.write_url(), m, true, &build.watch)
                         .await
                         .map_err(model_err),
                     Err(e) => Err(m.error(format!(
@@ -390,7 +395,7 @@ pub(crate) async fn stage_and_check(
         let _ = std::fs::remove_dir_all(scratch);
         rows?
     } else {
-        let n = write_output(df, &stage.write_url(), m, true)
+        let n = write_output(df, &stage.write_url(), m, true, &build.watch)
             .await
             .map_err(model_err)?;
         if matches!(increment, Increment::Append { .. }) {
@@ -458,6 +463,7 @@ pub(crate) async fn write_output(
     url: &str,
     m: &Model,
     partitioned: bool,
+    watch: &Watch,
 ) -> datafusion::error::Result<u64> {
     let partition_by = if partitioned {
         m.partition_by.clone()
@@ -468,13 +474,13 @@ pub(crate) async fn write_output(
     let written = match m.format {
         FileFormat::Delta => {
             let df = delta_types(df)?;
-            let (df, first) = with_first_batch(df).await?;
+            let (df, first) = with_first_batch(df, watch).await?;
             let options =
                 parquet::output_options(&m.compression, &first.plan, first.batch.as_ref());
             df.write_parquet(url, write_options, Some(options)).await
         }
         FileFormat::Parquet => {
-            let (df, first) = with_first_batch(df).await?;
+            let (df, first) = with_first_batch(df, watch).await?;
             let options =
                 parquet::output_options(&m.compression, &first.plan, first.batch.as_ref());
             df.write_parquet(url, write_options, Some(options)).await
@@ -502,7 +508,10 @@ struct FirstBatch {
 /// Start `df`, read its first batch, and give back a DataFrame that yields that batch and
 /// then the rest of the same run (nothing is computed twice).
 /// On a cluster the executors write the files from the plan itself, so nothing is read ahead.
-async fn with_first_batch(df: DataFrame) -> datafusion::error::Result<(DataFrame, FirstBatch)> {
+async fn with_first_batch(
+    df: DataFrame,
+    watch: &Watch,
+) -> datafusion::error::Result<(DataFrame, FirstBatch)> {
     use datafusion::catalog::streaming::StreamingTable;
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
     use futures::StreamExt;
@@ -512,9 +521,11 @@ async fn with_first_batch(df: DataFrame) -> datafusion::error::Result<(DataFrame
     }
     let (state, plan) = df.into_parts();
     let schema = plan.schema().inner().clone();
-    let mut rows = DataFrame::new(state.clone(), plan.clone())
-        .execute_stream()
+    let physical = DataFrame::new(state.clone(), plan.clone())
+        .create_physical_plan()
         .await?;
+    watch.running(physical.clone());
+    let mut rows = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
     let batch = rows.next().await.transpose()?;
     let replay = futures::stream::iter(batch.clone().map(Ok)).chain(rows);
     let stream = Box::pin(RecordBatchStreamAdapter::new(schema.clone(), replay));

@@ -14,6 +14,7 @@ use datafusion::prelude::SessionContext;
 use super::checks;
 use super::checks::Baseline;
 use super::model::{Erasure, Materialized, Model};
+use super::progress::Watch;
 use super::publish::{self, OutputFile};
 use super::publish::{Output, Stage};
 use super::results::{History, ModelResult, RunResults};
@@ -154,6 +155,7 @@ async fn erase_model(
         i,
         run_id,
         baseline,
+        watch: Watch::default(),
     };
     let files_after = Rewrite {
         affected: &affected,
@@ -245,7 +247,7 @@ async fn rewrite(
         c = ident(&erasure.column),
     );
     let written = match ctx.sql(&sql).await {
-        Ok(df) => write_output(df, &stage.write_url(), m, true).await,
+        Ok(df) => write_output(df, &stage.write_url(), m, true, &Watch::default()).await,
         Err(e) => Err(e),
     };
     drop(source);

@@ -140,8 +140,10 @@ pub async fn run(
             }
             if running.len() < threads && inputs.iter().all(|d| done.contains(d)) {
                 waiting.remove(k);
-                report.started(&m.name);
-                let build = build_model(session, plan, i, &run_id, &records, &history, options);
+                let watch = report.started(&m.name);
+                let build = build_model(
+                    session, plan, i, &run_id, &records, &history, options, watch,
+                );
                 running.push(async move {
                     let t0 = Instant::now();
                     (i, build.await, t0.elapsed().as_secs_f64())
