@@ -169,16 +169,29 @@ pub(crate) async fn plan_increment(
     })
 }
 
+/// What every model's build in one run shares: the run's id, where its records go, its
+/// history and its options.
+#[derive(Clone, Copy)]
+pub(crate) struct RunScope<'a> {
+    pub run_id: &'a str,
+    pub records: &'a Path,
+    pub history: &'a History,
+    pub options: &'a RunOptions,
+}
+
 pub(crate) async fn build_model(
     session: &Session,
     plan: &ProjectPlan,
     i: usize,
-    run_id: &str,
-    records: &Path,
-    history: &History,
-    options: &RunOptions,
+    run: RunScope<'_>,
     watch: Watch,
 ) -> Result<Built> {
+    let RunScope {
+        run_id,
+        records,
+        history,
+        options,
+    } = run;
     let ctx = &session.ctx;
     let m = &plan.models[i];
     let mut result = ModelResult::new(m);

@@ -141,9 +141,13 @@ pub async fn run(
             if running.len() < threads && inputs.iter().all(|d| done.contains(d)) {
                 waiting.remove(k);
                 let watch = report.started(&m.name);
-                let build = build_model(
-                    session, plan, i, &run_id, &records, &history, options, watch,
-                );
+                let scope = RunScope {
+                    run_id: &run_id,
+                    records: &records,
+                    history: &history,
+                    options,
+                };
+                let build = build_model(session, plan, i, scope, watch);
                 running.push(async move {
                     let t0 = Instant::now();
                     (i, build.await, t0.elapsed().as_secs_f64())
