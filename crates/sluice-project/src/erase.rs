@@ -247,7 +247,7 @@ async fn rewrite(
         c = ident(&erasure.column),
     );
     let written = match ctx.sql(&sql).await {
-        Ok(df) => write_output(df, &stage.write_url(), m, true, &Watch::default()).await,
+        Ok(df) => write_output(df, &stage.write_url(), m, true, &build.watch).await,
         Err(e) => Err(e),
     };
     drop(source);
