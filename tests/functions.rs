@@ -223,6 +223,71 @@ fn retention_clickhouse_semantics() {
     assert!(err("SELECT retention(true)").contains("retention takes 2 to 32 conditions"));
 }
 
+/// Deterministic events of 20,011 users, about ten each, in no order.
+const MANY_USERS: &str = "WITH ev AS (SELECT g % 20011 AS u, ((g * 40503) % 100003) % 4000 AS ts, ((g * 2654435761) % 1000003) % 5 AS e FROM generate_series(1, 200000) AS t(g))";
+const PER_USER: &str = "window_funnel(3600, ts, e = 0, e = 1, e = 2, e = 3) AS f, window_funnel(7200, 'strict_once', ts, e < 3, e < 2, e = 1) AS s, retention(e = 0, e = 1, e = 4) AS r";
+
+#[test]
+fn funnel_and_retention_per_group_match_the_window_form_across_batches_partitions_and_spills() {
+    let p = project(&[]);
+    let shell = |limit: &[&str], settings: &str, sql: &str| {
+        let statement = format!("{settings} {sql}");
+        let args = [
+            limit,
+            &["shell", "--format", "csv", "-c"],
+            &[statement.as_str()],
+        ]
+        .concat();
+        let r = run(p.path(), &args);
+        assert_eq!(r.code, 0, "{settings} {sql}\n{}", r.stderr);
+        r.stdout
+    };
+    // Over a window the functions run one accumulator per user, a path of their own.
+    let expected = shell(
+        &[],
+        "",
+        &format!(
+            "{MANY_USERS} SELECT DISTINCT u, {} FROM ev ORDER BY u",
+            PER_USER.replace(" AS ", " OVER (PARTITION BY u) AS ")
+        ),
+    );
+    assert_eq!(expected.lines().count(), 20_012, "{}", &expected[..200]);
+    let levels: std::collections::BTreeSet<&str> = expected
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(levels.len(), 5, "every funnel depth occurs: {levels:?}");
+    let grouped = format!("{MANY_USERS} SELECT u, {PER_USER} FROM ev GROUP BY u ORDER BY u");
+    for (limit, settings) in [
+        (&[][..], ""),
+        (&[][..], "SET datafusion.execution.batch_size = 7; SET datafusion.execution.target_partitions = 3;"),
+        (&["--memory-limit", "10M"][..], "SET datafusion.execution.target_partitions = 2; SET datafusion.execution.sort_spill_reservation_bytes = 262144;"),
+        // The partial aggregate gives up grouping and passes each row on as a state.
+        (&[][..], "SET datafusion.execution.skip_partial_aggregation_probe_rows_threshold = 100; SET datafusion.execution.skip_partial_aggregation_probe_ratio_threshold = 0.0;"),
+    ] {
+        assert_eq!(shell(limit, settings, &grouped), expected, "{limit:?} {settings}");
+    }
+    // The small limit did make the aggregate spill, and it still gave every user's row.
+    let analyzed = shell(
+        &["--memory-limit", "10M"],
+        "SET datafusion.execution.target_partitions = 2; SET datafusion.execution.sort_spill_reservation_bytes = 262144;",
+        &format!("EXPLAIN ANALYZE {grouped}"),
+    );
+    let spills: Vec<u64> = analyzed
+        .split("spill_count=")
+        .skip(1)
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(spills.iter().any(|&n| n > 0), "{analyzed}");
+}
+
 #[test]
 fn resolve_identities_links_groups_and_keeps_sticky_ids() {
     let p = project(&[

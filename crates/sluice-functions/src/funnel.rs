@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray, UInt64Array, UInt8Array,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, ListArray, UInt64Array,
+    UInt8Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
@@ -14,7 +15,9 @@ use datafusion::arrow::datatypes::{
 use datafusion::common::{exec_err, plan_err, ScalarValue};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
 use datafusion::physical_expr::expressions::Literal;
 
 use super::args::is_string;
@@ -188,6 +191,50 @@ impl AggregateUDFImpl for WindowFunnel {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(FunnelAccumulator {
+            spec: FunnelSpec::from_args(&args)?,
+            list: Vec::new(),
+            next_id: 1,
+        }))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    /// One flat list of events for all groups: a `GROUP BY user` over tens of millions of
+    /// users would otherwise hold a boxed accumulator and a small vector per user, far more
+    /// memory than the events themselves, and build a list value per user for every spill.
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(FunnelGroups {
+            spec: FunnelSpec::from_args(&args)?,
+            events: Vec::new(),
+            groups: 0,
+            next_id: 1,
+        }))
+    }
+}
+
+/// (timestamp, event level 1..=N or 0 for "no condition" in strict_order, row id). A row
+/// that meets several conditions gives several events with one id (strict_once counts a
+/// row once); sorting puts a group's events in the order ClickHouse walks them.
+type Event = (i64, u8, u64);
+
+/// What a call's literal arguments say: the window in the timestamp's units, the modes,
+/// where the timestamp is and how many conditions follow it.
+#[derive(Debug, Clone, Copy)]
+struct FunnelSpec {
+    window: i64,
+    modes: Modes,
+    ts_at: usize,
+    events: usize,
+}
+
+impl FunnelSpec {
+    fn from_args(args: &AccumulatorArgs) -> Result<FunnelSpec> {
         let literal = |i: usize| {
             args.exprs
                 .get(i)
@@ -216,43 +263,61 @@ impl AggregateUDFImpl for WindowFunnel {
         };
         let ts_at = if has_modes { 2 } else { 1 };
         let scale = units_per_second(args.expr_fields[ts_at].data_type());
-        let events = args.exprs.len() - ts_at - 1;
-        Ok(Box::new(FunnelAccumulator {
+        Ok(FunnelSpec {
             window: window.saturating_mul(scale),
             modes,
             ts_at,
-            events,
-            list: Vec::new(),
-            next_id: 1,
-        }))
+            events: args.exprs.len() - ts_at - 1,
+        })
     }
-}
 
-#[derive(Debug)]
-struct FunnelAccumulator {
-    window: i64,
-    modes: Modes,
-    ts_at: usize,
-    events: usize,
-    /// (timestamp, event level 1..=N or 0 for "no condition" in strict_order, row id)
-    list: Vec<(i64, u8, u64)>,
-    next_id: u64,
-}
+    fn inputs<'a>(&self, values: &'a [ArrayRef]) -> Result<(Int64Array, Vec<&'a BooleanArray>)> {
+        let ts = timestamps(&values[self.ts_at])?;
+        let conds = values[self.ts_at + 1..]
+            .iter()
+            .map(|a| a.as_boolean())
+            .collect();
+        Ok((ts, conds))
+    }
 
-impl FunnelAccumulator {
-    fn level(&mut self) -> u8 {
-        let n = self.events;
-        if self.list.is_empty() {
+    /// The events of one input row, as (timestamp, level), through `push`; a row without
+    /// a timestamp gives none.
+    fn row_events(
+        &self,
+        ts: &Int64Array,
+        conds: &[&BooleanArray],
+        row: usize,
+        mut push: impl FnMut(i64, u8),
+    ) {
+        if ts.is_null(row) {
+            return;
+        }
+        let t = ts.value(row);
+        let mut any = false;
+        for (i, c) in conds.iter().enumerate().rev() {
+            if c.is_valid(row) && c.value(row) {
+                push(t, i as u8 + 1);
+                any = true;
+            }
+        }
+        if self.modes.strict_order && !any {
+            push(t, 0);
+        }
+    }
+
+    /// The deepest step one group's events reach.
+    fn level(&self, list: &mut [Event]) -> u8 {
+        if list.is_empty() {
             return 0;
         }
-        if !self.modes.strict_order && n == 1 {
+        if !self.modes.strict_order && self.events == 1 {
             return 1;
         }
-        self.list.sort();
+        list.sort_unstable();
         if self.modes.strict_once {
-            self.level_strict_once()
+            self.level_strict_once(list)
         } else {
-            self.level_default()
+            self.level_default(list)
         }
     }
 
@@ -264,13 +329,13 @@ impl FunnelAccumulator {
             .unwrap_or(0)
     }
 
-    fn level_default(&self) -> u8 {
+    fn level_default(&self, list: &[Event]) -> u8 {
         let n = self.events;
         let m = self.modes;
         // For each level: (first timestamp of the chain, timestamp of this step).
         let mut steps: Vec<Option<(i64, i64)>> = vec![None; n];
         let mut first_event = false;
-        for &(ts, event, _) in &self.list {
+        for &(ts, event, _) in list {
             if m.strict_order && event == 0 {
                 if first_event {
                     break;
@@ -303,7 +368,7 @@ impl FunnelAccumulator {
 
     /// strict_once: a row counts at most once in a chain; every partial chain is tracked
     /// because one row can satisfy several conditions.
-    fn level_strict_once(&self) -> u8 {
+    fn level_strict_once(&self, list: &[Event]) -> u8 {
         let n = self.events;
         let m = self.modes;
         #[derive(Clone)]
@@ -314,7 +379,7 @@ impl FunnelAccumulator {
         }
         let mut chains: Vec<Vec<Chain>> = vec![Vec::new(); n];
         let mut first_event = false;
-        for &(ts, event, id) in &self.list {
+        for &(ts, event, id) in list {
             if m.strict_order && event == 0 {
                 if first_event {
                     break;
@@ -370,98 +435,263 @@ impl FunnelAccumulator {
     }
 }
 
-fn list_values<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
-    list: &ListArray,
-    row: usize,
-) -> Option<datafusion::arrow::array::PrimitiveArray<T>> {
-    if list.is_null(row) {
-        return None;
+/// The three list columns of the partial state, rows in the order given.
+fn state_lists(rows: &[&[Event]]) -> Vec<ArrayRef> {
+    let lengths = rows.iter().map(|r| r.len());
+    let offsets = OffsetBuffer::<i32>::from_lengths(lengths);
+    let all = || rows.iter().flat_map(|r| r.iter());
+    let ts: Int64Array = all().map(|e| Some(e.0)).collect();
+    let ev: UInt8Array = all().map(|e| Some(e.1)).collect();
+    let id: UInt64Array = all().map(|e| Some(e.2)).collect();
+    let wrap = |a: ArrayRef| -> ArrayRef {
+        let field = Arc::new(Field::new_list_field(a.data_type().clone(), true));
+        Arc::new(ListArray::new(field, offsets.clone(), a, None))
+    };
+    vec![wrap(Arc::new(ts)), wrap(Arc::new(ev)), wrap(Arc::new(id))]
+}
+
+/// Reads partial states row by row, giving each row's events with their ids moved past
+/// every id seen so far, so rows from different partial states never share an id.
+fn merge_states(
+    states: &[ArrayRef],
+    next_id: &mut u64,
+    mut push: impl FnMut(usize, Event),
+) -> Result<()> {
+    let (ts, ev, id) = (
+        states[0].as_list::<i32>(),
+        states[1].as_list::<i32>(),
+        states[2].as_list::<i32>(),
+    );
+    if ts.value_offsets() != ev.value_offsets() || ts.value_offsets() != id.value_offsets() {
+        return exec_err!("window_funnel: inconsistent state");
     }
-    Some(list.value(row).as_primitive::<T>().clone())
+    let (tv, evv, idv) = (
+        ts.values().as_primitive::<Int64Type>().values(),
+        ev.values().as_primitive::<UInt8Type>().values(),
+        id.values().as_primitive::<UInt64Type>().values(),
+    );
+    let offsets = ts.value_offsets();
+    for row in 0..ts.len() {
+        if ts.is_null(row) {
+            continue;
+        }
+        let base = *next_id;
+        let mut max_id = base;
+        for k in offsets[row] as usize..offsets[row + 1] as usize {
+            let new_id = idv[k] + base;
+            max_id = max_id.max(new_id + 1);
+            push(row, (tv[k], evv[k], new_id));
+        }
+        *next_id = max_id;
+    }
+    Ok(())
+}
+
+#[derive(Debug)]
+struct FunnelAccumulator {
+    spec: FunnelSpec,
+    list: Vec<Event>,
+    next_id: u64,
 }
 
 impl Accumulator for FunnelAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let ts = timestamps(&values[self.ts_at])?;
-        let conds: Vec<&BooleanArray> = values[self.ts_at + 1..]
-            .iter()
-            .map(|a| a.as_boolean())
-            .collect();
+        let (ts, conds) = self.spec.inputs(values)?;
         for row in 0..ts.len() {
-            if ts.is_null(row) {
-                continue;
-            }
-            let t = ts.value(row);
-            let mut any = false;
-            for (i, c) in conds.iter().enumerate().rev() {
-                if c.is_valid(row) && c.value(row) {
-                    self.list.push((t, i as u8 + 1, self.next_id));
-                    any = true;
-                }
-            }
-            if self.modes.strict_order && !any {
-                self.list.push((t, 0, self.next_id));
-            }
+            let id = self.next_id;
+            let list = &mut self.list;
+            self.spec
+                .row_events(&ts, &conds, row, |t, e| list.push((t, e, id)));
             self.next_id += 1;
         }
         Ok(())
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Int32(Some(self.level() as i32)))
+        Ok(ScalarValue::Int32(Some(
+            self.spec.level(&mut self.list) as i32
+        )))
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.list.capacity() * std::mem::size_of::<(i64, u8, u64)>()
+        std::mem::size_of_val(self) + self.list.capacity() * std::mem::size_of::<Event>()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let ts: Int64Array = self.list.iter().map(|e| Some(e.0)).collect();
-        let ev: UInt8Array = self.list.iter().map(|e| Some(e.1)).collect();
-        let id: UInt64Array = self.list.iter().map(|e| Some(e.2)).collect();
-        let wrap = |a: ArrayRef| {
-            let field = Arc::new(Field::new_list_field(a.data_type().clone(), true));
-            ScalarValue::List(Arc::new(ListArray::new(
-                field,
-                OffsetBuffer::from_lengths([a.len()]),
-                a,
-                None,
-            )))
-        };
-        Ok(vec![
-            wrap(Arc::new(ts)),
-            wrap(Arc::new(ev)),
-            wrap(Arc::new(id)),
-        ])
+        state_lists(&[&self.list])
+            .into_iter()
+            .map(|a| ScalarValue::try_from_array(&a, 0))
+            .collect()
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let (ts, ev, id) = (
-            states[0].as_list::<i32>(),
-            states[1].as_list::<i32>(),
-            states[2].as_list::<i32>(),
-        );
-        for row in 0..ts.len() {
-            let (Some(t), Some(e), Some(i)) = (
-                list_values::<Int64Type>(ts, row),
-                list_values::<UInt8Type>(ev, row),
-                list_values::<UInt64Type>(id, row),
-            ) else {
+        let list = &mut self.list;
+        merge_states(states, &mut self.next_id, |_, e| list.push(e))
+    }
+}
+
+/// `window_funnel` for a whole GROUP BY: every group's events in one vector, tagged with
+/// the group's index, and sorted into groups only when a result or a state is emitted.
+#[derive(Debug)]
+struct FunnelGroups {
+    spec: FunnelSpec,
+    events: Vec<Tagged>,
+    groups: usize,
+    next_id: u64,
+}
+
+/// An event with its group's index: 24 bytes, a third of what a boxed accumulator per
+/// group costs before its first event.
+#[derive(Debug, Clone, Copy)]
+struct Tagged {
+    group: u32,
+    level: u8,
+    ts: i64,
+    id: u64,
+}
+
+impl FunnelGroups {
+    fn note_groups(&mut self, total_num_groups: usize) -> Result<()> {
+        if total_num_groups > u32::MAX as usize {
+            return exec_err!("window_funnel: more than {} groups", u32::MAX);
+        }
+        self.groups = self.groups.max(total_num_groups);
+        Ok(())
+    }
+
+    /// Takes the events of the groups `emit_to` asks for, grouped and in group order, and
+    /// keeps the others renumbered from zero.
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<u32>, Vec<Event>) {
+        let n = match emit_to {
+            EmitTo::All => self.groups,
+            EmitTo::First(n) => n.min(self.groups),
+        };
+        // Counting sort by group: offsets of each group's run in `grouped`.
+        let mut starts = vec![0u32; n + 1];
+        for t in &self.events {
+            if (t.group as usize) < n {
+                starts[t.group as usize + 1] += 1;
+            }
+        }
+        for g in 0..n {
+            starts[g + 1] += starts[g];
+        }
+        let mut grouped = vec![(0i64, 0u8, 0u64); starts[n] as usize];
+        let mut next = starts.clone();
+        let mut kept = Vec::new();
+        for t in std::mem::take(&mut self.events) {
+            let g = t.group as usize;
+            if g < n {
+                grouped[next[g] as usize] = (t.ts, t.level, t.id);
+                next[g] += 1;
+            } else {
+                kept.push(Tagged {
+                    group: t.group - n as u32,
+                    ..t
+                });
+            }
+        }
+        self.events = kept;
+        self.groups -= n;
+        (starts, grouped)
+    }
+}
+
+impl GroupsAccumulator for FunnelGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.note_groups(total_num_groups)?;
+        let (ts, conds) = self.spec.inputs(values)?;
+        for (row, &g) in group_indices.iter().enumerate() {
+            if opt_filter.is_some_and(|f| !(f.is_valid(row) && f.value(row))) {
                 continue;
-            };
-            if t.len() != e.len() || t.len() != i.len() {
-                return exec_err!("window_funnel: inconsistent state");
             }
-            // Row ids from another partial state are shifted so they stay distinct.
-            let offset = self.next_id;
-            let mut max_id = self.next_id;
-            for k in 0..t.len() {
-                let new_id = i.value(k) + offset;
-                max_id = max_id.max(new_id + 1);
-                self.list.push((t.value(k), e.value(k), new_id));
-            }
-            self.next_id = max_id;
+            let id = self.next_id;
+            let events = &mut self.events;
+            self.spec.row_events(&ts, &conds, row, |ts, level| {
+                events.push(Tagged {
+                    group: g as u32,
+                    level,
+                    ts,
+                    id,
+                })
+            });
+            self.next_id += 1;
         }
         Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let (starts, mut grouped) = self.take(emit_to);
+        let levels: Int32Array = starts
+            .windows(2)
+            .map(|w| Some(self.spec.level(&mut grouped[w[0] as usize..w[1] as usize]) as i32))
+            .collect();
+        Ok(Arc::new(levels))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let (starts, grouped) = self.take(emit_to);
+        let rows: Vec<&[Event]> = starts
+            .windows(2)
+            .map(|w| &grouped[w[0] as usize..w[1] as usize])
+            .collect();
+        Ok(state_lists(&rows))
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.note_groups(total_num_groups)?;
+        let events = &mut self.events;
+        merge_states(values, &mut self.next_id, |row, (ts, level, id)| {
+            events.push(Tagged {
+                group: group_indices[row] as u32,
+                level,
+                ts,
+                id,
+            })
+        })
+    }
+
+    /// Each row as a state of its own, for when the partial aggregate finds almost every
+    /// row in a group of its own and passes rows through.
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        let (ts, conds) = self.spec.inputs(values)?;
+        let mut flat = Vec::new();
+        let mut ends = Vec::with_capacity(ts.len());
+        for row in 0..ts.len() {
+            if !opt_filter.is_some_and(|f| !(f.is_valid(row) && f.value(row))) {
+                self.spec
+                    .row_events(&ts, &conds, row, |t, e| flat.push((t, e, 0)));
+            }
+            ends.push(flat.len());
+        }
+        let mut start = 0;
+        let rows: Vec<&[Event]> = ends
+            .iter()
+            .map(|&end| {
+                let r = &flat[start..end];
+                start = end;
+                r
+            })
+            .collect();
+        Ok(state_lists(&rows))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.events.capacity() * std::mem::size_of::<Tagged>()
     }
 }

@@ -18,6 +18,7 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::disk_manager::DiskManagerBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -187,6 +188,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rules(logical_rules())
         .with_physical_optimizer_rules(physical_rules(dedup))
         .build();
     let state = match &options.cluster {
@@ -246,6 +248,19 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         memory_limit,
         on_cluster: options.cluster.is_some(),
     })
+}
+
+/// DataFusion's logical rules with sluice's: plain counts beside a distinct count made
+/// splittable just before DataFusion splits distinct aggregates into two group-bys.
+fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
+    use crate::engine::distinct_counts::{CountsBesideDistinct, BEFORE_RULE};
+    let mut rules = Optimizer::new().rules;
+    let at = rules
+        .iter()
+        .position(|r| r.name() == BEFORE_RULE)
+        .unwrap_or(rules.len());
+    rules.insert(at, Arc::new(CountsBesideDistinct));
+    rules
 }
 
 /// DataFusion's physical rules with sluice's: join sides by file size right after
