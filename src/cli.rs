@@ -131,6 +131,9 @@ pub struct ServeArgs {
     /// Also serve /health, /metrics and POST /query over HTTP on this address
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Arrow Flight SQL address for ADBC/JDBC clients (default: [server].flight, else off)
+    #[arg(long, value_name = "ADDR")]
+    pub flight: Option<String>,
     /// TLS certificate (PEM); with --tls-key
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<String>,
@@ -616,6 +619,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
     let requested = crate::server::ServeRequest {
         listen: args.listen.clone(),
         http: args.http.clone(),
+        flight: args.flight.clone(),
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         allow_write: args.allow_write,

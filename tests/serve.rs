@@ -557,3 +557,74 @@ fn tls_with_a_certificate() {
         "{log}"
     );
 }
+
+#[test]
+fn a_client_past_max_connections_gets_postgres_too_many_clients() {
+    let p = served_project();
+    let server = Server::start(p.path(), &["--max-connections", "1"]);
+    let out = python_json(&format!(
+        r#"
+import json, os, subprocess, sys, time, psycopg
+def connect():
+    return psycopg.connect(host="127.0.0.1", port={port}, user="analyst", password="{PASSWORD}", dbname="sluice", connect_timeout=10)
+def holder():
+    # The start-up probe's connection may still hold the one slot for a moment.
+    for _ in range(50):
+        try:
+            return connect()
+        except psycopg.Error:
+            time.sleep(0.1)
+    raise SystemExit("no connection at all")
+held = holder()
+try:
+    connect()
+    refused = None
+except psycopg.OperationalError as e:
+    refused = str(e).strip().splitlines()[-1]
+# libpq keeps a start-up error's SQLSTATE to itself: read the server's ErrorResponse raw.
+import socket, struct
+raw = socket.create_connection(("127.0.0.1", {port}))
+params = b"user\0analyst\0database\0sluice\0\0"
+raw.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+reply = b""
+while True:
+    chunk = raw.recv(4096)
+    if not chunk:
+        break
+    reply += chunk
+fields = dict((f[:1].decode(), f[1:].decode()) for f in reply[5:].split(b"\0") if f)
+raw_reply = [reply[:1].decode(), fields]
+psql = subprocess.run(["psql", "host=127.0.0.1 port={port} user=analyst dbname=sluice", "-X", "-c", "SELECT 1"],
+                      env=dict(os.environ, PGPASSWORD="{PASSWORD}"), capture_output=True, text=True)
+answer = held.execute("SELECT count(*) FROM people").fetchone()[0]
+held.close()
+again = holder().execute("SELECT 1").fetchone()[0]
+print(json.dumps({{"refused": refused, "raw": raw_reply, "psql": [psql.returncode, psql.stderr.strip()], "held": answer, "again": again}}))
+sys.stdout.flush()
+os._exit(0)
+"#,
+        port = server.port
+    ));
+    assert!(
+        out["refused"]
+            .as_str()
+            .unwrap()
+            .ends_with("failed: FATAL:  sorry, too many clients already"),
+        "{out}"
+    );
+    assert_eq!(
+        out["raw"],
+        serde_json::json!(["E", {"S": "FATAL", "V": "FATAL", "C": "53300", "M": "sorry, too many clients already"}]),
+        "{out}"
+    );
+    assert_eq!(out["psql"][0], 2, "{out}");
+    assert!(
+        out["psql"][1]
+            .as_str()
+            .unwrap()
+            .ends_with("FATAL:  sorry, too many clients already"),
+        "{out}"
+    );
+    assert_eq!(out["held"], 3);
+    assert_eq!(out["again"], 1);
+}

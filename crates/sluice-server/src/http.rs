@@ -14,12 +14,12 @@ use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
+use super::admission::{Admission, Admitted};
+use super::guard;
 use super::metrics::Metrics;
 use super::pgwire::Handlers;
 use super::statement::Statements;
-use super::{guard, log};
 use crate::error::describe_datafusion_error;
 
 const MAX_HEADER: usize = 16 * 1024;
@@ -28,11 +28,9 @@ const MAX_BODY: usize = 1024 * 1024;
 pub struct HttpState {
     /// Each request runs in a session of its own, as a Postgres connection does.
     pub statements: Arc<Statements>,
-    pub metrics: Arc<Metrics>,
+    pub admission: Arc<Admission>,
     pub handlers: Arc<Handlers>,
     pub read_only: bool,
-    pub gate: Arc<Semaphore>,
-    pub timeout: Option<Duration>,
 }
 
 struct Request {
@@ -40,6 +38,12 @@ struct Request {
     path: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+}
+
+impl HttpState {
+    fn metrics(&self) -> &Metrics {
+        self.admission.metrics()
+    }
 }
 
 impl Request {
@@ -159,7 +163,7 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
             Some(_) => Reply {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
-                body: state.metrics.render().into_bytes(),
+                body: state.metrics().render().into_bytes(),
                 extra: None,
             },
             None => unauthorised(),
@@ -217,13 +221,11 @@ async fn query(
 }
 
 /// A query planned, admitted and started, with its first batch in hand.
-struct Prepared<'a> {
+struct Prepared {
     format: Format,
     rows: datafusion::execution::SendableRecordBatchStream,
     first: Option<RecordBatch>,
-    started: Instant,
-    deadline: Option<tokio::time::Instant>,
-    _permit: tokio::sync::SemaphorePermit<'a>,
+    turn: Admitted,
 }
 
 #[derive(Clone, Copy)]
@@ -257,18 +259,7 @@ impl Format {
     }
 }
 
-fn timeout_error(limit: Duration) -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::Execution(format!(
-        "canceling statement due to statement timeout ({} s)",
-        limit.as_secs_f64()
-    ))
-}
-
-async fn prepare<'a>(
-    request: &Request,
-    state: &'a HttpState,
-    user: &str,
-) -> Result<Prepared<'a>, Reply> {
+async fn prepare(request: &Request, state: &HttpState, user: &str) -> Result<Prepared, Reply> {
     let sql = match serde_json::from_slice::<serde_json::Value>(&request.body) {
         Ok(v) => match v["sql"].as_str() {
             Some(s) => s.to_string(),
@@ -297,11 +288,11 @@ async fn prepare<'a>(
     let plan = match snapshot.create_logical_plan(&sql).await {
         Ok(plan) => plan,
         Err(e) => {
-            state.metrics.query_done(Duration::ZERO, true);
-            log(&format!(
-                "query user={user} protocol=http duration_ms=0 status=error"
-            ));
-            return Err(json_error(400, &describe_datafusion_error(&e)));
+            let message = describe_datafusion_error(&e);
+            state
+                .admission
+                .record(user, "http", "duration_ms", Instant::now(), Some(&message));
+            return Err(json_error(400, &message));
         }
     };
     if state.read_only {
@@ -310,40 +301,29 @@ async fn prepare<'a>(
         }
     }
     let format = Format::of(request.header("accept").unwrap_or("application/json"));
-    let Ok(permit) = state.gate.acquire().await else {
-        return Err(json_error(503, "the server is shutting down"));
+    let turn = match state.admission.admit().await {
+        Ok(turn) => turn,
+        Err(why) => return Err(json_error(503, &why.to_string())),
     };
-    let started = Instant::now();
-    let deadline = state.timeout.map(|t| tokio::time::Instant::now() + t);
     // Up to the first batch: an error here is still an HTTP error with a status.
     let start = async {
         let mut rows = state.statements.execute(&session, snapshot, plan).await?;
         let first = rows.next().await.transpose()?;
         Ok::<_, datafusion::error::DataFusionError>((rows, first))
     };
-    let outcome = match (deadline, state.timeout) {
-        (Some(at), Some(limit)) => tokio::time::timeout_at(at, start)
-            .await
-            .unwrap_or_else(|_| Err(timeout_error(limit))),
-        _ => start.await,
-    };
-    match outcome {
+    match turn.within(start).await {
         Ok((rows, first)) => Ok(Prepared {
             format,
             rows,
             first,
-            started,
-            deadline,
-            _permit: permit,
+            turn,
         }),
         Err(e) => {
-            let elapsed = started.elapsed();
-            state.metrics.query_done(elapsed, true);
-            log(&format!(
-                "query user={user} protocol=http duration_ms={} status=error",
-                elapsed.as_millis()
-            ));
-            Err(json_error(400, &describe_datafusion_error(&e)))
+            let message = describe_datafusion_error(&e);
+            state
+                .admission
+                .record(user, "http", "duration_ms", turn.queued, Some(&message));
+            Err(json_error(400, &message))
         }
     }
 }
@@ -456,7 +436,7 @@ async fn chunk(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
 /// status any more: the response then ends without its last chunk, which every HTTP client
 /// reports as an incomplete response.
 async fn stream_rows(
-    prepared: Prepared<'_>,
+    prepared: Prepared,
     state: &HttpState,
     user: &str,
     stream: &mut TcpStream,
@@ -465,10 +445,9 @@ async fn stream_rows(
         format,
         mut rows,
         first,
-        started,
-        deadline,
-        _permit,
+        turn,
     } = prepared;
+    let deadline = turn.deadline.map(|(at, _)| at);
     let schema = rows.schema();
     let head = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
@@ -504,14 +483,14 @@ async fn stream_rows(
             .map_err(|e| e.to_string())
     }
     .await;
-    let elapsed = started.elapsed();
-    state.metrics.query_done(elapsed, outcome.is_err());
-    state.metrics.http_response(sent);
-    log(&format!(
-        "query user={user} protocol=http duration_ms={} status={}",
-        elapsed.as_millis(),
-        if outcome.is_ok() { "ok" } else { "error" }
-    ));
+    state.metrics().http_response(sent);
+    state.admission.record(
+        user,
+        "http",
+        "duration_ms",
+        turn.queued,
+        outcome.as_ref().err().map(String::as_str),
+    );
     stream.shutdown().await
 }
 
@@ -539,7 +518,7 @@ async fn write_reply(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    state.metrics.http_response(reply.body.len());
+    state.metrics().http_response(reply.body.len());
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(&reply.body).await?;
     stream.shutdown().await

@@ -6,8 +6,10 @@
 use sluice_core::{config, error};
 use sluice_session as session;
 
+mod admission;
 mod auth;
 mod connection;
+mod flight;
 mod guard;
 mod http;
 mod metrics;
@@ -16,8 +18,9 @@ mod own_catalog;
 mod pgwire;
 mod plan_cache;
 mod statement;
+mod too_many;
 
-use options::{tls_acceptor, usage};
+use options::{tls_config, usage};
 pub use options::{ServeOptions, ServeRequest};
 
 use std::net::SocketAddr;
@@ -32,9 +35,10 @@ use tokio::sync::Semaphore;
 use crate::config::{read_secret, Project};
 use crate::error::Result;
 use crate::session::{build_session, SessionOptions};
+use admission::Admission;
 use auth::Users;
 use metrics::Metrics;
-use pgwire::{Handlers, Limits};
+use pgwire::Handlers;
 use statement::Statements;
 
 /// One timestamped line on standard error per connection, query and server event.
@@ -89,11 +93,26 @@ pub async fn serve(
             "no [server.users] configured: refusing to serve HTTP on {addr} without passwords; use --http 127.0.0.1:PORT or add users"
         )));
     }
-    let tls = match (&options.tls_cert, &options.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+    let flight_addr: Option<SocketAddr> = match &options.flight {
+        Some(addr) => Some(
+            addr.parse()
+                .map_err(|e| usage(format!("--flight {addr}: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = flight_addr.filter(|a| users.is_empty() && !is_loopback(a)) {
+        return Err(usage(format!(
+            "no [server.users] configured: refusing to serve Flight SQL on {addr} without passwords; use --flight 127.0.0.1:PORT or add users"
+        )));
+    }
+    let tls_config = match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         (None, None) => None,
         _ => return Err(usage("TLS needs both --tls-cert and --tls-key".into())),
     };
+    let tls = tls_config
+        .as_ref()
+        .map(|config| tokio_rustls::TlsAcceptor::from(config.clone()));
 
     // Reading files by path is a write-mode feature: the read-only server serves the
     // project's tables only.
@@ -114,17 +133,17 @@ pub async fn serve(
     ));
 
     let metrics = Arc::new(Metrics::default());
-    let gate = Arc::new(Semaphore::new(concurrent));
+    let admission = Arc::new(Admission::new(
+        Arc::new(Semaphore::new(concurrent)),
+        options.statement_timeout,
+        metrics.clone(),
+    ));
     let handlers = Arc::new(Handlers::new(
         ctx.clone(),
         statements.clone(),
         users,
         !options.allow_write,
-        Limits {
-            gate: gate.clone(),
-            statement_timeout: options.statement_timeout,
-        },
-        metrics.clone(),
+        admission.clone(),
     ));
 
     let listener = TcpListener::bind(listen)
@@ -159,13 +178,34 @@ pub async fn serve(
         ));
         let state = Arc::new(http::HttpState {
             statements: statements.clone(),
-            metrics: metrics.clone(),
+            admission: admission.clone(),
             handlers: handlers.clone(),
             read_only: !options.allow_write,
-            gate,
-            timeout: options.statement_timeout,
         });
         tokio::spawn(http::serve(http_listener, state));
+    }
+
+    if let Some(addr) = flight_addr {
+        let flight_listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| usage(format!("cannot listen on {addr}: {e}")))?;
+        log(&format!(
+            "Flight SQL on grpc{}://{} ({})",
+            if tls_config.is_some() { "+tls" } else { "" },
+            flight_listener.local_addr().unwrap_or(addr),
+            if handlers.has_users() {
+                "basic-auth handshake, bearer tokens"
+            } else {
+                "no [server.users]: loopback only, no password"
+            },
+        ));
+        let service = flight::FlightSql::new(
+            statements.clone(),
+            admission.clone(),
+            handlers.clone(),
+            !options.allow_write,
+        );
+        tokio::spawn(flight::serve(flight_listener, service, tls_config.clone()));
     }
 
     let connections = Arc::new(Semaphore::new(options.max_connections.max(1)));
@@ -186,10 +226,11 @@ pub async fn serve(
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             metrics.connection_refused();
             log(&format!(
-                "connection from {peer} refused: {} connections open (--max-connections)",
-                options.max_connections
+                "connection from {peer} refused: {} connections open (--max-connections): {}",
+                options.max_connections,
+                too_many::MESSAGE
             ));
-            drop(socket);
+            tokio::spawn(too_many::refuse(socket, tls.clone()));
             continue;
         };
         let (handlers, tls, metrics) = (handlers.clone(), tls.clone(), metrics.clone());

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_rustls::rustls;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::units::{parse_duration, parse_memory_size};
 use crate::config::ServerSection;
@@ -16,6 +15,7 @@ use crate::error::{Result, SluiceError};
 pub struct ServeRequest {
     pub listen: Option<String>,
     pub http: Option<String>,
+    pub flight: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub allow_write: bool,
@@ -29,6 +29,7 @@ pub struct ServeRequest {
 pub struct ServeOptions {
     pub listen: String,
     pub http: Option<String>,
+    pub flight: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub allow_write: bool,
@@ -61,6 +62,7 @@ impl ServeOptions {
                 .or_else(|| server.listen.clone())
                 .unwrap_or_else(|| "127.0.0.1:5433".into()),
             http: requested.http.or_else(|| server.http.clone()),
+            flight: requested.flight.or_else(|| server.flight.clone()),
             tls_cert: requested.tls_cert,
             tls_key: requested.tls_key,
             allow_write: requested.allow_write,
@@ -89,8 +91,8 @@ pub(super) fn usage(message: String) -> SluiceError {
     SluiceError::Usage(message)
 }
 
-/// A TLS acceptor from PEM files; any problem stops the server (never plaintext instead).
-pub(super) fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor> {
+/// A TLS setup from PEM files; any problem stops the server (never plaintext instead).
+pub(super) fn tls_config(cert: &str, key: &str) -> Result<Arc<rustls::ServerConfig>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let read = |path: &str| {
         std::fs::read(path).map_err(|e| usage(format!("TLS: cannot read {path}: {e}")))
@@ -112,5 +114,5 @@ pub(super) fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor> {
                 "TLS: {cert} and {key} do not make a TLS setup: {e}"
             ))
         })?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }

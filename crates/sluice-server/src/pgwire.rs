@@ -28,19 +28,17 @@ use pgwire::api::{
 };
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::admission::{Admission, Admitted, Stopped};
 use super::auth::{user_of, Open, Startup, Users};
 use super::connection::{user_error, ClientStatements, PortalFormat};
-use super::metrics::Metrics;
 use super::statement::Statements;
 
 /// Limits and instrumentation around datafusion-postgres's session service.
 pub struct Service {
     inner: Arc<DfSessionService>,
-    gate: Arc<Semaphore>,
-    timeout: Option<Duration>,
-    metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
 }
 
 /// Fires when the client cancels the statement (pgwire's cancel request).
@@ -69,13 +67,7 @@ fn canceled() -> PgWireError {
 }
 
 fn timed_out(limit: Duration) -> PgWireError {
-    user_error(
-        "57014",
-        format!(
-            "canceling statement due to statement timeout ({} s)",
-            limit.as_secs_f64()
-        ),
-    )
+    stopped(Stopped::TimedOut(limit))
 }
 
 /// Make a query result's row stream obey the statement's deadline and the client's cancel,
@@ -121,52 +113,27 @@ fn bounded(
 }
 
 impl Service {
-    /// Wait for a turn under the concurrency gate; the deadline starts once admitted.
-    async fn admit(
-        &self,
-    ) -> PgWireResult<(
-        Arc<OwnedSemaphorePermit>,
-        Option<(tokio::time::Instant, Duration)>,
-        Instant,
-    )> {
-        let queued = Instant::now();
-        let permit = self
-            .gate
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| user_error("57P03", "the server is shutting down".into()))?;
-        let deadline = self
-            .timeout
-            .map(|limit| (tokio::time::Instant::now() + limit, limit));
-        Ok((Arc::new(permit), deadline, queued))
+    async fn admit(&self) -> PgWireResult<Admitted> {
+        self.admission.admit().await.map_err(stopped)
     }
 
-    /// Run planning (and whatever the handler does before streaming) within the deadline.
-    async fn within<T>(
-        deadline: Option<(tokio::time::Instant, Duration)>,
-        work: impl std::future::Future<Output = PgWireResult<T>>,
-    ) -> PgWireResult<T> {
-        match deadline {
-            Some((at, limit)) => tokio::time::timeout_at(at, work)
-                .await
-                .unwrap_or_else(|_| Err(timed_out(limit))),
-            None => work.await,
-        }
-    }
-
-    /// Count and log one statement (no SQL text, no parameters: they may carry personal data).
     fn record(&self, user: &str, protocol: &str, queued: Instant, failed: Option<&PgWireError>) {
-        let elapsed = queued.elapsed();
-        self.metrics.query_done(elapsed, failed.is_some());
-        let status = match failed {
-            None => "status=ok".to_string(),
-            Some(e) => format!("status=error error={:?}", short_error(e)),
-        };
-        super::log(&format!(
-            "query user={user} protocol={protocol} planned_ms={} {status}",
-            elapsed.as_millis()
-        ));
+        let error = failed.map(short_error);
+        self.admission
+            .record(user, protocol, "planned_ms", queued, error.as_deref());
+    }
+}
+
+fn stopped(why: Stopped) -> PgWireError {
+    match why {
+        Stopped::ShuttingDown => user_error("57P03", why.to_string()),
+        Stopped::TimedOut(_) => user_error("57014", why.to_string()),
+    }
+}
+
+impl From<Stopped> for PgWireError {
+    fn from(why: Stopped) -> Self {
+        stopped(why)
     }
 }
 
@@ -187,18 +154,20 @@ impl SimpleQueryHandler for Service {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let user = user_of(client);
-        let (permit, deadline, queued) = self.admit().await?;
-        let result = Self::within(
-            deadline,
-            SimpleQueryHandler::do_query(self.inner.as_ref(), client, query),
-        )
-        .await;
-        self.record(&user, "simple", queued, result.as_ref().err());
+        let turn = self.admit().await?;
+        let result = turn
+            .within(SimpleQueryHandler::do_query(
+                self.inner.as_ref(),
+                client,
+                query,
+            ))
+            .await;
+        self.record(&user, "simple", turn.queued, result.as_ref().err());
         let responses = result?;
         let cancel = cancel_signal(client).await;
         Ok(responses
             .into_iter()
-            .map(|r| bounded(r, deadline, permit.clone(), cancel.clone()))
+            .map(|r| bounded(r, turn.deadline, turn.permit.clone(), cancel.clone()))
             .collect())
     }
 }
@@ -256,16 +225,19 @@ impl ExtendedQueryHandler for Service {
         client
             .session_extensions()
             .insert(PortalFormat(portal.result_column_format.clone()));
-        let (permit, deadline, queued) = self.admit().await?;
-        let result = Self::within(
-            deadline,
-            ExtendedQueryHandler::do_query(self.inner.as_ref(), client, portal, max_rows),
-        )
-        .await;
-        self.record(&user, "extended", queued, result.as_ref().err());
+        let turn = self.admit().await?;
+        let result = turn
+            .within(ExtendedQueryHandler::do_query(
+                self.inner.as_ref(),
+                client,
+                portal,
+                max_rows,
+            ))
+            .await;
+        self.record(&user, "extended", turn.queued, result.as_ref().err());
         let response = result?;
         let cancel = cancel_signal(client).await;
-        Ok(bounded(response, deadline, permit, cancel))
+        Ok(bounded(response, turn.deadline, turn.permit, cancel))
     }
 }
 
@@ -288,36 +260,23 @@ pub struct Handlers {
     cancel: Arc<DefaultCancelHandler>,
 }
 
-pub struct Limits {
-    /// Shared with HTTP: at most this many statements run at once; others wait.
-    pub gate: Arc<Semaphore>,
-    pub statement_timeout: Option<Duration>,
-}
-
 impl Handlers {
     pub fn new(
         ctx: Arc<SessionContext>,
         statements: Arc<Statements>,
         users: Users,
         read_only: bool,
-        limits: Limits,
-        metrics: Arc<Metrics>,
+        admission: Arc<Admission>,
     ) -> Handlers {
+        let metrics = admission.metrics().clone();
         // One hook answers every statement; datafusion-postgres parses and binds.
         let hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(ClientStatements::new(
-            statements,
-            read_only,
-            metrics.clone(),
+            statements, read_only, metrics,
         ))];
         let inner = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
-            service: Arc::new(Service {
-                inner,
-                gate: limits.gate,
-                timeout: limits.statement_timeout,
-                metrics,
-            }),
+            service: Arc::new(Service { inner, admission }),
             users: Arc::new(users),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,

@@ -194,6 +194,7 @@ pub struct ServerSection {
     pub users: BTreeMap<String, ServerUser>,
     pub listen: Option<String>,
     pub http: Option<String>,
+    pub flight: Option<String>,
     pub max_connections: Option<usize>,
     pub max_concurrent_queries: Option<usize>,
     pub statement_timeout: Option<String>,
