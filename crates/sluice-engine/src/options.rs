@@ -11,10 +11,6 @@ extensions_options! {
         /// it falls back to the sort, which spills) or `sort` (DataFusion sorts, then one
         /// streaming pass keeps each key's first row). Default: `hash`, or $SLUICE_DEDUP.
         pub dedup: String, default = std::env::var("SLUICE_DEDUP").unwrap_or_else(|_| "hash".to_string())
-        /// Whether hash joins against a small table with unique keys run as lookups that
-        /// leave the probe rows uncopied (`LookupJoinExec`); `false` keeps DataFusion's hash
-        /// join. Default: true, or $SLUICE_LOOKUP_JOINS.
-        pub lookup_joins: bool, default = std::env::var("SLUICE_LOOKUP_JOINS").map(|v| v != "false").unwrap_or(true)
     }
 }
 
@@ -30,13 +26,6 @@ pub enum Dedup {
 }
 
 impl SluiceOptions {
-    pub fn lookup_joins(config: &ConfigOptions) -> bool {
-        config
-            .extensions
-            .get::<SluiceOptions>()
-            .is_none_or(|o| o.lookup_joins)
-    }
-
     /// The dedup chosen; an unknown value is an error, never a silent default.
     pub fn dedup(config: &ConfigOptions) -> Result<Dedup> {
         let value = config

@@ -189,10 +189,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         .with_runtime_env(runtime)
         .with_default_features()
         .with_optimizer_rules(logical_rules())
-        .with_physical_optimizer_rules(physical_rules(
-            dedup,
-            !options.distributed && options.cluster.is_none(),
-        ))
+        .with_physical_optimizer_rules(physical_rules(dedup))
         .build();
     let state = match &options.cluster {
         Some(url) => crate::cluster_client::client_state(state, url)?,
@@ -267,24 +264,14 @@ fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
 }
 
 /// DataFusion's physical rules with sluice's: join sides by file size right after
-/// DataFusion's join selection, joins on unique small tables as lookups before dynamic
-/// filters are handed out, and the `row_number() = 1` dedup last.
+/// DataFusion's join selection, and the `row_number() = 1` dedup last.
 fn physical_rules(
     dedup: crate::engine::first_row::DedupFirstRow,
-    lookups: bool,
 ) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     use crate::engine::join_sides::{BuildOnSmallerFiles, AFTER_RULE};
-    use crate::engine::lookup_join::{LookupJoins, BEFORE_RULE};
     let mut rules = PhysicalOptimizer::new().rules;
     if let Some(i) = rules.iter().position(|r| r.name() == AFTER_RULE) {
         rules.insert(i + 1, Arc::new(BuildOnSmallerFiles));
-    }
-    if lookups {
-        let at = rules
-            .iter()
-            .position(|r| r.name() == BEFORE_RULE)
-            .unwrap_or(rules.len());
-        rules.insert(at, Arc::new(LookupJoins));
     }
     rules.push(Arc::new(dedup));
     rules
