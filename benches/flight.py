@@ -25,7 +25,7 @@ def psycopg_fetch(port, table):
 
 def adbc_fetch(port, table):
     started = time.perf_counter()
-    with flight_sql.connect(f"grpc://127.0.0.1:{port}") as conn:
+    with flight_sql.connect(f"grpc://127.0.0.1:{port}", autocommit=True) as conn:
         cur = conn.cursor()
         cur.execute(f"SELECT * FROM {table}")
         rows = 0
@@ -40,7 +40,7 @@ def adbc_lookups(port, table, clients, seconds, max_id):
     stop = time.perf_counter() + seconds
 
     def client(i):
-        with flight_sql.connect(f"grpc://127.0.0.1:{port}") as conn:
+        with flight_sql.connect(f"grpc://127.0.0.1:{port}", autocommit=True) as conn:
             cur = conn.cursor()
             n = 0
             while time.perf_counter() < stop:
