@@ -673,7 +673,7 @@ impl GroupsAccumulator for FunnelGroups {
         let mut flat = Vec::new();
         let mut ends = Vec::with_capacity(ts.len());
         for row in 0..ts.len() {
-            if !opt_filter.is_some_and(|f| !(f.is_valid(row) && f.value(row))) {
+            if opt_filter.is_none_or(|f| f.is_valid(row) && f.value(row)) {
                 self.spec
                     .row_events(&ts, &conds, row, |t, e| flat.push((t, e, 0)));
             }
