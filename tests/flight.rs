@@ -6,7 +6,6 @@
 mod common;
 use common::cluster::free_port;
 use common::server::*;
-use std::process::{Command, Stdio};
 
 /// Python opening every script: an ADBC connection to the Flight port, once it listens.
 fn prelude(flight: u16, tls: Option<&std::path::Path>) -> String {
@@ -243,30 +242,7 @@ done(out)
 #[test]
 fn flight_over_tls_with_the_servers_certificate() {
     let p = served_project();
-    let (cert, key) = (p.path().join("cert.pem"), p.path().join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl makes a test certificate");
+    let (cert, key) = test_certificate(p.path());
     let (server, flight) = flight_server(
         p.path(),
         &[

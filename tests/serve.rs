@@ -471,28 +471,7 @@ fn no_users_means_loopback_only_and_tls_problems_stop_the_server() {
 #[test]
 fn tls_with_a_certificate() {
     let p = served_project();
-    let (cert, key) = (p.path().join("cert.pem"), p.path().join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "openssl makes a test certificate");
+    let (cert, key) = test_certificate(p.path());
     let server = Server::start(
         p.path(),
         &[

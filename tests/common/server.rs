@@ -204,3 +204,33 @@ pub fn post_query(port: u16, auth: Option<&str>, accept: &str, sql: &str) -> Str
         ),
     )
 }
+
+/// A self-signed certificate and key for 127.0.0.1 in `dir` (cert.pem, key.pem), with the
+/// address as a subject alternative name, which gRPC clients require.
+pub fn test_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl makes a test certificate");
+    (cert, key)
+}

@@ -53,6 +53,26 @@ fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()
 }
 
+/// The address a listener beside the Postgres port was asked for (`--http`, `--flight`),
+/// refused off loopback when no users are configured.
+fn side_listener(
+    flag: &str,
+    what: &str,
+    addr: Option<&str>,
+    users: &Users,
+) -> Result<Option<SocketAddr>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|e| usage(format!("{flag} {addr}: {e}")))?;
+    if users.is_empty() && !is_loopback(&parsed) {
+        return Err(usage(format!(
+            "no [server.users] configured: refusing to {what} on {parsed} without passwords; use {flag} 127.0.0.1:PORT or add users"
+        )));
+    }
+    Ok(Some(parsed))
+}
+
 /// Serve until interrupted (Ctrl-C or SIGTERM).
 pub async fn serve(
     project: Arc<Project>,
@@ -80,31 +100,14 @@ pub async fn serve(
             "no [server.users] configured: refusing to listen on {listen} without passwords; listen on 127.0.0.1 or add users"
         )));
     }
-    let http_addr: Option<SocketAddr> = match &options.http {
-        Some(addr) => Some(
-            addr.parse()
-                .map_err(|e| usage(format!("--http {addr}: {e}")))?,
-        ),
-        None => None,
-    };
-    if let Some(addr) = http_addr.filter(|a| users.is_empty() && !is_loopback(a)) {
-        // The same rule on every listener: no passwords, loopback only.
-        return Err(usage(format!(
-            "no [server.users] configured: refusing to serve HTTP on {addr} without passwords; use --http 127.0.0.1:PORT or add users"
-        )));
-    }
-    let flight_addr: Option<SocketAddr> = match &options.flight {
-        Some(addr) => Some(
-            addr.parse()
-                .map_err(|e| usage(format!("--flight {addr}: {e}")))?,
-        ),
-        None => None,
-    };
-    if let Some(addr) = flight_addr.filter(|a| users.is_empty() && !is_loopback(a)) {
-        return Err(usage(format!(
-            "no [server.users] configured: refusing to serve Flight SQL on {addr} without passwords; use --flight 127.0.0.1:PORT or add users"
-        )));
-    }
+    // The same rule on every listener: no passwords, loopback only.
+    let http_addr = side_listener("--http", "serve HTTP", options.http.as_deref(), &users)?;
+    let flight_addr = side_listener(
+        "--flight",
+        "serve Flight SQL",
+        options.flight.as_deref(),
+        &users,
+    )?;
     let tls_config = match (&options.tls_cert, &options.tls_key) {
         (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
         (None, None) => None,

@@ -249,6 +249,18 @@ impl FlightSql {
         Ok(Response::new(info))
     }
 
+    /// The FlightInfo of a catalog request: its rows' schema, and the request itself as the
+    /// ticket (answered from the catalog when presented).
+    fn metadata_info(
+        &self,
+        schema: &Schema,
+        command: Any,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::flight_info(schema, command.encode_to_vec(), request.into_inner())
+    }
+
     /// Admit, start and stream a planned statement; counted and logged when it ends.
     async fn run(
         &self,
@@ -443,6 +455,17 @@ fn one_batch(batch: RecordBatch) -> Response<DataStream> {
         .build(futures::stream::once(async { Ok::<_, FlightError>(batch) }))
         .map_err(Status::from);
     Response::new(Box::pin(stream))
+}
+
+/// The parameter batches a client sent with DoPut.
+async fn parameter_batches(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Vec<RecordBatch>, Status> {
+    let data = request.into_inner().map_err(FlightError::from);
+    arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data)
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))
 }
 
 /// The values of a parameter batch's one row, in column order ($1, $2, ...).
@@ -646,14 +669,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let caller = self.caller(&request)?;
         self.prepared(&query.prepared_statement_handle, &caller)?;
-        let data = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data)
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    Status::invalid_argument(format!("cannot read the parameters: {e}"))
-                })?;
+        let batches = parameter_batches(request).await?;
         let values = parameter_row(&batches)?;
         if let Ok(mut prepared) = self.prepared.lock() {
             if let Some(p) = prepared.get_mut(query.prepared_statement_handle.as_ref()) {
@@ -703,14 +719,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<i64, Status> {
         let caller = self.caller(&request)?;
         let prepared = self.prepared(&command.prepared_statement_handle, &caller)?;
-        let data = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(data)
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    Status::invalid_argument(format!("cannot read the parameters: {e}"))
-                })?;
+        let batches = parameter_batches(request).await?;
         let (state, plan) = if batches.iter().all(|b| b.num_rows() == 0) {
             self.plan(&caller, &prepared.sql, None).await?
         } else {
@@ -725,13 +734,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder().schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_catalogs(
@@ -748,13 +752,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_schemas(
@@ -771,13 +770,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_tables(
@@ -794,13 +788,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder().schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_table_types(
@@ -817,16 +806,11 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query
             .clone()
             .into_builder(catalog::sql_info_data(self.read_only)?)
             .schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.metadata_info(&schema, query.as_any(), request)
     }
 
     async fn do_get_sql_info(
