@@ -13,6 +13,7 @@ pub mod identity;
 mod pii;
 mod regexp_replace;
 mod retention;
+mod sha256_lanes;
 mod shared_id;
 
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 use unicode_normalization::UnicodeNormalization;
 
 use super::args::{all_scalar, arg_array, finish, for_each_str, is_string, scalar_str, TextArg};
-use super::hashing::{sha256, DigestColumn};
+use super::hashing::DigestColumn;
 use super::FunctionDoc;
 
 pub const NORMALIZE_EMAIL_DOC: FunctionDoc = FunctionDoc {
@@ -493,7 +493,7 @@ fn run(
                     hex.make_ascii_lowercase();
                     digests.push_hex(&hex);
                 } else if normalize(kind, profile, code, v, &mut buf) {
-                    digests.push_digest(&sha256(buf.as_bytes()));
+                    digests.push_sha256(buf.as_bytes());
                 } else {
                     digests.push_null();
                 }
@@ -621,6 +621,7 @@ pii_udf!(
 
 #[cfg(test)]
 mod tests {
+    use super::super::hashing::sha256;
     use super::*;
 
     fn norm(kind: Kind, profile: Profile, code: Option<&str>, v: &str) -> Option<String> {
