@@ -120,6 +120,9 @@ pub async fn serve(
     // Reading files by path is a write-mode feature: the read-only server serves the
     // project's tables only.
     session_options.query_files_by_path = options.allow_write;
+    // Statements run under per-statement memory pools and stream to clients as rows come:
+    // DataFusion's batch size, whatever the server's memory.
+    session_options.batch_rows = Some(crate::session::DEFAULT_BATCH_ROWS);
     let session = build_session(project.clone(), &session_options)?;
     setup_pg_catalog(&session.ctx, "datafusion", EmptyContextProvider)
         .map_err(|e| usage(format!("cannot set up pg_catalog: {e}")))?;
