@@ -100,29 +100,35 @@ pub fn hex_digest_column(
     input: &ArrayRef,
     digest: impl FnMut(&[u8]) -> [u8; 32],
 ) -> Result<StringArray> {
-    digest_column(input, digest, false)
+    digest_column(input, RowDigest::Each(digest))
 }
 
 /// The hex SHA-256 of every row: values that fit in one block are hashed several at a
 /// time (`sha256_lanes`), longer ones one by one.
 pub fn sha256_hex_column(input: &ArrayRef) -> Result<StringArray> {
-    digest_column(input, sha256, true)
+    digest_column(input, RowDigest::<fn(&[u8]) -> [u8; 32]>::Sha256InLanes)
 }
 
-fn digest_column(
+/// How each row is digested.
+enum RowDigest<D> {
+    /// By the caller's function, one row at a time.
+    Each(D),
+    /// SHA-256, one-block values gathered into lanes (`DigestColumn::push_sha256`).
+    Sha256InLanes,
+}
+
+fn digest_column<D: FnMut(&[u8]) -> [u8; 32]>(
     input: &ArrayRef,
-    mut digest: impl FnMut(&[u8]) -> [u8; 32],
-    sha256_lanes: bool,
+    digest: RowDigest<D>,
 ) -> Result<StringArray> {
     let rows = input.len();
+    digest_column_bytes(rows)?;
     let nulls = input.logical_nulls();
-    let mut values: Vec<u8> = Vec::with_capacity(digest_column_bytes(rows)?);
     let mut out = DigestRows {
         rows,
         nulls: nulls.as_ref(),
-        values: &mut values,
-        digest: &mut digest,
-        sha256_lanes,
+        column: DigestColumn::with_capacity(rows),
+        digest,
     };
     match input.data_type() {
         DataType::Utf8 => {
@@ -152,7 +158,7 @@ fn digest_column(
         DataType::Null => out.fill(|_| &[]),
         other => return exec_err!("expected a string or binary argument, got {other}"),
     }
-    digest_array(values, nulls)
+    out.column.finish()
 }
 
 /// The bytes of a column of `rows` hex digests, when its i32 offsets can address them.
@@ -178,33 +184,21 @@ fn digest_array(values: Vec<u8>, nulls: Option<NullBuffer>) -> Result<StringArra
 struct DigestRows<'a, D> {
     rows: usize,
     nulls: Option<&'a NullBuffer>,
-    values: &'a mut Vec<u8>,
-    digest: &'a mut D,
-    /// The digest is SHA-256, so one-block values may go through `sha256_short_lanes`.
-    sha256_lanes: bool,
+    column: DigestColumn,
+    digest: RowDigest<D>,
 }
 
 impl<D: FnMut(&[u8]) -> [u8; 32]> DigestRows<'_, D> {
     /// Generic over the accessor so each input type gets its own inlined loop.
     fn fill<'v>(&mut self, value: impl Fn(usize) -> &'v [u8]) {
-        if self.sha256_lanes {
-            let mut column = DigestColumn::with_capacity(self.rows);
-            for row in 0..self.rows {
-                match self.nulls {
-                    Some(n) if n.is_null(row) => column.push_null(),
-                    _ => column.push_sha256(value(row)),
-                }
-            }
-            *self.values = column.finish_values();
-            return;
-        }
         for row in 0..self.rows {
-            match self.nulls {
-                Some(n) if n.is_null(row) => self.values.extend_from_slice(&[0u8; 64]),
-                _ => {
-                    let hex = hex64(&(self.digest)(value(row)));
-                    self.values.extend_from_slice(&hex);
-                }
+            if self.nulls.is_some_and(|n| n.is_null(row)) {
+                self.column.push_null();
+                continue;
+            }
+            match &mut self.digest {
+                RowDigest::Each(digest) => self.column.push_digest(&digest(value(row))),
+                RowDigest::Sha256InLanes => self.column.push_sha256(value(row)),
             }
         }
     }
@@ -268,12 +262,6 @@ impl DigestColumn {
     pub fn push_null(&mut self) {
         self.values.extend_from_slice(&[0u8; 64]);
         self.nulls.append(false);
-    }
-
-    /// The digits of every row, the waiting ones hashed (the null rows are the caller's).
-    fn finish_values(mut self) -> Vec<u8> {
-        self.hash_waiting();
-        self.values
     }
 
     pub fn finish(mut self) -> Result<StringArray> {
