@@ -129,7 +129,7 @@ fn hash_joins_build_on_the_input_with_fewer_bytes() {
     );
     // The small build sides are collected once, so the visits are not repartitioned.
     assert_eq!(
-        plan_values(&plan, "HashJoinExec: mode="),
+        plan_values(&plan, "JoinExec: mode="),
         ["CollectLeft", "CollectLeft"],
         "{plan}"
     );
@@ -212,7 +212,7 @@ fn joins_build_on_small_sources_held_in_memory_under_a_dedup() {
         "{plan}"
     );
     assert_eq!(
-        plan_values(&plan, "HashJoinExec: mode="),
+        plan_values(&plan, "JoinExec: mode="),
         ["CollectLeft", "CollectLeft"],
         "{plan}"
     );
@@ -469,4 +469,112 @@ fn an_ordered_result_keeps_the_sorted_dedup_and_a_tiny_memory_pool_says_so() {
     );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("Resources exhausted"), "{}", r.stderr);
+}
+
+/// Events looked up in smaller tables: one with duplicate and NULL keys, one with unique
+/// keys that miss some events, one keyed by two columns.
+fn lookups() -> tempfile::TempDir {
+    let mut events = String::from("id,k,day,note\n");
+    for i in 0..600 {
+        let k = if i % 29 == 0 {
+            String::new()
+        } else {
+            format!("k{}", i % 13)
+        };
+        events.push_str(&format!("{i},{k},{},n{}\n", i % 3, i % 5));
+    }
+    project(&[
+        (
+            "sluice.toml",
+            "[sources.events]\nlocation = \"data/events.csv\"\ncache = false\n\
+             schema = { id = \"BIGINT\", k = \"VARCHAR\", day = \"BIGINT\", note = \"VARCHAR\" }\n\
+             [sources.dims]\nlocation = \"data/dims.csv\"\ncache = false\n\
+             schema = { k = \"VARCHAR\", name = \"VARCHAR\" }\n\
+             [sources.uniq]\nlocation = \"data/uniq.csv\"\ncache = false\n\
+             schema = { k = \"VARCHAR\", name = \"VARCHAR\" }\n\
+             [sources.daily]\nlocation = \"data/daily.csv\"\ncache = false\n\
+             schema = { k = \"VARCHAR\", day = \"BIGINT\", rate = \"BIGINT\" }\n",
+        ),
+        ("data/events.csv", &events),
+        (
+            "data/dims.csv",
+            "k,name\nk1,one\nk1,uno\nk2,two\n,nobody\nk3,three\nk3,drei\nk3,trois\nk99,none\n",
+        ),
+        (
+            "data/uniq.csv",
+            "k,name\nk0,zero\nk4,four\nk5,five\nk12,twelve\n",
+        ),
+        (
+            "data/daily.csv",
+            "k,day,rate\nk1,0,10\nk1,1,11\nk2,2,22\nk7,0,70\nk7,0,71\n,1,99\n",
+        ),
+    ])
+}
+
+#[test]
+fn lookup_joins_give_datafusions_hash_join_rows() {
+    let p = lookups();
+    let queries = [
+        // Inner, duplicate build keys, NULL keys on both sides.
+        "SELECT e.id, e.k, d.name FROM events e JOIN dims d ON e.k = d.k",
+        // Right outer: every event, NULLs where no build row matches.
+        "SELECT e.id, e.note, d.name FROM events e LEFT JOIN dims d ON e.k = d.k",
+        // Unique build keys, some events unmatched: inner and outer.
+        "SELECT e.id, u.name FROM events e JOIN uniq u ON e.k = u.k",
+        "SELECT e.id, e.k, u.name FROM events e LEFT JOIN uniq u ON u.k = e.k",
+        // Semi and anti joins.
+        "SELECT id, note FROM events WHERE k IN (SELECT k FROM dims)",
+        "SELECT e.id FROM events e WHERE EXISTS (SELECT 1 FROM uniq u WHERE u.k = e.k)",
+        "SELECT e.id, e.k FROM events e WHERE NOT EXISTS (SELECT 1 FROM dims d WHERE d.k = e.k)",
+        // Two key columns, a duplicate pair and an expression key.
+        "SELECT e.id, r.rate FROM events e JOIN daily r ON e.k = r.k AND e.day = r.day",
+        "SELECT e.id, r.rate FROM events e LEFT JOIN daily r ON upper(e.k) = upper(r.k) AND e.day = r.day",
+    ];
+    let off = "SET sluice.lookup_joins = false;";
+    for sql in queries {
+        let sorted = |s: String| {
+            let mut lines: Vec<String> = s.lines().skip(1).map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        let plan = query(p.path(), "", &format!("EXPLAIN {sql}"));
+        assert!(plan.contains("LookupJoinExec"), "{sql}\n{plan}");
+        assert!(!plan.contains("HashJoinExec"), "{sql}\n{plan}");
+        let datafusion = sorted(query(p.path(), off, sql));
+        let plan = query(p.path(), off, &format!("EXPLAIN {sql}"));
+        assert!(
+            plan.contains("HashJoinExec: mode=CollectLeft"),
+            "{sql}\n{plan}"
+        );
+        assert!(!datafusion.is_empty(), "{sql}");
+        // Batches of one row, of a few rows over three partitions, and the default.
+        for settings in [
+            "",
+            "SET datafusion.execution.batch_size = 1;",
+            "SET datafusion.execution.batch_size = 7; SET datafusion.execution.target_partitions = 3;",
+        ] {
+            assert_eq!(
+                sorted(query(p.path(), settings, sql)),
+                datafusion,
+                "{sql} with {settings:?}"
+            );
+        }
+    }
+    // A few rows checked by hand: duplicates multiply, NULL keys match nothing.
+    assert_eq!(
+        query(
+            p.path(),
+            "",
+            "SELECT e.k, count(*) AS n FROM events e JOIN dims d ON e.k = d.k GROUP BY 1 ORDER BY 1"
+        ),
+        "k,n\nk1,92\nk2,44\nk3,132\n"
+    );
+    assert_eq!(
+        query(
+            p.path(),
+            "",
+            "SELECT count(*) AS n, count(d.name) AS named FROM events e LEFT JOIN dims d ON e.k = d.k"
+        ),
+        "n,named\n734,268\n"
+    );
 }

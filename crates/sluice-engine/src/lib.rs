@@ -5,6 +5,7 @@ pub mod best_row;
 pub mod distinct_counts;
 pub mod first_row;
 pub mod join_sides;
+pub mod lookup_join;
 pub mod one_shot;
 pub mod options;
 pub mod progress;

@@ -11,6 +11,10 @@ extensions_options! {
         /// it falls back to the sort, which spills) or `sort` (DataFusion sorts, then one
         /// streaming pass keeps each key's first row). Default: `hash`, or $SLUICE_DEDUP.
         pub dedup: String, default = std::env::var("SLUICE_DEDUP").unwrap_or_else(|_| "hash".to_string())
+        /// Whether hash joins against a collected build side run as lookups that pass the
+        /// probe side's columns on without copying them (see `lookup_join`). Default: true,
+        /// or false when $SLUICE_LOOKUP_JOINS is `false`.
+        pub lookup_joins: bool, default = std::env::var("SLUICE_LOOKUP_JOINS").map_or(true, |v| v.trim() != "false")
     }
 }
 
@@ -38,5 +42,14 @@ impl SluiceOptions {
             "sort" => Ok(Dedup::Sort),
             other => plan_err!("sluice.dedup must be 'hash' or 'sort', not '{other}'"),
         }
+    }
+
+    /// Whether hash joins may run as lookups (`SET sluice.lookup_joins = false` keeps
+    /// DataFusion's operator).
+    pub fn lookup_joins(config: &ConfigOptions) -> bool {
+        config
+            .extensions
+            .get::<SluiceOptions>()
+            .is_none_or(|o| o.lookup_joins)
     }
 }

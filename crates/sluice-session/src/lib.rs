@@ -210,12 +210,14 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     let dedup = crate::engine::first_row::DedupFirstRow {
         column_keys_only: options.distributed,
     };
+    // Operators without a cluster codec stay out of plans that travel to executors.
+    let local_operators = !options.distributed && options.cluster.is_none();
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
         .with_optimizer_rules(logical_rules())
-        .with_physical_optimizer_rules(physical_rules(dedup))
+        .with_physical_optimizer_rules(physical_rules(dedup, local_operators))
         .build();
     let state = match &options.cluster {
         Some(url) => crate::cluster_client::client_state(state, url)?,
@@ -290,14 +292,24 @@ fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
 }
 
 /// DataFusion's physical rules with sluice's: join sides by file size right after
-/// DataFusion's join selection, and the `row_number() = 1` dedup last.
+/// DataFusion's join selection, lookup joins before dynamic filters are added (local
+/// plans only), and the `row_number() = 1` dedup last.
 fn physical_rules(
     dedup: crate::engine::first_row::DedupFirstRow,
+    local_operators: bool,
 ) -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     use crate::engine::join_sides::{BuildOnSmallerFiles, AFTER_RULE};
+    use crate::engine::lookup_join::{LookupJoins, BEFORE_RULE};
     let mut rules = PhysicalOptimizer::new().rules;
     if let Some(i) = rules.iter().position(|r| r.name() == AFTER_RULE) {
         rules.insert(i + 1, Arc::new(BuildOnSmallerFiles));
+    }
+    if local_operators {
+        let at = rules
+            .iter()
+            .rposition(|r| r.name() == BEFORE_RULE)
+            .unwrap_or(rules.len());
+        rules.insert(at, Arc::new(LookupJoins));
     }
     rules.push(Arc::new(dedup));
     rules
