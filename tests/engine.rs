@@ -493,7 +493,19 @@ fn lookups() -> tempfile::TempDir {
              [sources.uniq]\nlocation = \"data/uniq.csv\"\ncache = false\n\
              schema = { k = \"VARCHAR\", name = \"VARCHAR\" }\n\
              [sources.daily]\nlocation = \"data/daily.csv\"\ncache = false\n\
-             schema = { k = \"VARCHAR\", day = \"BIGINT\", rate = \"BIGINT\" }\n",
+             schema = { k = \"VARCHAR\", day = \"BIGINT\", rate = \"BIGINT\" }\n\
+             [sources.ids]\nlocation = \"data/ids.csv\"\ncache = false\n\
+             schema = { id = \"BIGINT\", label = \"VARCHAR\" }\n\
+             [sources.longs]\nlocation = \"data/longs.csv\"\ncache = false\n\
+             schema = { key = \"VARCHAR\", name = \"VARCHAR\" }\n",
+        ),
+        (
+            "data/ids.csv",
+            "id,label\n0,zero\n7,seven\n14,fourteen\n599,last\n-3,negative\n7,seven-again\n",
+        ),
+        (
+            "data/longs.csv",
+            "key,name\nk1-with-a-rather-long-suffix,long-one\nk2,short-two\nk3-with-a-rather-long-suffix,long-three\n",
         ),
         ("data/events.csv", &events),
         (
@@ -529,6 +541,19 @@ fn lookup_joins_give_datafusions_hash_join_rows() {
         // Two key columns, a duplicate pair and an expression key.
         "SELECT e.id, r.rate FROM events e JOIN daily r ON e.k = r.k AND e.day = r.day",
         "SELECT e.id, r.rate FROM events e LEFT JOIN daily r ON upper(e.k) = upper(r.k) AND e.day = r.day",
+        // Integer keys (packed into the table), a duplicate among them.
+        "SELECT e.id, x.label FROM events e JOIN ids x ON e.id = x.id",
+        "SELECT e.id, x.label FROM events e LEFT JOIN ids x ON x.id = e.id - 1",
+        // Keys longer than the table packs: build side (compared by value) and probe side.
+        "SELECT e.id, l.name FROM events e LEFT JOIN longs l ON concat(e.k, '-with-a-rather-long-suffix') = l.key",
+        "SELECT e.id, l.name FROM events e JOIN longs l ON e.k = l.key",
+        "SELECT e.id, u.name FROM events e LEFT JOIN uniq u ON concat(e.k, '-with-a-rather-long-suffix') = u.k",
+        "SELECT e.id, u.name FROM events e LEFT JOIN uniq u ON concat(e.k, '-', e.day) = u.k",
+        // Outputs that read no column of the join (as an erasure count does).
+        "SELECT count(*) AS n FROM events e WHERE NOT EXISTS (SELECT 1 FROM dims d WHERE d.k = e.k)",
+        "SELECT count(*) AS n FROM events e JOIN dims d ON e.k = d.k",
+        "SELECT count(*) AS n FROM events e JOIN uniq u ON e.k = u.k",
+        "SELECT count(*) AS n FROM events e LEFT JOIN uniq u ON e.k = u.k",
     ];
     let off = "SET sluice.lookup_joins = false;";
     for sql in queries {
@@ -576,5 +601,13 @@ fn lookup_joins_give_datafusions_hash_join_rows() {
             "SELECT count(*) AS n, count(d.name) AS named FROM events e LEFT JOIN dims d ON e.k = d.k"
         ),
         "n,named\n734,268\n"
+    );
+    assert_eq!(
+        query(
+            p.path(),
+            "",
+            "SELECT count(*) AS n, count(l.name) AS named FROM events e LEFT JOIN longs l ON concat(e.k, '-with-a-rather-long-suffix') = l.key"
+        ),
+        "n,named\n600,90\n"
     );
 }
