@@ -108,6 +108,13 @@ const LINKED: &str = "SELECT COALESCE(r.new, v.account) AS account, count(*) AS 
      WHERE NOT EXISTS (SELECT 1 FROM blocked b WHERE b.account = COALESCE(r.new, v.account)) \
      GROUP BY 1 ORDER BY 1";
 
+/// A CSV result's rows without its header, sorted: for answers whose order is not asked for.
+fn sorted(csv: String) -> Vec<String> {
+    let mut lines: Vec<String> = csv.lines().skip(1).map(String::from).collect();
+    lines.sort();
+    lines
+}
+
 /// The value after `key` up to the next comma, for each plan line that has `key`.
 fn plan_values<'a>(plan: &'a str, key: &str) -> Vec<&'a str> {
     plan.lines()
@@ -145,11 +152,6 @@ fn hash_joins_build_on_the_input_with_fewer_bytes() {
     assert!(plan.contains("HashJoinExec: mode=Partitioned"), "{plan}");
     assert_eq!(query(p.path(), "", twin), "n\n3000\n");
     let rows = "account,n\na0,429\nb1,429\na4,428\na5,428\na6,428\n";
-    let sorted = |s: String| {
-        let mut lines: Vec<String> = s.lines().skip(1).map(String::from).collect();
-        lines.sort();
-        lines
-    };
     assert_eq!(
         sorted(query(p.path(), "", LINKED)),
         sorted(rows.to_string())
@@ -557,11 +559,6 @@ fn lookup_joins_give_datafusions_hash_join_rows() {
     ];
     let off = "SET sluice.lookup_joins = false;";
     for sql in queries {
-        let sorted = |s: String| {
-            let mut lines: Vec<String> = s.lines().skip(1).map(String::from).collect();
-            lines.sort();
-            lines
-        };
         let plan = query(p.path(), "", &format!("EXPLAIN {sql}"));
         assert!(plan.contains("LookupJoinExec"), "{sql}\n{plan}");
         assert!(!plan.contains("HashJoinExec"), "{sql}\n{plan}");

@@ -22,6 +22,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{take, FilterBuilder};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{
@@ -385,7 +386,7 @@ impl Lookup {
                 if self.emit == Emit::All || matched == n {
                     let indices: UInt32Array =
                         heads.iter().map(|&h| (h != NONE).then_some(h)).collect();
-                    vec![self.assemble(table, batch.columns(), &indices)?]
+                    vec![self.assemble(batch.columns(), Some((table, &indices)), n)?]
                 } else {
                     let mask: BooleanArray = heads.iter().map(|&h| Some(h != NONE)).collect();
                     let indices: UInt32Array = heads
@@ -416,67 +417,57 @@ impl Lookup {
         if kept == 0 {
             return Ok(vec![]);
         }
-        let probe: Vec<ArrayRef> = if kept == batch.num_rows() {
+        let probe = if kept == batch.num_rows() {
             batch.columns().to_vec()
         } else {
             let filter = FilterBuilder::new(mask).optimize().build();
-            // Columns the output does not use stay as they are: nothing reads them.
-            (0..batch.num_columns())
-                .map(|j| {
-                    if self.projection.contains(&(self.build_width + j)) {
-                        filter.filter(batch.column(j))
-                    } else {
-                        Ok(batch.column(j).clone())
-                    }
-                })
-                .collect::<std::result::Result<_, _>>()?
+            self.projected_probe(batch, |c| filter.filter(c))?
         };
-        Ok(vec![match build {
-            Some((table, indices)) => self.assemble(table, &probe, indices)?,
-            None => self.assemble_probe_only(&probe, kept)?,
-        }])
+        Ok(vec![self.assemble(&probe, build, kept)?])
     }
 
-    /// A batch of the output schema; the row count is explicit because a join whose
-    /// output no column reads (`count(*)` over it) has no columns.
-    fn batch(&self, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    /// The probe columns, those the output uses passed through `kernel`; the others stay
+    /// as they are: nothing reads them.
+    fn projected_probe(
+        &self,
+        batch: &RecordBatch,
+        kernel: impl Fn(&ArrayRef) -> std::result::Result<ArrayRef, ArrowError>,
+    ) -> Result<Vec<ArrayRef>> {
+        (0..batch.num_columns())
+            .map(|j| {
+                if self.projection.contains(&(self.build_width + j)) {
+                    Ok(kernel(batch.column(j))?)
+                } else {
+                    Ok(batch.column(j).clone())
+                }
+            })
+            .collect()
+    }
+
+    /// The output batch: probe columns as given, build columns gathered by `build`'s
+    /// indices (NULL: no build row). The row count is explicit because a join whose output
+    /// no column reads (`count(*)` over it) has no columns.
+    fn assemble(
+        &self,
+        probe: &[ArrayRef],
+        build: Option<(&Table, &UInt32Array)>,
+        rows: usize,
+    ) -> Result<RecordBatch> {
+        let columns = self
+            .projection
+            .iter()
+            .map(|&i| match (i.checked_sub(self.build_width), build) {
+                (Some(j), _) => Ok(probe[j].clone()),
+                (None, Some((table, indices))) => Ok(take(table.batch.column(i), indices, None)?),
+                (None, None) => internal_err!("LookupJoinExec: build column without build rows"),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(
             self.schema.clone(),
             columns,
             &options,
         )?)
-    }
-
-    /// Probe columns as given, build columns gathered by `indices` (NULL: no build row).
-    fn assemble(
-        &self,
-        table: &Table,
-        probe: &[ArrayRef],
-        indices: &UInt32Array,
-    ) -> Result<RecordBatch> {
-        let rows = indices.len();
-        let columns = self
-            .projection
-            .iter()
-            .map(|&i| {
-                if i < self.build_width {
-                    Ok(take(table.batch.column(i), indices, None)?)
-                } else {
-                    Ok(probe[i - self.build_width].clone())
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.batch(columns, rows)
-    }
-
-    fn assemble_probe_only(&self, probe: &[ArrayRef], rows: usize) -> Result<RecordBatch> {
-        let columns = self
-            .projection
-            .iter()
-            .map(|&i| probe[i - self.build_width].clone())
-            .collect();
-        self.batch(columns, rows)
     }
 
     /// Every (probe row, build row) pair, gathered from both sides, in batches of at most
@@ -523,24 +514,9 @@ impl Lookup {
         probe_rows: &[u32],
         build_rows: &[Option<u32>],
     ) -> Result<RecordBatch> {
-        let rows = probe_rows.len();
         let probe_indices = UInt32Array::from(probe_rows.to_vec());
         let build_indices = UInt32Array::from(build_rows.to_vec());
-        let columns = self
-            .projection
-            .iter()
-            .map(|&i| {
-                if i < self.build_width {
-                    Ok(take(table.batch.column(i), &build_indices, None)?)
-                } else {
-                    Ok(take(
-                        batch.column(i - self.build_width),
-                        &probe_indices,
-                        None,
-                    )?)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        self.batch(columns, rows)
+        let probe = self.projected_probe(batch, |c| take(c, &probe_indices, None))?;
+        self.assemble(&probe, Some((table, &build_indices)), probe_rows.len())
     }
 }

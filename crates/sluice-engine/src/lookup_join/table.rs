@@ -256,8 +256,15 @@ const TOO_LONG: u128 = u128::MAX;
 /// byte, longer strings [`TOO_LONG`]. NULL rows hold an arbitrary value. None for other
 /// types and for keys of several columns.
 fn packed_keys(keys: &[ArrayRef]) -> Option<Vec<u128>> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{Int32Type, Int64Type, UInt32Type, UInt64Type};
+    use datafusion::arrow::array::{ArrayAccessor, AsArray};
+    use datafusion::arrow::datatypes::{
+        ArrowPrimitiveType, Int32Type, Int64Type, UInt32Type, UInt64Type,
+    };
+    fn strings<'a>(a: impl ArrayAccessor<Item = &'a str>) -> Vec<u128> {
+        (0..a.len())
+            .map(|i| string(a.value(i).as_bytes()))
+            .collect()
+    }
     fn string(bytes: &[u8]) -> u128 {
         if bytes.len() > 15 {
             return TOO_LONG;
@@ -267,52 +274,24 @@ fn packed_keys(keys: &[ArrayRef]) -> Option<Vec<u128>> {
         word[15] = bytes.len() as u8;
         u128::from_le_bytes(word)
     }
+    fn integers<T: ArrowPrimitiveType>(key: &ArrayRef, bits: fn(T::Native) -> u128) -> Vec<u128> {
+        key.as_primitive::<T>()
+            .values()
+            .iter()
+            .map(|&v| bits(v))
+            .collect()
+    }
     let [key] = keys else {
         return None;
     };
     Some(match key.data_type() {
-        DataType::Utf8 => {
-            let a = key.as_string::<i32>();
-            (0..a.len())
-                .map(|i| string(a.value(i).as_bytes()))
-                .collect()
-        }
-        DataType::LargeUtf8 => {
-            let a = key.as_string::<i64>();
-            (0..a.len())
-                .map(|i| string(a.value(i).as_bytes()))
-                .collect()
-        }
-        DataType::Utf8View => {
-            let a = key.as_string_view();
-            (0..a.len())
-                .map(|i| string(a.value(i).as_bytes()))
-                .collect()
-        }
-        DataType::Int64 => key
-            .as_primitive::<Int64Type>()
-            .values()
-            .iter()
-            .map(|&v| v as u64 as u128)
-            .collect(),
-        DataType::Int32 => key
-            .as_primitive::<Int32Type>()
-            .values()
-            .iter()
-            .map(|&v| v as u32 as u128)
-            .collect(),
-        DataType::UInt64 => key
-            .as_primitive::<UInt64Type>()
-            .values()
-            .iter()
-            .map(|&v| v as u128)
-            .collect(),
-        DataType::UInt32 => key
-            .as_primitive::<UInt32Type>()
-            .values()
-            .iter()
-            .map(|&v| v as u128)
-            .collect(),
+        DataType::Utf8 => strings(key.as_string::<i32>()),
+        DataType::LargeUtf8 => strings(key.as_string::<i64>()),
+        DataType::Utf8View => strings(key.as_string_view()),
+        DataType::Int64 => integers::<Int64Type>(key, |v| v as u64 as u128),
+        DataType::Int32 => integers::<Int32Type>(key, |v| v as u32 as u128),
+        DataType::UInt64 => integers::<UInt64Type>(key, |v| v as u128),
+        DataType::UInt32 => integers::<UInt32Type>(key, |v| v as u128),
         _ => return None,
     })
 }
