@@ -180,3 +180,94 @@ fn unreachable_scheduler_and_lost_executors_are_clear_errors() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+/// A graph with a long chain in shuffled order, a giant random component with cycles,
+/// duplicate and reversed edges, self-loops and NULL ends, in four Parquet files so the
+/// edges scan has several partitions; `previous` maps part of it from an earlier run.
+fn identity_project() -> tempfile::TempDir {
+    let dir = project(&[(
+        "sluice.toml",
+        "[sources.edges]\nlocation = \"edges/\"\nformat = \"parquet\"\n\n\
+         [sources.old_edges]\nlocation = \"old_edges.parquet\"\n\n\
+         [sources.previous]\nlocation = \"previous.parquet\"\n",
+    )]);
+    std::fs::create_dir(dir.path().join("edges")).unwrap();
+    // COPY writes where the process runs, not into the project.
+    let at = dir.path().display();
+    let all = "SELECT 'c' || CAST((value * 7919) % 3001 AS VARCHAR) AS l, \
+                      'c' || CAST(((value + 1) * 7919) % 3001 AS VARCHAR) AS r, value AS k \
+               FROM generate_series(0, 2999) \
+               UNION ALL SELECT 'g' || CAST((value * 2654435761) % 5000 AS VARCHAR), \
+                      'g' || CAST((value * 40503 + 7) % 5000 AS VARCHAR), value FROM generate_series(0, 3999) \
+               UNION ALL SELECT 'c' || CAST(((value + 1) * 7919) % 3001 AS VARCHAR), \
+                      'c' || CAST((value * 7919) % 3001 AS VARCHAR), value FROM generate_series(0, 499) \
+               UNION ALL SELECT 's' || CAST(value AS VARCHAR), 's' || CAST(value AS VARCHAR), value FROM generate_series(0, 99) \
+               UNION ALL SELECT 'n' || CAST(value AS VARCHAR), NULL, value FROM generate_series(0, 49) \
+               UNION ALL SELECT NULL, 'm' || CAST(value AS VARCHAR), value FROM generate_series(0, 49) \
+               UNION ALL SELECT NULL, NULL, value FROM generate_series(0, 9)";
+    for part in 0..4 {
+        query_csv(
+            dir.path(),
+            &format!(
+                "COPY (SELECT l, r FROM ({all}) WHERE k % 4 = {part}) TO '{at}/edges/part-{part}.parquet'"
+            ),
+        );
+    }
+    // An earlier graph: some of today's ids, in groups that today's edges merge.
+    query_csv(
+        dir.path(),
+        &format!(
+            "COPY (SELECT 'g' || CAST(value * 3 AS VARCHAR) AS l, 'x' || CAST(value AS VARCHAR) \
+             AS r FROM generate_series(0, 999)) TO '{at}/old_edges.parquet'"
+        ),
+    );
+    query_csv(
+        dir.path(),
+        &format!(
+            "COPY (SELECT id, shared_id FROM resolve_identities('old_edges', 'l', 'r')) \
+             TO '{at}/previous.parquet'"
+        ),
+    );
+    dir
+}
+
+#[test]
+fn identity_resolution_on_a_cluster_contracts_on_every_executor_and_maps_as_locally() {
+    let dir = identity_project();
+    let cluster = Cluster::start(dir.path(), 2, &[]);
+    let before: Vec<usize> = cluster.executors.iter().map(tasks_run).collect();
+    for sql in [
+        "SELECT * FROM resolve_identities('edges', 'l', 'r') ORDER BY id",
+        "SELECT * FROM resolve_identities('edges', 'l', 'r', 'previous') ORDER BY id",
+    ] {
+        let local = query_csv(dir.path(), sql);
+        // 3001 chain ids, 5000 random ones at most, 100 self-loops, 50 + 50 single ends.
+        assert!(local.lines().count() > 7000, "{local}");
+        // More partitions than one executor has slots, so the contraction spreads.
+        let spread = format!("SET datafusion.execution.target_partitions = 8; {sql}");
+        assert_eq!(cluster.query(dir.path(), &spread), local, "{sql}");
+    }
+    let groups = "SELECT count(*) AS ids, count(DISTINCT shared_id) AS groups, \
+                  max(group_size) AS largest FROM resolve_identities('edges', 'l', 'r')";
+    assert_eq!(
+        cluster.query(dir.path(), groups),
+        query_csv(dir.path(), groups)
+    );
+
+    let explain = cluster.query(
+        dir.path(),
+        "EXPLAIN ANALYZE SELECT count(*) FROM resolve_identities('edges', 'l', 'r')",
+    );
+    assert!(
+        explain.contains("IdentityForestExec") && explain.contains("IdentityExec: edges=edges"),
+        "{explain}"
+    );
+    // The contraction ran in its own stage, on both executors.
+    for (i, executor) in cluster.executors.iter().enumerate() {
+        assert!(
+            tasks_run(executor) > before[i],
+            "executor {i} ran no task:\n{}",
+            executor.log()
+        );
+    }
+}

@@ -162,6 +162,8 @@ PY
         *) echo "run.sh: unknown engine $engine" >&2; exit 2 ;;
       esac
       times[$engine]+="$t " rss[$engine]+="$r "
+      # Each run as it ends: a failure later (the output check) loses no timing.
+      echo "  $shape $rows $engine run $run: $t s, peak RSS $((r / 1024)) MB" >&2
     done
   done
   echo "shape=$shape rows=$rows data=${data_mb}MB  (rows, distinct event_id/shared_key/email/phone, sum(event_id), countries)"

@@ -4,8 +4,11 @@
 //! buckets that spill to disk (`store.rs`), resolved by union-find over numbered ids
 //! (`resolve.rs`) and written out in id order (`mapping.rs`).
 
+mod forest;
 mod mapping;
 mod resolve;
+
+pub use forest::IdentityForestExec;
 mod store;
 
 use std::sync::Arc;
@@ -23,12 +26,15 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    Partitioning, PlanProperties,
 };
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 
@@ -191,18 +197,37 @@ impl TableProvider for IdentityTable {
             .ok_or_else(|| {
                 DataFusionError::Internal("resolve_identities needs a SessionState".into())
             })?;
+        // With plans, this is a cluster's scheduler planning: the edges are read and
+        // contracted on the executors, partition by partition, before the one operator
+        // that must see the whole graph.
+        let edges = match &self.spec.plans {
+            Some(plans) => {
+                let edges = DefaultPhysicalPlanner::default()
+                    .create_physical_plan(&plans.edges, session_state)
+                    .await?;
+                let forest: Arc<dyn ExecutionPlan> = Arc::new(IdentityForestExec::new(edges));
+                Some(match forest.output_partitioning().partition_count() {
+                    1 => forest,
+                    _ => Arc::new(CoalescePartitionsExec::new(forest)) as Arc<dyn ExecutionPlan>,
+                })
+            }
+            None => None,
+        };
         identity_exec(
             self.spec.clone(),
             session_state.clone(),
             projection.map(|p| p.to_vec()),
+            edges,
         )
     }
 }
 
 /// The operator resolving the graph when it runs and streaming the mapping out in batches.
-/// One partition: union-find needs every edge in one place.
+/// One partition: union-find needs every edge in one place. It reads the edges itself, or
+/// on a cluster from its child (one partition of the executors' contracted edges).
 pub struct IdentityExec {
     spec: IdentitySpec,
+    edges: Option<Arc<dyn ExecutionPlan>>,
     state: SessionState,
     projection: Option<Vec<usize>>,
     schema: SchemaRef,
@@ -214,6 +239,7 @@ pub fn identity_exec(
     spec: IdentitySpec,
     state: SessionState,
     projection: Option<Vec<usize>>,
+    edges: Option<Arc<dyn ExecutionPlan>>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let full = output_schema();
     let schema = match &projection {
@@ -228,6 +254,7 @@ pub fn identity_exec(
     );
     Ok(Arc::new(IdentityExec {
         spec,
+        edges,
         state,
         projection,
         schema,
@@ -279,7 +306,11 @@ impl ExecutionPlan for IdentityExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
+        self.edges.iter().collect()
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition; self.edges.iter().count()]
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -297,10 +328,19 @@ impl ExecutionPlan for IdentityExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !children.is_empty() {
-            return datafusion::common::internal_err!("IdentityExec has no children");
+        if children.len() != self.edges.iter().count() {
+            return datafusion::common::internal_err!(
+                "IdentityExec has {} children, got {}",
+                self.edges.iter().count(),
+                children.len()
+            );
         }
-        Ok(self)
+        identity_exec(
+            self.spec.clone(),
+            self.state.clone(),
+            self.projection.clone(),
+            children.into_iter().next(),
+        )
     }
 
     fn execute(
@@ -313,6 +353,10 @@ impl ExecutionPlan for IdentityExec {
         }
         let ctx = SessionContext::new_with_state(self.state.clone());
         let spec = self.spec.clone();
+        let edges = match &self.edges {
+            Some(child) => Some(child.execute(0, task.clone())?),
+            None => None,
+        };
         let batch_size = task.session_config().batch_size().max(1);
         let projection = self.projection.clone();
         let counter = |name: &'static str| MetricBuilder::new(&self.metrics).counter(name, 0);
@@ -324,13 +368,16 @@ impl ExecutionPlan for IdentityExec {
             spill_count: MetricBuilder::new(&self.metrics).spill_count(0),
         };
         let batches = futures::stream::once(async move {
-            let resolved = resolve::resolve(resolve::Inputs {
-                ctx: &ctx,
-                spec: &spec,
-                pool: task.memory_pool(),
-                disk: task.runtime_env().disk_manager.clone(),
-                metrics: &metrics,
-            })
+            let resolved = resolve::resolve(
+                resolve::Inputs {
+                    ctx: &ctx,
+                    spec: &spec,
+                    pool: task.memory_pool(),
+                    disk: task.runtime_env().disk_manager.clone(),
+                    metrics: &metrics,
+                },
+                edges,
+            )
             .await?;
             let mapping = mapping::MappingBatches::new(resolved, batch_size)?;
             Ok::<_, DataFusionError>(futures::stream::iter(mapping))
@@ -356,17 +403,27 @@ fn two_columns_sql(table: &str, a: &str, b: &str) -> String {
     )
 }
 
-/// Call `f` with every row of columns `a` and `b` of `table`, or of `plan` when the input
-/// was resolved beforehand.
+/// Where a two-column input of `resolve_identities` is read from.
+pub(super) enum Source<'a> {
+    /// The table, by name, in the operator's own session.
+    Table,
+    /// A plan the cluster client resolved the name into.
+    Plan(&'a LogicalPlan),
+    /// The operator's child: the edges contracted by the executors (`forest.rs`).
+    Stream(SendableRecordBatchStream),
+}
+
+/// Call `f` with every row of columns `a` and `b` of `table`, read from `source`.
 async fn two_columns(
     ctx: &SessionContext,
     (table, a, b): (&str, &str, &str),
-    plan: Option<&LogicalPlan>,
+    source: Source<'_>,
     mut f: impl FnMut(Option<&str>, Option<&str>) -> Result<()>,
 ) -> Result<()> {
-    let df = match plan {
-        Some(plan) => ctx.execute_logical_plan(plan.clone()).await,
-        None => ctx.sql(&two_columns_sql(table, a, b)).await,
+    let df = match source {
+        Source::Stream(stream) => return each_pair(stream, f).await,
+        Source::Plan(plan) => ctx.execute_logical_plan(plan.clone()).await,
+        Source::Table => ctx.sql(&two_columns_sql(table, a, b)).await,
     };
     let df = df.map_err(|e| {
         DataFusionError::Plan(format!(
@@ -374,12 +431,19 @@ async fn two_columns(
             e.strip_backtrace()
         ))
     })?;
-    let mut stream = df.execute_stream().await?;
+    each_pair(df.execute_stream().await?, &mut f).await
+}
+
+async fn each_pair(
+    mut stream: SendableRecordBatchStream,
+    mut f: impl FnMut(Option<&str>, Option<&str>) -> Result<()>,
+) -> Result<()> {
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let left = datafusion::arrow::compute::cast(batch.column(0), &DataType::Utf8)?;
-        let right = datafusion::arrow::compute::cast(batch.column(1), &DataType::Utf8)?;
-        let (l, r) = (left.as_string::<i32>(), right.as_string::<i32>());
+        let batch = forest::utf8_pair(&batch?)?;
+        let (l, r) = (
+            batch.column(0).as_string::<i32>(),
+            batch.column(1).as_string::<i32>(),
+        );
         for row in 0..batch.num_rows() {
             let lv = l.is_valid(row).then(|| l.value(row));
             let rv = r.is_valid(row).then(|| r.value(row));

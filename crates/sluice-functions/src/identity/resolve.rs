@@ -26,7 +26,8 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use uuid::Uuid;
 
 use super::store::{Cursor, Finished, Logs};
-use super::{two_columns, IdentitySpec};
+use super::{two_columns, IdentitySpec, Source};
+use datafusion::execution::SendableRecordBatchStream;
 
 /// Buckets the ids are partitioned into; one is in memory at a time in step 2.
 pub(super) const BUCKETS: usize = 64;
@@ -160,7 +161,7 @@ fn grow_vec<T>(
     Ok(())
 }
 
-fn find(parent: &mut [u32], mut x: u32) -> u32 {
+pub(super) fn find(parent: &mut [u32], mut x: u32) -> u32 {
     while parent[x as usize] != x {
         let p = parent[x as usize];
         parent[x as usize] = parent[p as usize];
@@ -170,7 +171,7 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
 }
 
 /// The smaller number stays the root, so every id's parent is never above it.
-fn union(parent: &mut [u32], a: u32, b: u32) {
+pub(super) fn union(parent: &mut [u32], a: u32, b: u32) {
     let (ra, rb) = (find(parent, a), find(parent, b));
     if ra != rb {
         let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
@@ -188,7 +189,18 @@ fn len32(s: &[u8]) -> Result<[u8; 4]> {
         .map_err(|_| DataFusionError::Execution("resolve_identities: an id is over 4 GiB".into()))
 }
 
-pub(super) async fn resolve(inputs: Inputs<'_>) -> Result<Resolved> {
+/// `edges`: the edges as the operator's child streams them, when it has one.
+pub(super) async fn resolve(
+    inputs: Inputs<'_>,
+    edges: Option<SendableRecordBatchStream>,
+) -> Result<Resolved> {
+    let edge_source = match edges {
+        Some(stream) => Source::Stream(stream),
+        None => match inputs.spec.plans.as_ref() {
+            Some(p) => Source::Plan(&p.edges),
+            None => Source::Table,
+        },
+    };
     let spec = inputs.spec;
     let m = inputs.metrics;
     let counts = (m.spilled_bytes.clone(), m.spill_count.clone());
@@ -214,7 +226,7 @@ pub(super) async fn resolve(inputs: Inputs<'_>) -> Result<Resolved> {
     let mut edge_logs = new_logs("edges");
     let mut edge_end: Vec<u32> = Vec::new();
     let edges = (spec.edges.as_str(), spec.left.as_str(), spec.right.as_str());
-    two_columns(inputs.ctx, edges, plans.map(|p| &p.edges), |l, r| {
+    two_columns(inputs.ctx, edges, edge_source, |l, r| {
         let (l, r) = (non_empty(l), non_empty(r));
         if l.is_none() && r.is_none() {
             return Ok(());
@@ -244,8 +256,11 @@ pub(super) async fn resolve(inputs: Inputs<'_>) -> Result<Resolved> {
     };
     if let Some(prev) = &spec.previous {
         let mut logs = new_logs("previous mapping");
-        let plan = plans.and_then(|p| p.previous.as_ref());
-        two_columns(inputs.ctx, (prev, "id", "shared_id"), plan, |id, sid| {
+        let source = match plans.and_then(|p| p.previous.as_ref()) {
+            Some(plan) => Source::Plan(plan),
+            None => Source::Table,
+        };
+        two_columns(inputs.ctx, (prev, "id", "shared_id"), source, |id, sid| {
             if let (Some(id), Some(sid)) = (non_empty(id), sid) {
                 let (id, sid) = (id.as_bytes(), sid.as_bytes());
                 logs.append(bucket_of(id), &[&len32(id)?, id, &len32(sid)?, sid])?;

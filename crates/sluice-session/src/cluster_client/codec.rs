@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::first_row::FirstRowPerKeyExec;
 use crate::functions::identity::{
-    identity_exec, identity_spec, identity_table, IdentityExec, IdentitySpec, InputPlans,
+    identity_exec, identity_spec, identity_table, IdentityExec, IdentityForestExec, IdentitySpec,
+    InputPlans,
 };
 use crate::sources::listed::ListedTable;
 use crate::sources::manifest::{register_listed_view, ListedFiles};
@@ -34,6 +35,7 @@ use crate::sources::manifest::{register_listed_view, ListedFiles};
 // Tags in front of sluice's own messages; anything else is Ballista's or DataFusion's.
 const IDENTITY_TABLE: &[u8] = b"sluice.identity_table\0";
 const IDENTITY_EXEC: &[u8] = b"sluice.identity_exec\0";
+const IDENTITY_FOREST: &[u8] = b"sluice.identity_forest\0";
 const FIRST_ROW: &[u8] = b"sluice.first_row\0";
 const LISTED_TABLE: &[u8] = b"sluice.listed_table\0";
 
@@ -254,7 +256,18 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
             let wire = wire?;
             let projection = wire.projection.clone();
             let spec = decode_spec(wire, ctx, &self.logical)?;
-            return identity_exec(spec, self.state.clone(), projection);
+            return identity_exec(
+                spec,
+                self.state.clone(),
+                projection,
+                inputs.first().cloned(),
+            );
+        }
+        if buf == IDENTITY_FOREST {
+            let [input] = inputs else {
+                return internal_err!("IdentityForestExec needs one input");
+            };
+            return Ok(Arc::new(IdentityForestExec::new(input.clone())));
         }
         if let Some(wire) = untag::<WireFirstRow>(FIRST_ROW, buf) {
             let wire = wire?;
@@ -291,6 +304,10 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
         if let Some(exec) = node.downcast_ref::<IdentityExec>() {
             let wire = encode_spec(exec.spec(), exec.projection(), &self.logical)?;
             return tagged(IDENTITY_EXEC, &wire, buf);
+        }
+        if node.downcast_ref::<IdentityForestExec>().is_some() {
+            buf.extend_from_slice(IDENTITY_FOREST);
+            return Ok(());
         }
         if let Some(exec) = node.downcast_ref::<FirstRowPerKeyExec>() {
             let keys = exec
