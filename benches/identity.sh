@@ -5,6 +5,8 @@
 #   pairs  legacy -> migrated accounts, two legacy ids per account (N ids + N/2 accounts)
 #   hard   half the edges in chains of a million ids, half random among N/2 ids (a giant
 #          component with average degree 2 and a tail of small groups)
+# CLUSTER=N runs it on a scheduler and N one-slot executors on loopback (the memory limit
+# is each executor's).
 # CHECK=1 counts the groups independently with scipy's connected_components (in
 # .venv-bench) and fails when they differ.
 set -euo pipefail
@@ -37,11 +39,35 @@ case $shape in
   *) echo "identity.sh: unknown shape '$shape' (pairs, hard)" >&2; exit 2 ;;
 esac
 "$bin" --project "$dir" shell -c "COPY ($edges) TO '$dir/edges.parquet'" > /dev/null
-echo "shape: $shape, edges: $n ($(du -h "$dir/edges.parquet" | cut -f1) parquet), memory limit $limit"
-/usr/bin/time -f "resolve_identities: %e s wall, peak RSS %M KiB" \
-  "$bin" --project "$dir" --memory-limit "$limit" shell --format csv -c \
-  "SELECT count(*) AS ids, CAST(round(sum(1.0 / group_size)) AS BIGINT) AS groups, max(group_size) AS largest FROM resolve_identities('edges', 'left_id', 'right_id')" \
-  | tee "$dir/sluice.csv"
+echo "shape: $shape, edges: $n ($(du -h "$dir/edges.parquet" | cut -f1) parquet), memory limit $limit${CLUSTER:+ per executor, $CLUSTER executors}"
+query="SELECT count(*) AS ids, CAST(round(sum(1.0 / group_size)) AS BIGINT) AS groups, max(group_size) AS largest FROM resolve_identities('edges', 'left_id', 'right_id')"
+if [ -z "${CLUSTER:-}" ]; then
+  /usr/bin/time -f "resolve_identities: %e s wall, peak RSS %M KiB" \
+    "$bin" --project "$dir" --memory-limit "$limit" shell --format csv -c "$query" \
+    | tee "$dir/sluice.csv"
+else
+  # A scheduler and CLUSTER executors of one slot each on loopback; the edges are split
+  # into one partition per executor slot. Each node's peak RSS is printed when it stops.
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  nodes=()
+  /usr/bin/time -f "scheduler: peak RSS %M KiB" "$bin" --project "$dir" cluster scheduler \
+    --bind "127.0.0.1:$port" > "$dir/scheduler.log" 2>&1 &
+  nodes+=($!)
+  sleep 1
+  for ((i = 0; i < CLUSTER; i++)); do
+    /usr/bin/time -f "executor $i: peak RSS %M KiB" "$bin" --project "$dir" --memory-limit "$limit" \
+      cluster executor --scheduler "127.0.0.1:$port" --bind "127.0.0.1:$((port + 10 + 2 * i))" \
+      --slots 1 --work-dir "$dir" > "$dir/executor$i.log" 2>&1 &
+    nodes+=($!)
+  done
+  until [ "$(grep -l "registration succeed" "$dir"/executor*.log 2>/dev/null | wc -l)" = "$CLUSTER" ]; do sleep 0.2; done
+  /usr/bin/time -f "resolve_identities on the cluster: %e s wall, client peak RSS %M KiB" \
+    "$bin" --project "$dir" shell --cluster "df://127.0.0.1:$port" --format csv \
+    -c "SET datafusion.execution.target_partitions = $CLUSTER; $query" | tee "$dir/sluice.csv"
+  for pid in "${nodes[@]}"; do pkill -TERM -P "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  grep -h "peak RSS" "$dir"/scheduler.log "$dir"/executor*.log
+fi
 
 if [ "${CHECK:-0}" = 1 ]; then
   py=$root/.venv-bench/bin/python
