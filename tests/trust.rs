@@ -450,6 +450,16 @@ fn all_or_nothing_rolls_back_published_models_when_a_later_publish_fails() {
             "models/c_third.sql",
             "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\nlocation = \"third\"\n*/\nSELECT count(*) AS n FROM b_second\n",
         ),
+        // Published after c_third: never reached.
+        (
+            "models/d_fourth.sql",
+            "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\n*/\nSELECT n FROM c_third\n",
+        ),
+        // A view is never published: a failed publish does not change what it reports.
+        (
+            "models/people_kr.sql",
+            "/* @config\nmaterialized = \"view\"\n*/\nSELECT id FROM people WHERE country = 'KR'\n",
+        ),
     ]);
     assert_eq!(run(p.path(), &["run"]).code, 0);
     let target = p.path().join("target");
@@ -490,6 +500,24 @@ fn all_or_nothing_rolls_back_published_models_when_a_later_publish_fails() {
         first["message"],
         "published, then rolled back to the previous version: publishing `c_third` failed (--all-or-nothing)"
     );
+    let result = |name: &str| {
+        let r = results["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap();
+        (r["status"].clone(), r["message"].clone())
+    };
+    assert_eq!(
+        result("d_fourth"),
+        (
+            "skipped".into(),
+            "built and checked, not published: publishing `c_third` failed (--all-or-nothing)"
+                .into()
+        )
+    );
+    assert_eq!(result("people_kr").0, "success");
     // Nothing of the rolled-back versions is left behind.
     assert_eq!(
         std::fs::read_dir(target.join(".staging")).unwrap().count(),

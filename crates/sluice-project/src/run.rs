@@ -264,9 +264,11 @@ pub(crate) async fn publish_all(
 ) -> Result<String> {
     let mut committed: Vec<(usize, Committed)> = Vec::new();
     let mut failed: Option<(usize, SluiceError)> = None;
+    let mut never_reached = Vec::new();
     for (i, staged) in deferred {
         if failed.is_some() {
             staged.stage.discard().await;
+            never_reached.push(i);
             continue;
         }
         match commit_staged(staged).await {
@@ -320,15 +322,13 @@ pub(crate) async fn publish_all(
             }
         }
     }
-    for (i, _) in plan.models.iter().enumerate() {
-        let name = &plan.models[i].name;
-        if let Some(r) = results.result_mut(name) {
-            if r.status == ModelStatus::Success {
-                r.status = ModelStatus::Skipped;
-                r.message = format!(
-                    "built and checked, not published: publishing `{bad_name}` failed (--all-or-nothing)"
-                );
-            }
+    // Only outputs that were waiting to publish; views publish nothing.
+    for i in never_reached {
+        if let Some(r) = results.result_mut(&plan.models[i].name) {
+            r.status = ModelStatus::Skipped;
+            r.message = format!(
+                "built and checked, not published: publishing `{bad_name}` failed (--all-or-nothing)"
+            );
         }
     }
     Ok(format!(
