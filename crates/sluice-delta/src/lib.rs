@@ -299,6 +299,47 @@ fn table_url(location: &str) -> Result<Url> {
 }
 
 /// Delta's errors carry their own type names; keep the message.
+/// Why a commit did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitError {
+    /// Another writer committed to the table first: the version this commit was to take
+    /// exists, or what it changed conflicts with this commit.
+    Conflict(String),
+    Failed(String),
+}
+
+impl std::fmt::Display for CommitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommitError::Conflict(m) | CommitError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<String> for CommitError {
+    fn from(message: String) -> Self {
+        CommitError::Failed(message)
+    }
+}
+
+fn commit_error(e: deltalake::DeltaTableError) -> CommitError {
+    use deltalake::kernel::transaction::TransactionError;
+    use deltalake::DeltaTableError;
+    let conflict = matches!(
+        &e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::VersionAlreadyExists(_)
+                    | TransactionError::CommitConflict(_)
+                    | TransactionError::MaxCommitAttempts(_)
+            }
+    );
+    match conflict {
+        true => CommitError::Conflict(describe(e)),
+        false => CommitError::Failed(describe(e)),
+    }
+}
+
 fn describe(e: deltalake::DeltaTableError) -> String {
     match e {
         deltalake::DeltaTableError::ObjectStore { source } => source.to_string(),
@@ -515,7 +556,7 @@ pub async fn commit(
     location: &Location,
     written_against: Option<(&DeltaTable, &TableState)>,
     new: NewVersion<'_>,
-) -> Result<u64> {
+) -> std::result::Result<u64, CommitError> {
     let (store, root) = location.store();
     let table = written_against.map(|(t, _)| t);
     let active: HashSet<&str> = written_against
@@ -587,7 +628,7 @@ pub async fn commit(
                     Some(new.stats_columns.join(",")),
                 )
             };
-            let table = create.await.map_err(describe)?;
+            let table = create.await.map_err(commit_error)?;
             Ok(table.version().unwrap_or(0))
         }
         (Some(t), kind) => {
@@ -608,7 +649,7 @@ pub async fn commit(
                     operation,
                 )
                 .await
-                .map_err(describe)?;
+                .map_err(commit_error)?;
             Ok(committed.version())
         }
     }

@@ -265,13 +265,14 @@ impl DeltaStage {
         let version = match committed {
             Ok(version) => version,
             Err(e) => {
-                let message = if e.contains("since last commit") || e.contains("already exists") {
-                    format!(
+                let message = match e {
+                    sluice_delta::CommitError::Conflict(e) => format!(
                         "another writer committed to the table while this run ran ({e}); \
                          nothing of this run was committed: run it again"
-                    )
-                } else {
-                    format!("cannot commit to the Delta log: {e}")
+                    ),
+                    sluice_delta::CommitError::Failed(e) => {
+                        format!("cannot commit to the Delta log: {e}")
+                    }
                 };
                 let location = location.clone();
                 self.discard().await;
