@@ -208,24 +208,18 @@ async fn delta_version(shell: &Shell, name: &str) -> Result<Option<String>> {
 }
 
 async fn describe(shell: &Shell, name: &str) -> Result<RecordBatch> {
+    let ctx = &shell.session.ctx;
+    if !ctx.table_exist(name).map_err(SluiceError::from)? {
+        return Err(SluiceError::sql(format!(
+            "table `{name}` does not exist; \\dt lists the tables"
+        )));
+    }
     let provider: Arc<dyn TableProvider> =
-        shell
-            .session
-            .ctx
-            .table_provider(name)
+        ctx.table_provider(name)
             .await
-            .map_err(|e| match e {
-                e if crate::error::source_error(&e).is_some() => {
-                    SluiceError::sql(describe_datafusion_error(&e))
-                }
-                e if describe_datafusion_error(&e).contains("not found")
-                    || describe_datafusion_error(&e).contains("No table named") =>
-                {
-                    SluiceError::sql(format!(
-                        "table `{name}` does not exist; \\dt lists the tables"
-                    ))
-                }
-                e => SluiceError::from(e),
+            .map_err(|e| match crate::error::source_error(&e) {
+                Some(_) => SluiceError::sql(describe_datafusion_error(&e)),
+                None => SluiceError::from(e),
             })?;
     let schema = provider.schema();
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();

@@ -326,12 +326,12 @@ pub async fn open_source(
             Ok(Some(files)) => manifest::register_only_listed(state, &location, &files)
                 .map_err(|e| def.error(e))?,
             Ok(None) => location,
-            Err(e) => return Err(def.error(describe_store(&location, &e.to_string()))),
+            Err(e) => return Err(def.error(describe_store(&location, &e))),
         }
     } else if has_glob(&location) {
         expand_glob(state, &location)
             .await
-            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
+            .map_err(|e| def.error(describe_store(&def.location, &e)))?
     } else {
         location
     };
@@ -351,10 +351,10 @@ pub async fn open_source(
         let all: Vec<_> = url
             .list_all_files(state, store.as_ref(), "")
             .await
-            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
+            .map_err(|e| def.error(describe_store(&def.location, &e)))?
             .try_collect()
             .await
-            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?;
+            .map_err(|e| def.error(describe_store(&def.location, &e)))?;
         let names: Vec<&str> = all.iter().filter_map(|m| m.location.filename()).collect();
         let detected = format::folder_suffix(def.format, &names).map_err(|e| def.error(e))?;
         let skip_own = detected.and_then(|d| format::skip_own_files(&names, d));
@@ -380,10 +380,10 @@ pub async fn open_source(
         None => url
             .list_all_files(state, store.as_ref(), &options.file_extension)
             .await
-            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
+            .map_err(|e| def.error(describe_store(&def.location, &e)))?
             .try_next()
             .await
-            .map_err(|e| def.error(describe_store(&def.location, &e.to_string())))?
+            .map_err(|e| def.error(describe_store(&def.location, &e)))?
             .is_some(),
     };
     if !has_files {
@@ -517,18 +517,29 @@ fn normalise_location(location: &str) -> String {
 }
 
 /// A listing or reading error said plainly: S3 errors name the bucket and key.
-fn describe_store(location: &str, message: &str) -> String {
-    crate::storage::explain(location, message).unwrap_or_else(|| describe_missing(message))
+fn describe_store(location: &str, e: &datafusion::error::DataFusionError) -> String {
+    let message = e.to_string();
+    crate::storage::explain(location, &message).unwrap_or_else(|| match is_not_found(e) {
+        true => "the location does not exist".to_string(),
+        false => format!("cannot list files: {message}"),
+    })
 }
 
-fn describe_missing(message: &str) -> String {
-    if message.contains("No such file")
-        || message.contains("not found")
-        || message.contains("NotFound")
-    {
-        "the location does not exist".to_string()
-    } else {
-        format!("cannot list files: {message}")
+/// Whether the store said the location is not there, by the error's kind.
+fn is_not_found(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError;
+    let store_not_found =
+        |e: &object_store::Error| matches!(e, object_store::Error::NotFound { .. });
+    let io_not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    match e.find_root() {
+        DataFusionError::ObjectStore(e) => store_not_found(e),
+        DataFusionError::IoError(e) => io_not_found(e),
+        DataFusionError::External(e) => {
+            e.downcast_ref::<object_store::Error>()
+                .is_some_and(store_not_found)
+                || e.downcast_ref::<std::io::Error>().is_some_and(io_not_found)
+        }
+        _ => false,
     }
 }
 
