@@ -5,14 +5,14 @@ use crate::config::FileFormat;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::checks::{parse_column_check, parse_table_check, Check};
 use crate::diagnostic::{error_position, snippet, without_parser_position, Position};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use datafusion::error::DataFusionError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Materialized {
     #[default]

@@ -57,7 +57,7 @@ pub struct ModelResult {
     pub unique_id: String,
     pub name: String,
     pub file: String,
-    pub materialized: String,
+    pub materialized: Materialized,
     pub status: ModelStatus,
     pub execution_time: f64,
     pub rows: Option<u64>,
@@ -74,12 +74,7 @@ impl ModelResult {
             unique_id: format!("model.{}", m.name),
             name: m.name.clone(),
             file: m.file.display().to_string(),
-            materialized: match m.materialized {
-                Materialized::View => "view",
-                Materialized::Table => "table",
-                Materialized::Incremental => "incremental",
-            }
-            .to_string(),
+            materialized: m.materialized,
             status: ModelStatus::Running,
             execution_time: 0.0,
             rows: None,

@@ -10,7 +10,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use super::build::*;
-use super::model::Model;
+use super::model::{Materialized, Model};
 use super::plan::*;
 use super::progress::Reporter;
 use super::publish::{self};
@@ -23,7 +23,7 @@ use crate::session::Session;
 /// One line per finished model, for the log or the live display.
 pub(crate) fn outcome_line(m: &Model, result: &ModelResult) -> String {
     let mut line = match result.status {
-        ModelStatus::Success if result.materialized == "view" => format!(
+        ModelStatus::Success if result.materialized == Materialized::View => format!(
             "{:<28} ok     view{}",
             m.name,
             result
