@@ -341,6 +341,15 @@ fn incremental_watermark_adds_only_rows_above_the_published_maximum() {
         events_rows(p.path(), "events_log"),
         "id,ts,v\n1,10,a\n2,20,b\n"
     );
+    let r = run(p.path(), &["plan"]);
+    assert!(
+        r.stdout
+            .contains("1. events_log [events_log.sql] incremental -> ")
+            && r.stdout
+                .contains("\n   this run: append the rows above the published max(ts)\n"),
+        "{}",
+        r.stdout
+    );
     // Row 2 changed in the source (below the watermark: not picked up); 3 and 4 are new.
     std::fs::write(
         p.path().join("data/events.csv"),
@@ -381,8 +390,26 @@ fn incremental_unique_key_replaces_rows_with_the_same_key() {
         ("data/events.csv", "id,ts,v\n1,10,a\n2,20,b\n3,30,c\n"),
         ("models/latest.sql", model),
     ]);
+    // `sluice plan` says what the run will do, from what is published.
+    let plan_says = |p: &Path| {
+        let r = run(p, &["plan"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with("   this run: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        plan_says(p.path()),
+        "   this run: full build (nothing published yet)"
+    );
     let r = run(p.path(), &["run"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        plan_says(p.path()),
+        "   this run: merge on (id) with the published rows"
+    );
     // 2 changes, 3 leaves the source (kept), 4 arrives.
     std::fs::write(
         p.path().join("data/events.csv"),

@@ -90,7 +90,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Shell(args)) => shell(&cli, args).await,
         Some(Command::Functions(args)) => functions(args),
         Some(Command::Run(args)) => run(&cli, args).await,
-        Some(Command::Plan(args)) => plan(&cli, &args.models),
+        Some(Command::Plan(args)) => plan(&cli, &args.models).await,
         Some(Command::Test(args)) => test(&cli, args).await,
         Some(Command::Gen(GenCommand::Launch(args))) => gen_launch(args),
         Some(Command::Erase(args)) => {
@@ -258,11 +258,12 @@ async fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
     Ok(())
 }
 
-fn plan(cli: &Cli, models: &Selection) -> Result<()> {
-    let project = load_project(cli)?;
-    let plan = crate::project::build_plan(&project, &vars(&project, &models.vars)?)?;
+async fn plan(cli: &Cli, models: &Selection) -> Result<()> {
+    let (plan, session) = planned_session(cli, &models.vars)?;
+    let project = &session.project;
     let selected = plan.select(&models.select)?;
-    print!("{}", plan.describe(&project, &selected));
+    let increments = plan.increments(&session.ctx, project, &selected).await?;
+    print!("{}", plan.describe(project, &selected, &increments));
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use super::checks::{self, Baseline, CheckResult};
 use super::model::{Materialized, Model};
 use super::parquet;
 use super::plan::*;
+use super::plan::{increment, Increment as Decided};
 use super::progress::Watch;
 use super::publish::{self, OutputFile};
 use super::publish::{Output, PublishedManifest, Stage};
@@ -99,7 +100,7 @@ pub(crate) struct Written<'a> {
     pub carried: &'a [OutputFile],
 }
 
-/// How an incremental model adds to its published output this run.
+/// How an incremental model adds to its published output this run, with what it needs.
 pub(crate) enum Increment {
     /// Nothing published yet, or --full-refresh: build it whole.
     Full,
@@ -119,7 +120,7 @@ pub(crate) async fn plan_increment(
     published: Option<&PublishedManifest>,
     full_refresh: bool,
 ) -> Result<Increment> {
-    if m.materialized != Materialized::Incremental || full_refresh {
+    if increment(m, true, full_refresh) == Decided::Full {
         return Ok(Increment::Full);
     }
     let Some(manifest) = published else {
@@ -159,13 +160,14 @@ pub(crate) async fn plan_increment(
         }
         None => None,
     };
-    Ok(match (m.unique_key.is_empty(), filter) {
-        (true, filter) => Increment::Append {
+    Ok(match increment(m, true, full_refresh) {
+        Decided::Append => Increment::Append {
             // An empty published output has no maximum: add everything.
             filter: filter.unwrap_or_else(|| "true".into()),
             previous: previous_files,
         },
-        (false, filter) => Increment::Merge { filter },
+        Decided::Merge => Increment::Merge { filter },
+        Decided::Full => Increment::Full,
     })
 }
 

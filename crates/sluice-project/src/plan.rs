@@ -2,7 +2,7 @@
 //! they run in, and where each publishes.
 
 pub(crate) use crate::functions::quote_ident as ident;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::dag;
 use super::model::{self, Materialized, Model};
@@ -169,7 +169,37 @@ impl ProjectPlan {
     }
 
     /// Human-readable plan: order, inputs, outputs and SQL.
-    pub fn describe(&self, project: &Project, selected: &HashSet<usize>) -> String {
+    /// What this run would do with each selected incremental model, from what is published
+    /// (its manifest) alone; nothing is registered or written.
+    pub async fn increments(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        project: &Project,
+        selected: &HashSet<usize>,
+    ) -> Result<HashMap<usize, Increment>> {
+        let mut out = HashMap::new();
+        for &i in selected {
+            let m = &self.models[i];
+            if m.materialized != Materialized::Incremental {
+                continue;
+            }
+            let published = self
+                .location(project, i)
+                .manifest(ctx)
+                .await
+                .map_err(|e| m.error(e.to_string()))?;
+            out.insert(i, increment(m, published.is_some(), false));
+        }
+        Ok(out)
+    }
+
+    /// The plan as text; `increments` says what each incremental model's run would do.
+    pub fn describe(
+        &self,
+        project: &Project,
+        selected: &HashSet<usize>,
+        increments: &HashMap<usize, Increment>,
+    ) -> String {
         let mut s = String::new();
         let mut n = 0;
         for &i in &self.order {
@@ -180,8 +210,12 @@ impl ProjectPlan {
             let m = &self.models[i];
             let kind = match m.materialized {
                 Materialized::View => "view".to_string(),
-                _ => format!(
-                    "table -> {} ({}{})",
+                other => format!(
+                    "{} -> {} ({}{})",
+                    match other {
+                        Materialized::Incremental => "incremental",
+                        _ => "table",
+                    },
                     self.location(project, i).display(),
                     m.format.extension(),
                     if m.partition_by.is_empty() {
@@ -192,6 +226,24 @@ impl ProjectPlan {
                 ),
             };
             s.push_str(&format!("{n}. {} [{}] {kind}\n", m.name, m.relative));
+            if let Some(inc) = increments.get(&i) {
+                let what = match inc {
+                    Increment::Full => "full build (nothing published yet)".to_string(),
+                    Increment::Append => match &m.watermark {
+                        Some(w) => format!("append the rows above the published max({w})"),
+                        None => "append to the published rows".to_string(),
+                    },
+                    Increment::Merge => format!(
+                        "merge on ({}) with the published rows{}",
+                        m.unique_key.join(", "),
+                        match &m.watermark {
+                            Some(w) => format!(", reading the rows above the published max({w})"),
+                            None => String::new(),
+                        }
+                    ),
+                };
+                s.push_str(&format!("   this run: {what}\n"));
+            }
             let reads: Vec<&str> = self.reads[i].iter().map(String::as_str).collect();
             s.push_str(&format!(
                 "   reads: {}\n",
@@ -217,5 +269,27 @@ impl ProjectPlan {
             }
         }
         s
+    }
+}
+
+/// How a model's run adds to its published output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Increment {
+    /// Build it whole: not incremental, nothing published yet, or --full-refresh.
+    Full,
+    /// Keep every published row; add the query's new rows.
+    Append,
+    /// Replace published rows whose unique key comes again; keep the rest.
+    Merge,
+}
+
+/// The one rule deciding it: what `run` does and what `sluice plan` says.
+pub fn increment(m: &Model, published: bool, full_refresh: bool) -> Increment {
+    if m.materialized != Materialized::Incremental || full_refresh || !published {
+        Increment::Full
+    } else if m.unique_key.is_empty() {
+        Increment::Append
+    } else {
+        Increment::Merge
     }
 }
