@@ -120,7 +120,9 @@ pub(crate) async fn plan_increment(
     published: Option<&PublishedManifest>,
     full_refresh: bool,
 ) -> Result<Increment> {
-    if increment(m, true, full_refresh) == Decided::Full {
+    // Decided as if an output were published; without one (below) it is a full build.
+    let decided = increment(m, true, full_refresh);
+    if decided == Decided::Full {
         return Ok(Increment::Full);
     }
     let Some(manifest) = published else {
@@ -160,7 +162,7 @@ pub(crate) async fn plan_increment(
         }
         None => None,
     };
-    Ok(match increment(m, true, full_refresh) {
+    Ok(match decided {
         Decided::Append => Increment::Append {
             // An empty published output has no maximum: add everything.
             filter: filter.unwrap_or_else(|| "true".into()),

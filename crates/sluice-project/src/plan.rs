@@ -168,7 +168,6 @@ impl ProjectPlan {
         Ok(recovered)
     }
 
-    /// Human-readable plan: order, inputs, outputs and SQL.
     /// What this run would do with each selected incremental model, from what is published
     /// (its manifest) alone; nothing is registered or written.
     pub async fn increments(
@@ -193,7 +192,8 @@ impl ProjectPlan {
         Ok(out)
     }
 
-    /// The plan as text; `increments` says what each incremental model's run would do.
+    /// Human-readable plan: order, inputs, outputs and SQL; `increments` says what each
+    /// incremental model's run would do.
     pub fn describe(
         &self,
         project: &Project,

@@ -141,7 +141,7 @@ impl ExecutionPlan for IdentityForestExec {
                 let batch = utf8_pair(&batch?)?;
                 metrics.edges.add(batch.num_rows());
                 let timer = baseline.elapsed_compute().timer();
-                full = !forest.add(&batch)?;
+                full = !forest.add(&batch);
                 timer.done();
             }
             metrics.ids.add(forest.parent.len());
@@ -236,7 +236,7 @@ impl Forest {
 
     /// Adds a batch of edges; false when the forest no longer fits the pool (or the 4 GiB
     /// its offsets can address) and must be emitted.
-    fn add(&mut self, batch: &RecordBatch) -> Result<bool> {
+    fn add(&mut self, batch: &RecordBatch) -> bool {
         let (l, r) = (
             batch.column(0).as_string::<i32>(),
             batch.column(1).as_string::<i32>(),
@@ -248,10 +248,9 @@ impl Forest {
                 union(&mut self.parent, a, b);
             }
         }
-        let fits = self.arena.len() < (u32::MAX / 2) as usize
+        self.arena.len() < (u32::MAX / 2) as usize
             && self.spans.len() < (u32::MAX / 2) as usize
-            && self.reservation.try_resize(self.bytes()).is_ok();
-        Ok(fits)
+            && self.reservation.try_resize(self.bytes()).is_ok()
     }
 
     /// Every id that is not its group's root, linked to the root; a root alone in its group
@@ -350,7 +349,7 @@ mod tests {
             (Some("d"), Some("g")), // d is no longer alone
             (Some("a"), Some("b")), // a cycle
         ]);
-        assert!(forest.add(&input).unwrap());
+        assert!(forest.add(&input));
         let out = rows(&forest.edges(2).unwrap());
         let s = |x: &str| x.to_string();
         assert_eq!(
@@ -374,7 +373,7 @@ mod tests {
             .chunks(2)
             .map(|p| (Some(p[0].as_str()), Some(p[1].as_str())))
             .collect();
-        assert!(!forest.add(&batch(&pairs)).unwrap());
+        assert!(!forest.add(&batch(&pairs)));
         // What it holds is still a correct forest.
         assert_eq!(rows(&forest.edges(1024).unwrap()).len(), 50);
     }

@@ -7,9 +7,9 @@
 mod forest;
 mod mapping;
 mod resolve;
+mod store;
 
 pub use forest::IdentityForestExec;
-mod store;
 
 use std::sync::Arc;
 

@@ -20,6 +20,7 @@ use datafusion::common::DataFusionError;
 use datafusion::error::Result;
 use datafusion::execution::disk_manager::DiskManager;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::metrics::Count;
 use datafusion::prelude::SessionContext;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -27,7 +28,6 @@ use uuid::Uuid;
 
 use super::store::{Cursor, Finished, Logs};
 use super::{two_columns, IdentitySpec, Source};
-use datafusion::execution::SendableRecordBatchStream;
 
 /// Buckets the ids are partitioned into; one is in memory at a time in step 2.
 pub(super) const BUCKETS: usize = 64;

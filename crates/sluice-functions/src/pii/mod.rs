@@ -17,6 +17,11 @@ use super::args::{all_scalar, arg_array, finish, for_each_str, is_string, scalar
 use super::hashing::DigestColumn;
 use super::FunctionDoc;
 
+mod normalize;
+
+use normalize::KINDS;
+pub use normalize::{is_sha256_hex, normalize, Kind, Profile};
+
 pub const NORMALIZE_EMAIL_DOC: FunctionDoc = FunctionDoc {
     name: "normalize_email",
     kind: "scalar",
@@ -47,11 +52,6 @@ pub const HASH_PII_DOC: FunctionDoc = FunctionDoc {
                   A value that already is a SHA-256 hex digest is returned lower-cased.",
     example: "SELECT hash_pii(' John_Smith@Gmail.com ', 'email')",
 };
-
-mod normalize;
-
-use normalize::KINDS;
-pub use normalize::{is_sha256_hex, normalize, Kind, Profile};
 
 /// Accept text, numbers (phones and ids often arrive as numbers) and dates for the value;
 /// text for the other arguments.

@@ -18,9 +18,8 @@ use datafusion::logical_expr::LogicalPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status};
 
-use super::super::admission::{Admission, Admitted, Stopped};
-
 use super::{status, DataStream};
+use crate::admission::{Admission, Admitted, Stopped};
 
 /// The rows a command reports writing (its `count` column), read to the end.
 pub(super) async fn rows_written(mut rows: SendableRecordBatchStream) -> Result<i64, Status> {
