@@ -28,10 +28,13 @@ if ! venv_ok; then
   venv_ok || { echo "test.sh: could not install the Python test tools into .venv" >&2; exit 1; }
 fi
 
-# psql and pgbench (Debian's postgresql-client) for the server tests, headless Chromium for
-# the docs site test.
+# psql and pgbench (Debian's postgresql-client) for the server tests, a PostgreSQL 15 server
+# (initdb, pg_ctl; tests/postgres.rs starts its own on loopback), headless Chromium for the
+# docs site test.
 missing=()
 command -v psql >/dev/null && command -v pgbench >/dev/null || missing+=(postgresql-client)
+[ -x /usr/lib/postgresql/15/bin/initdb ] && [ -x /usr/lib/postgresql/15/bin/pg_ctl ] ||
+  missing+=(postgresql-15)
 command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
@@ -39,6 +42,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
 fi
+[ -x /usr/lib/postgresql/15/bin/initdb ] || {
+  echo "test.sh: PostgreSQL 15's server (postgresql-15) could not be installed" >&2
+  exit 1
+}
 
 cargo fmt --check
 cargo build --workspace --all-targets --locked

@@ -57,6 +57,8 @@ pub enum SluiceError {
         location: Option<String>,
         message: String,
     },
+    /// A PostgreSQL database of `[databases]` failed or refused (never shows the password).
+    Database(sluice_postgres::PgError),
     /// The statement was cancelled by the user (Ctrl-C).
     Cancelled,
 }
@@ -70,6 +72,7 @@ impl SluiceError {
             | SluiceError::Model { .. }
             | SluiceError::Io { .. }
             | SluiceError::Source { .. }
+            | SluiceError::Database(_)
             | SluiceError::Cancelled => exit::SQL,
         }
     }
@@ -188,6 +191,7 @@ impl fmt::Display for SluiceError {
                 location: None,
                 message,
             } => write!(f, "'{name}': {message}"),
+            SluiceError::Database(e) => write!(f, "{e}"),
             SluiceError::Cancelled => write!(f, "query cancelled"),
         }
     }

@@ -314,24 +314,13 @@ pub(crate) async fn stage_and_check(
     scratch: &Path,
     result: &mut ModelResult,
 ) -> Result<Option<results::Manifest>> {
+    if let Stage::Database(table) = stage {
+        return super::to_database::stage_and_check(build, increment, table, result).await;
+    }
     let (ctx, m, plan, i) = (build.ctx(), build.model(), build.plan, build.i);
     let model_err = |e: datafusion::error::DataFusionError| m.error(describe_datafusion_error(&e));
     let previous = format!("__previous_{}", m.name);
-    let model_sql = &plan.sql[i];
-    let (new_rows_sql, shift) = match increment {
-        Increment::Append { filter, .. }
-        | Increment::Merge {
-            filter: Some(filter),
-        } => (
-            format!("SELECT * FROM (\n{model_sql}\n) AS __new WHERE {filter}"),
-            plan.sql_shift[i] + 1,
-        ),
-        _ => (model_sql.clone(), plan.sql_shift[i]),
-    };
-    let df = ctx
-        .sql(&new_rows_sql)
-        .await
-        .map_err(|e| m.datafusion_error(&e, shift))?;
+    let df = new_rows(build, increment).await?;
     let schema = output_schema(&df);
     for col in &m.partition_by {
         if !schema.iter().any(|(n, _)| n == col) {
@@ -428,6 +417,25 @@ pub(crate) async fn stage_and_check(
     finish_staged(build, written, stage, result).await
 }
 
+/// The model's rows this run adds: all of them, or those above the published watermark.
+pub(crate) async fn new_rows(build: &ModelBuild<'_>, increment: &Increment) -> Result<DataFrame> {
+    let (ctx, m, plan, i) = (build.ctx(), build.model(), build.plan, build.i);
+    let model_sql = &plan.sql[i];
+    let (new_rows_sql, shift) = match increment {
+        Increment::Append { filter, .. }
+        | Increment::Merge {
+            filter: Some(filter),
+        } => (
+            format!("SELECT * FROM (\n{model_sql}\n) AS __new WHERE {filter}"),
+            plan.sql_shift[i] + 1,
+        ),
+        _ => (model_sql.clone(), plan.sql_shift[i]),
+    };
+    ctx.sql(&new_rows_sql)
+        .await
+        .map_err(|e| m.datafusion_error(&e, shift))
+}
+
 /// The rows of an incremental model after a merge: this run's new rows, then the published
 /// rows whose unique key did not come again and whose erasure key is not on the list.
 pub(crate) fn merge_sql(
@@ -504,6 +512,10 @@ pub(crate) async fn write_output(
         }
         FileFormat::Csv => df.write_csv(url, write_options, None).await,
         FileFormat::Ndjson => df.write_json(url, write_options, None).await,
+        FileFormat::Postgres => Err(datafusion::error::DataFusionError::Plan(format!(
+            "model `{}`: a database table is written by COPY, not as files at {url}",
+            m.name
+        ))),
     }?;
     Ok(written
         .iter()

@@ -105,6 +105,9 @@ async fn erase_model(
         result.message = format!("nothing published at {}", output.display());
         return Ok(result);
     };
+    if let Output::Database(table) = &output {
+        return erase_rows(session, m, table, &output, result, published.rows).await;
+    }
     let files = published.files.clone();
     let schema = published.schema.clone();
     let published_rows = published.rows;
@@ -204,6 +207,48 @@ async fn erase_model(
     }
 }
 
+/// A database output: the listed keys' rows are deleted in one transaction.
+async fn erase_rows(
+    session: &Session,
+    m: &Model,
+    table: &publish::postgres::DatabaseTable,
+    output: &Output,
+    mut result: ModelResult,
+    published_rows: u64,
+) -> Result<ModelResult> {
+    let ctx = &session.ctx;
+    let scan = TempTable::new(ctx, "__erase_scan".to_string());
+    register_location(ctx, &scan.name, &output.url(), m.format).await?;
+    let keys = super::to_database::listed_keys(ctx, m, &scan.name).await;
+    drop(scan);
+    let Some(listed) = keys? else {
+        return Ok(result);
+    };
+    let removed = if listed.keys.is_empty() {
+        0
+    } else {
+        sluice_postgres::erase(
+            &table.connection(ctx)?,
+            &table.table,
+            &listed.column,
+            &listed.keys,
+        )
+        .await
+        .map_err(SluiceError::Database)?
+    };
+    result.status = ModelStatus::Success;
+    result.rows = Some(published_rows.saturating_sub(removed));
+    result.message = match removed {
+        0 => format!("nothing to erase ({published_rows} rows checked)"),
+        n => format!(
+            "removed {n} rows of {} listed keys from {} in one transaction",
+            listed.keys.len(),
+            table.table
+        ),
+    };
+    Ok(result)
+}
+
 /// The published files an erasure rewrites and keeps, the published schema, and the rows
 /// left once the listed ones are gone.
 struct Rewrite<'a> {
@@ -281,6 +326,12 @@ fn listed_url(ctx: &SessionContext, output: &Output, files: &[OutputFile]) -> Re
     let location = match output {
         Output::S3(url) => url.clone(),
         Output::Delta(l) => publish::delta::open(ctx, l)?.url().to_string(),
+        Output::Database(t) => {
+            return Err(SluiceError::sql(format!(
+                "{}: a database table has no files",
+                t.location()
+            )))
+        }
         Output::Local(dir) => {
             let dir = std::path::absolute(dir).map_err(|e| SluiceError::io(dir, e))?;
             url::Url::from_directory_path(&dir)

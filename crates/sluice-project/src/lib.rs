@@ -31,6 +31,7 @@ mod plan;
 mod recheck;
 mod run;
 mod tables;
+mod to_database;
 
 pub use build::RunOptions;
 pub(crate) use build::{finish_staged, new_run_id, write_output, ModelBuild, Staged, Written};

@@ -47,6 +47,7 @@ struct RawConfig {
     materialized: Option<Materialized>,
     format: Option<FileFormat>,
     location: Option<String>,
+    database: Option<String>,
     #[serde(default)]
     partition_by: Vec<String>,
     compression: Option<String>,
@@ -76,6 +77,8 @@ pub struct Model {
     pub materialized: Materialized,
     pub format: FileFormat,
     pub location: Option<String>,
+    /// `format = "postgres"`: the `[databases]` entry the output table lives in.
+    pub database: Option<String>,
     pub partition_by: Vec<String>,
     /// Parquet compression codec as DataFusion spells it, e.g. `snappy` or `zstd(3)`.
     pub compression: String,
@@ -316,6 +319,31 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         ));
     }
     let format = raw.format.unwrap_or_default();
+    if (format == FileFormat::Postgres) != raw.database.is_some() {
+        let key = if raw.database.is_some() {
+            "database"
+        } else {
+            "format"
+        };
+        return Err(config_error(
+            line_of(key),
+            Some(key.into()),
+            "a database output needs both format = \"postgres\" and database = \"NAME\" (a [databases] entry)".into(),
+        ));
+    }
+    if format == FileFormat::Postgres {
+        if let Some(location) = &raw.location {
+            sluice_postgres::TableName::parse(location)
+                .map_err(|m| config_error(line_of("location"), Some("location".into()), m))?;
+        }
+        if !raw.partition_by.is_empty() {
+            return Err(config_error(
+                line_of("partition_by"),
+                Some("partition_by".into()),
+                "`partition_by` applies to file outputs; a database table is not partitioned by sluice".into(),
+            ));
+        }
+    }
     if raw.compression.is_some() && format != FileFormat::Parquet {
         return Err(config_error(
             line_of("compression"),
@@ -350,6 +378,7 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         materialized,
         format,
         location: raw.location,
+        database: raw.database,
         partition_by: raw.partition_by,
         compression,
         unique_key: raw.unique_key,
@@ -413,7 +442,7 @@ mod tests {
             "/* @config\nmaterialized = \"table\"\nformatt = \"csv\"\n*/\nSELECT 1",
         )
         .unwrap_err();
-        assert_eq!(e.to_string(), "models/a.sql:3: key `formatt`: unknown field `formatt`, expected one of `materialized`, `format`, `location`, `partition_by`, `compression`, `unique_key`, `watermark`, `description`, `erasure`, `tags`, `columns`, `checks`");
+        assert_eq!(e.to_string(), "models/a.sql:3: key `formatt`: unknown field `formatt`, expected one of `materialized`, `format`, `location`, `database`, `partition_by`, `compression`, `unique_key`, `watermark`, `description`, `erasure`, `tags`, `columns`, `checks`");
         let e = parse_model(
             Path::new("models/a.sql"),
             "a.sql",

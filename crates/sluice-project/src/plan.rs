@@ -148,7 +148,13 @@ impl ProjectPlan {
     /// Where a table model publishes: a local folder, an S3 prefix or a Delta table.
     pub fn location(&self, project: &Project, i: usize) -> Output {
         let m = &self.models[i];
-        Output::of_model(&project.target(), m.location.as_deref(), &m.name, m.format)
+        Output::of_model(
+            &project.target(),
+            m.location.as_deref(),
+            &m.name,
+            m.format,
+            m.database.as_deref(),
+        )
     }
 
     /// Finish or roll back local publishes a killed run left half done (the rename-aside

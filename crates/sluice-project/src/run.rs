@@ -277,24 +277,7 @@ pub(crate) async fn publish_all(
         }
     }
     let Some((bad, error)) = failed else {
-        let n = committed.len();
-        for (i, c) in committed {
-            let m = &plan.models[i];
-            let outcome = match c.published.finish().await {
-                Ok(()) => after_publish(session, m, &c.manifest, &c.output, history).await,
-                Err(e) => Err(e),
-            };
-            if let Some(r) = results.result_mut(&m.name) {
-                match outcome {
-                    Ok(files) => r.output_files = files,
-                    Err(e) => {
-                        r.status = ModelStatus::Error;
-                        r.message = e.to_string();
-                    }
-                }
-            }
-        }
-        return Ok(format!("published {n} models"));
+        return Ok(finish_all(session, plan, committed, history, results).await);
     };
     let bad_name = plan.models[bad].name.clone();
     if let Some(r) = results.result_mut(&bad_name) {
@@ -334,6 +317,62 @@ pub(crate) async fn publish_all(
     Ok(format!(
         "publishing `{bad_name}` failed; {rolled_back} published model(s) rolled back, nothing changed"
     ))
+}
+
+/// Finish every publish of an all-or-nothing run. Database transactions commit first:
+/// a COMMIT is the one finish that can still fail, and while it can, the file outputs
+/// after it are taken back instead of finished.
+async fn finish_all(
+    session: &Session,
+    plan: &ProjectPlan,
+    mut committed: Vec<(usize, Committed)>,
+    history: &History,
+    results: &mut RunResults,
+) -> String {
+    committed.sort_by_key(|(_, c)| !c.published.finishes_by_commit());
+    let n = committed.len();
+    let mut commit_failed: Option<String> = None;
+    for (i, c) in committed {
+        let m = &plan.models[i];
+        if let Some(bad) = &commit_failed {
+            let undone = c.published.undo().await;
+            if let Some(r) = results.result_mut(&m.name) {
+                r.status = if undone.is_ok() {
+                    ModelStatus::Skipped
+                } else {
+                    ModelStatus::Error
+                };
+                r.message = match undone {
+                    Ok(()) => format!("published, then rolled back to the previous version: committing `{bad}` failed (--all-or-nothing)"),
+                    Err(e) => format!("committing `{bad}` failed and this model's rollback failed too: {e}"),
+                };
+            }
+            continue;
+        }
+        let by_commit = c.published.finishes_by_commit();
+        let outcome = match c.published.finish().await {
+            Ok(()) => after_publish(session, m, &c.manifest, &c.output, history).await,
+            Err(e) => {
+                if by_commit {
+                    commit_failed = Some(m.name.clone());
+                }
+                Err(e)
+            }
+        };
+        if let Some(r) = results.result_mut(&m.name) {
+            match outcome {
+                Ok(files) => r.output_files = files,
+                Err(e) => {
+                    r.status = ModelStatus::Error;
+                    r.message = e.to_string();
+                }
+            }
+        }
+    }
+    match commit_failed {
+        None => format!("published {n} models"),
+        Some(bad) => format!("committing `{bad}` failed; the outputs after it were rolled back"),
+    }
 }
 
 /// A stage made visible to readers, not yet finished.

@@ -197,6 +197,9 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     );
     // Spans on identifiers let planning errors point at the line and column they are about.
     config.options_mut().sql_parser.collect_spans = true;
+    config = config.with_extension(Arc::new(crate::sources::postgres::Databases::of_project(
+        &project,
+    )));
     config
         .options_mut()
         .extensions

@@ -26,6 +26,9 @@ pub struct ProjectConfig {
     pub sources: IndexMap<String, SourceConfig>,
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretConfig>,
+    /// PostgreSQL databases that sources read and models publish to.
+    #[serde(default)]
+    pub databases: BTreeMap<String, DatabaseConfig>,
     #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
     #[serde(default)]
@@ -72,6 +75,9 @@ pub enum FileFormat {
     Parquet,
     Ndjson,
     Delta,
+    /// A table of a `[databases]` database (sources with `database = ...`, models with
+    /// `format = "postgres"`).
+    Postgres,
 }
 
 impl FileFormat {
@@ -82,6 +88,7 @@ impl FileFormat {
             FileFormat::Csv => "csv",
             FileFormat::Ndjson => "json",
             FileFormat::Delta => "parquet",
+            FileFormat::Postgres => "",
         }
     }
 
@@ -99,6 +106,7 @@ impl FileFormat {
             FileFormat::Parquet => "parquet",
             FileFormat::Ndjson => "ndjson",
             FileFormat::Delta => "delta",
+            FileFormat::Postgres => "postgres",
         }
     }
 
@@ -152,7 +160,15 @@ pub struct SourceOptions {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
+    /// A file, folder, glob or s3:// URL; empty for a database source.
+    #[serde(default)]
     pub location: String,
+    /// A database of `[databases]`, read with `table` or `query`.
+    pub database: Option<String>,
+    /// `schema.table` (or `table`, in `public`) of the database.
+    pub table: Option<String>,
+    /// A SELECT run by the database; its rows are the source.
+    pub query: Option<String>,
     pub format: Option<FileFormat>,
     #[serde(default)]
     pub options: SourceOptions,
@@ -185,6 +201,14 @@ pub struct SecretConfig {
     pub file: Option<String>,
     #[serde(default)]
     pub encoding: SecretEncoding,
+}
+
+/// A PostgreSQL database: its `postgres://` URL, which may hold a password, so it comes
+/// from the environment or a file, never from sluice.toml itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -402,6 +426,42 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
     text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
 }
 
+/// A database source names a known database and exactly one of `table` and `query`.
+fn validate_database_source(
+    name: &str,
+    database: &str,
+    source: &SourceConfig,
+    config: &ProjectConfig,
+) -> std::result::Result<(), (String, String)> {
+    if !config.databases.contains_key(database) {
+        return Err((
+            format!("sources.{name}.database"),
+            format!("unknown database `{database}`: add [databases.{database}] with url = {{ env = \"VAR\" }}"),
+        ));
+    }
+    if source.table.is_some() == source.query.is_some() {
+        return Err((
+            format!("sources.{name}.table"),
+            "a database source needs exactly one of table = \"schema.table\" or query = \"SELECT ...\"".into(),
+        ));
+    }
+    let file_only = [
+        ("location", !source.location.is_empty()),
+        ("format", source.format.is_some()),
+        ("schema", source.schema.is_some()),
+        ("s3", source.s3.is_some()),
+        ("version", source.version.is_some()),
+        ("timestamp", source.timestamp.is_some()),
+    ];
+    if let Some((key, _)) = file_only.iter().find(|(_, set)| *set) {
+        return Err((
+            format!("sources.{name}.{key}"),
+            format!("`{key}` does not apply to a database source"),
+        ));
+    }
+    Ok(())
+}
+
 fn validate(path: &Path, text: &str, config: &ProjectConfig) -> Result<()> {
     let err = |key: String, message: String| {
         let last = key.rsplit('.').next().unwrap_or(&key).to_string();
@@ -418,6 +478,21 @@ fn validate(path: &Path, text: &str, config: &ProjectConfig) -> Result<()> {
             return Err(err(
                 format!("sources.{name}"),
                 "a source name must be a SQL identifier (letters, digits, _)".into(),
+            ));
+        }
+        if let Some(database) = &source.database {
+            validate_database_source(name, database, source, config).map_err(|(k, m)| err(k, m))?;
+            continue;
+        }
+        if source.table.is_some() || source.query.is_some() {
+            let key = if source.table.is_some() {
+                "table"
+            } else {
+                "query"
+            };
+            return Err(err(
+                format!("sources.{name}.{key}"),
+                format!("`{key}` reads a database: add database = \"NAME\" (a [databases] entry)"),
             ));
         }
         if source.location.trim().is_empty() {
@@ -486,6 +561,20 @@ fn validate(path: &Path, text: &str, config: &ProjectConfig) -> Result<()> {
             return Err(err(
                 format!("secrets.{name}"),
                 "expected exactly one of { env = \"VAR\" } or { file = \"path\" }".into(),
+            ));
+        }
+    }
+    for (name, database) in &config.databases {
+        if !is_identifier(name) {
+            return Err(err(
+                format!("databases.{name}"),
+                "a database name must be a SQL identifier (letters, digits, _)".into(),
+            ));
+        }
+        if database.url.env.is_some() == database.url.file.is_some() {
+            return Err(err(
+                format!("databases.{name}.url"),
+                "expected exactly one of { env = \"VAR\" } or { file = \"path\" }: the URL may hold a password".into(),
             ));
         }
     }

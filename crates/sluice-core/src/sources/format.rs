@@ -52,6 +52,7 @@ fn extensions(format: FileFormat) -> &'static [&'static str] {
         FileFormat::Csv => &[".csv", ".tsv"],
         FileFormat::Parquet | FileFormat::Delta => &[".parquet"],
         FileFormat::Ndjson => &[".json", ".ndjson", ".jsonl"],
+        FileFormat::Postgres => &[],
     }
 }
 
@@ -176,9 +177,12 @@ pub fn listing_options(
             ListingOptions::new(Arc::new(CsvFormat::default().with_options(csv)))
                 .with_file_extension(extension(ext))
         }
-        // A Delta table's data files, read without the log (a run's staged files).
-        FileFormat::Parquet | FileFormat::Delta => ListingOptions::new(Arc::new(parquet_format()))
-            .with_file_extension(extension(".parquet")),
+        // A Delta table's data files, read without the log (a run's staged files). Database
+        // tables are never listed (see `sources::postgres`).
+        FileFormat::Parquet | FileFormat::Delta | FileFormat::Postgres => {
+            ListingOptions::new(Arc::new(parquet_format()))
+                .with_file_extension(extension(".parquet"))
+        }
         FileFormat::Ndjson => ListingOptions::new(Arc::new(
             JsonFormat::default().with_file_compression_type(comp.into()),
         ))

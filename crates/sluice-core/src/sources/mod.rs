@@ -7,6 +7,7 @@ mod format;
 pub mod listed;
 pub mod manifest;
 mod path;
+pub mod postgres;
 
 use crate::error::SluiceError;
 use std::collections::HashMap;
@@ -47,6 +48,15 @@ impl SourceDef {
             .sources
             .iter()
             .map(|(name, config)| {
+                if let Some(database) = &config.database {
+                    let def = SourceDef {
+                        name: name.clone(),
+                        location: postgres::location(database, config),
+                        format: FileFormat::Postgres,
+                        config: config.clone(),
+                    };
+                    return (name.clone(), def);
+                }
                 let format = config
                     .format
                     .or_else(|| FileFormat::from_location(&config.location))
@@ -75,6 +85,9 @@ impl SourceDef {
             location: location.clone(),
             format,
             config: SourceConfig {
+                database: None,
+                table: None,
+                query: None,
                 location,
                 format: Some(format),
                 options: Default::default(),
@@ -316,8 +329,10 @@ pub async fn open_source(
     state: &SessionState,
     def: &SourceDef,
 ) -> DFResult<Arc<dyn TableProvider>> {
-    if def.format == FileFormat::Delta {
-        return delta::open(state, def).await;
+    match def.format {
+        FileFormat::Delta => return delta::open(state, def).await,
+        FileFormat::Postgres => return postgres::open(state, def).await,
+        _ => {}
     }
     let location = normalise_location(&def.location);
     // A published S3 prefix is read as its manifest lists it.

@@ -121,6 +121,9 @@ impl UrlTableFactory for PathTableFactory {
             location: url.to_string(),
             format,
             config: SourceConfig {
+                database: None,
+                table: None,
+                query: None,
                 location: url.to_string(),
                 format: Some(format),
                 options: SourceOptions::default(),

@@ -8,6 +8,7 @@
 pub mod delta;
 mod local;
 mod objects;
+pub mod postgres;
 mod published;
 mod stage;
 pub(crate) mod writer_lock;

@@ -19,6 +19,7 @@ use url::Url;
 use super::delta::{self, DeltaStage, PublishedDelta};
 use super::local::{self as publish, OutputFile};
 use super::objects::{delete, key, list, relative_to, store_error};
+use super::postgres::{DatabaseStage, DatabaseTable};
 use super::published::PublishedManifest;
 use crate::config::FileFormat;
 use crate::error::{Result, SluiceError};
@@ -33,17 +34,34 @@ pub enum Output {
     S3(String),
     /// A Delta table: a local folder or an S3 prefix, without the trailing slash.
     Delta(String),
+    /// A table of a `[databases]` database.
+    Database(DatabaseTable),
 }
 
 impl Output {
     /// A model's location: a full URL or absolute path as given, else under the target.
-    /// A model's location in its format: Delta tables publish by their log.
+    /// A model's location in its format: Delta tables publish by their log; a database
+    /// output is `schema.table` (default: the model's name in `public`).
     pub fn of_model(
         target: &str,
         location: Option<&str>,
         name: &str,
         format: FileFormat,
+        database: Option<&str>,
     ) -> Output {
+        if let (FileFormat::Postgres, Some(database)) = (format, database) {
+            let table =
+                sluice_postgres::TableName::parse(location.unwrap_or(name)).unwrap_or_else(|_| {
+                    sluice_postgres::TableName {
+                        schema: "public".into(),
+                        table: name.into(),
+                    }
+                });
+            return Output::Database(DatabaseTable {
+                database: database.to_string(),
+                table,
+            });
+        }
         match Output::resolve(target, location, name) {
             out if format != FileFormat::Delta => out,
             out => Output::Delta(out.display()),
@@ -69,6 +87,7 @@ impl Output {
             Output::Local(p) => format!("{}/", p.display()),
             Output::S3(u) => u.clone(),
             Output::Delta(l) => format!("{l}/"),
+            Output::Database(t) => format!("{}/", t.location()),
         }
     }
 
@@ -77,6 +96,7 @@ impl Output {
             Output::Local(p) => p.display().to_string(),
             Output::S3(u) => u.trim_end_matches('/').to_string(),
             Output::Delta(l) => l.clone(),
+            Output::Database(t) => t.location(),
         }
     }
 
@@ -86,6 +106,7 @@ impl Output {
             Output::Local(p) => p.join(relative).display().to_string(),
             Output::S3(u) => format!("{u}{relative}"),
             Output::Delta(l) => format!("{l}/{relative}"),
+            Output::Database(t) => t.location(),
         }
     }
 
@@ -95,6 +116,7 @@ impl Output {
             Output::Local(p) => p.join(MANIFEST).display().to_string(),
             Output::S3(u) => format!("{u}{MANIFEST}"),
             Output::Delta(l) => format!("{l}/_delta_log"),
+            Output::Database(t) => t.location(),
         }
     }
 
@@ -119,6 +141,7 @@ impl Output {
                 }
             }
             Output::Delta(l) => return delta::manifest(ctx, l).await,
+            Output::Database(t) => return t.manifest(ctx).await,
         };
         PublishedManifest::parse(&bytes, &self.manifest_location()).map(Some)
     }
@@ -142,6 +165,8 @@ impl Output {
                 }
             }
             Output::Delta(l) => delta::has_objects(ctx, l).await,
+            // An existing table is published (its rows are the baseline).
+            Output::Database(_) => Ok(false),
         }
     }
 
@@ -190,6 +215,7 @@ pub enum Stage {
         before: HashSet<ObjectPath>,
     },
     Delta(DeltaStage),
+    Database(Box<DatabaseStage>),
 }
 
 impl Stage {
@@ -223,6 +249,9 @@ impl Stage {
                     .unwrap_or_default();
                 Ok(Stage::Delta(DeltaStage::begin(ctx, location, &run).await?))
             }
+            Output::Database(table) => Ok(Stage::Database(Box::new(
+                DatabaseStage::begin(ctx, table).await?,
+            ))),
         }
     }
 
@@ -232,6 +261,8 @@ impl Stage {
             Stage::Local { dir, .. } => format!("{}/", dir.display()),
             Stage::S3 { location, .. } => location.clone(),
             Stage::Delta(d) => d.write_url(),
+            // Rows go in by COPY (`build::to_database`), never by a file writer.
+            Stage::Database(d) => d.output.location(),
         }
     }
 
@@ -262,6 +293,7 @@ impl Stage {
                 Ok(files)
             }
             Stage::Delta(d) => d.written_files().await,
+            Stage::Database(_) => Ok(Vec::new()),
         }
     }
 
@@ -270,7 +302,7 @@ impl Stage {
         match self {
             Stage::Local { dir, location } => publish::link_files(location, dir, previous),
             // They stay where they are; the new manifest (or version) lists them again.
-            Stage::S3 { .. } | Stage::Delta(_) => Ok(()),
+            Stage::S3 { .. } | Stage::Delta(_) | Stage::Database(_) => Ok(()),
         }
     }
 
@@ -289,6 +321,10 @@ impl Stage {
                 manifest::register_only_listed(&ctx.state(), url.as_str(), &paths)
                     .map_err(|e| store_error(&d.location, &e))
             }
+            Stage::Database(d) => Err(SluiceError::sql(format!(
+                "{}: a database stage is read through its staging table, not files",
+                d.output.location()
+            ))),
         }
     }
 
@@ -301,6 +337,7 @@ impl Stage {
         let files = &manifest.files;
         match self {
             Stage::Delta(d) => Ok(Published::Delta(d.publish(manifest).await?)),
+            Stage::Database(d) => Ok(Published::Database(Box::new(d.publish().await?))),
             Stage::Local { dir, location } => {
                 let published = publish::write_durably(&dir.join("_SUCCESS"), b"")
                     .and_then(|()| publish::write_durably(&dir.join(MANIFEST), manifest_json))
@@ -382,6 +419,7 @@ impl Stage {
                 }
             }
             Stage::Delta(d) => d.discard().await,
+            Stage::Database(d) => d.discard().await,
         }
     }
 }
@@ -401,9 +439,17 @@ pub enum Published {
         stale: Vec<ObjectPath>,
     },
     Delta(PublishedDelta),
+    /// A transaction left open until the publish is finished.
+    Database(Box<sluice_postgres::Publishing>),
 }
 
 impl Published {
+    /// Whether finishing can still fail (a database COMMIT): such publishes are finished
+    /// first, while the others can still be taken back.
+    pub fn finishes_by_commit(&self) -> bool {
+        matches!(self, Published::Database(_))
+    }
+
     /// The publish stands: delete what only the previous version used.
     pub async fn finish(self) -> Result<()> {
         match self {
@@ -416,6 +462,7 @@ impl Published {
             } => delete(&store, stale, &location).await,
             // Files older versions use stay for time travel until `sluice vacuum`.
             Published::Delta(_) => Ok(()),
+            Published::Database(p) => p.finish().await.map_err(SluiceError::Database),
         }
     }
 
@@ -443,6 +490,7 @@ impl Published {
                 delete(&store, written, &location).await
             }
             Published::Delta(d) => d.undo().await,
+            Published::Database(p) => p.undo().await.map_err(SluiceError::Database),
         }
     }
 }
