@@ -462,3 +462,280 @@ fn psql_reads_a_postgres_source_through_sluice_serve() {
     drop(pg);
     server.stop();
 }
+
+fn table_model(location: &str, sql: &str) -> String {
+    format!(
+        "/* @config\nmaterialized = \"table\"\nformat = \"postgres\"\ndatabase = \"warehouse\"\nlocation = \"{location}\"\n*/\n{sql}\n"
+    )
+}
+
+#[test]
+fn a_column_change_recreates_the_table_with_its_grants_unless_a_view_depends_on_it() {
+    let (pg, p) = pg_with_contacts();
+    let model = p.path().join("models/scores.sql");
+    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+    std::fs::write(
+        &model,
+        table_model("delivery.scores", "SELECT id, score FROM contacts"),
+    )
+    .unwrap();
+    assert_eq!(run(p.path(), &["run"]).code, 0);
+    pg.psql(
+        "delivery",
+        "CREATE ROLE reporting; GRANT SELECT, INSERT ON delivery.scores TO reporting WITH GRANT OPTION",
+    );
+    // A new column: the table is recreated, its grants carried over.
+    std::fs::write(
+        &model,
+        table_model("delivery.scores", "SELECT id, score, visits FROM contacts"),
+    )
+    .unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        published(&pg, "delivery.scores"),
+        "1|12.50|3\n2|-0.05|\n3||0\n4|99999999.99|7"
+    );
+    assert_eq!(
+        pg.psql(
+            "delivery",
+            "SELECT privilege_type || ' ' || is_grantable FROM information_schema.role_table_grants \
+             WHERE table_name = 'scores' AND grantee = 'reporting' ORDER BY 1"
+        ),
+        "INSERT YES\nSELECT YES"
+    );
+    // A view on it: dropping the table would drop the view, so nothing changes.
+    pg.psql(
+        "delivery",
+        "CREATE VIEW delivery.busy AS SELECT id FROM delivery.scores WHERE visits > 1",
+    );
+    std::fs::write(
+        &model,
+        table_model("delivery.scores", "SELECT id FROM contacts"),
+    )
+    .unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "model `scores` (", 
+        ) && r.stderr.contains(
+            "database `warehouse`, table delivery.scores: cannot drop table delivery.scores because other objects depend on it (view delivery.busy depends on table delivery.scores)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        published(&pg, "delivery.scores"),
+        "1|12.50|3\n2|-0.05|\n3||0\n4|99999999.99|7"
+    );
+    assert_eq!(
+        pg.psql("delivery", "SELECT id FROM delivery.busy ORDER BY id"),
+        "1\n4"
+    );
+    assert_eq!(
+        pg.psql(
+            "delivery",
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_sluice%'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn all_or_nothing_rolls_back_the_database_publish_when_a_file_publish_fails() {
+    let (pg, p) = pg_with_contacts();
+    let models = p.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(
+        models.join("a_scores.sql"),
+        table_model("delivery.scores", "SELECT id, score FROM contacts"),
+    )
+    .unwrap();
+    let csv_model = |location: &str| {
+        format!("/* @config\nmaterialized = \"table\"\nformat = \"csv\"\nlocation = \"{location}\"\n*/\nSELECT count(*) AS n FROM a_scores\n")
+    };
+    std::fs::write(models.join("z_count.sql"), csv_model("count")).unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = published(&pg, "delivery.scores");
+
+    pg.psql("delivery", "UPDATE crm.contacts SET score = 1");
+    std::fs::write(models.join("z_count.sql"), csv_model("blocked/count")).unwrap();
+    std::fs::write(
+        p.path().join("target/blocked"),
+        "a file where a folder should be",
+    )
+    .unwrap();
+    let r = run(p.path(), &["run", "--all-or-nothing", "--threads", "1"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "publishing `z_count` failed; 1 published model(s) rolled back, nothing changed"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(published(&pg, "delivery.scores"), before);
+    assert_eq!(
+        pg.psql(
+            "delivery",
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_sluice%'"
+        ),
+        "0"
+    );
+    let results = std::fs::read_to_string(p.path().join("target/run_results.json")).unwrap();
+    assert!(
+        results.contains("published, then rolled back to the previous version: publishing `z_count` failed (--all-or-nothing)"),
+        "{results}"
+    );
+
+    // Unblocked, both publish.
+    std::fs::remove_file(p.path().join("target/blocked")).unwrap();
+    let r = run(p.path(), &["run", "--all-or-nothing"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        published(&pg, "delivery.scores"),
+        "1|1.00\n2|1.00\n3|1.00\n4|1.00"
+    );
+}
+
+#[test]
+fn a_connection_lost_mid_copy_or_a_type_without_a_column_type_leaves_the_target_unchanged() {
+    let pg = Postgres::start();
+    pg.psql("delivery", "CREATE SCHEMA delivery");
+    let p = tempfile::tempdir().unwrap();
+    write_project(p.path(), &pg, &[("models/big.sql", MILLION)]);
+    let toml = std::fs::read_to_string(p.path().join("sluice.toml")).unwrap();
+    std::fs::write(
+        p.path().join("sluice.toml"),
+        format!("{toml}\n[vars]\nversion = 1\n"),
+    )
+    .unwrap();
+    assert_eq!(run(p.path(), &["run"]).code, 0);
+    std::fs::write(
+        p.path().join("sluice.toml"),
+        format!("{toml}\n[vars]\nversion = 2\n"),
+    )
+    .unwrap();
+
+    // The server ends sluice's COPY session half-way.
+    let child = sluice()
+        .arg("--project")
+        .arg(p.path())
+        .arg("run")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ended = pg.psql(
+            "delivery",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'sluice' AND query LIKE 'COPY%FROM STDIN%'",
+        );
+        if ended != "0" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no COPY seen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("model `big` (")
+            && stderr.contains("database `warehouse`, table delivery.big: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pg-s3cret"), "{stderr}");
+    assert_eq!(
+        pg.psql(
+            "delivery",
+            "SELECT count(*), min(version), max(version) FROM delivery.big"
+        ),
+        "1000000|1|1"
+    );
+
+    // A column PostgreSQL has no type for here: named, nothing written.
+    std::fs::write(
+        p.path().join("models/big.sql"),
+        table_model("delivery.big", "SELECT 1 AS id, named_struct('a', 1) AS s"),
+    )
+    .unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "database `warehouse`, table delivery.big: column `s` is Struct(\"a\": Int64), which has no PostgreSQL column type here; cast it in the model"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        pg.psql(
+            "delivery",
+            "SELECT count(*), min(version) FROM delivery.big"
+        ),
+        "1000000|1"
+    );
+}
+
+#[test]
+fn a_table_the_consumers_created_is_filled_by_column_name_with_its_own_types() {
+    let (pg, p) = pg_with_contacts();
+    pg.psql(
+        "delivery",
+        "CREATE TABLE delivery.emails (email varchar(20), id integer PRIMARY KEY)",
+    );
+    let model = p.path().join("models/emails.sql");
+    std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+    std::fs::write(
+        &model,
+        table_model(
+            "delivery.emails",
+            "SELECT id, lower(btrim(email)) AS email FROM contacts WHERE email IS NOT NULL",
+        ),
+    )
+    .unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        pg.psql(
+            "delivery",
+            "SELECT id, email FROM delivery.emails ORDER BY id"
+        ),
+        "1|ann@example.com\n2|bob@example.com\n4|cy@example.com"
+    );
+    assert_eq!(
+        pg.psql(
+            "delivery",
+            "SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum) \
+             FROM pg_attribute WHERE attrelid = 'delivery.emails'::regclass AND attnum > 0"
+        ),
+        "email character varying(20), id integer"
+    );
+    // A value the consumers' column cannot hold: the server says so, nothing changes.
+    pg.psql(
+        "delivery",
+        "UPDATE crm.contacts SET email = 'a-very-long-address@example.com' WHERE id = 1",
+    );
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "database `warehouse`, table delivery.emails: value too long for type character varying(20)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        pg.psql(
+            "delivery",
+            "SELECT id, email FROM delivery.emails ORDER BY id"
+        ),
+        "1|ann@example.com\n2|bob@example.com\n4|cy@example.com"
+    );
+}

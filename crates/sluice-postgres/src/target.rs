@@ -3,10 +3,10 @@
 //! The rows are copied (binary COPY) into a staging table beside the target, named
 //! `_sluice_staging_<table>`; the model's checks read them there; then one transaction
 //! puts them in the target. A replaced table keeps its identity (grants, owner, dependent
-//! views, indexes): its rows are deleted and the staged rows inserted, so a reader sees the
-//! old rows or the new, whatever its isolation level. Only a change of columns recreates
-//! the table (grants and owner carried over); views that depend on it stop that, with the
-//! server's message. A session-level advisory lock on the target keeps two runs apart;
+//! views, indexes): its rows are deleted and the staged rows inserted by column name, so a
+//! reader sees the old rows or the new, whatever its isolation level. Only a change of
+//! column names recreates the table (grants and owner carried over); views that depend on
+//! it stop that, with the server's message. A session-level advisory lock on the target keeps two runs apart;
 //! a killed run's staging table is dropped by the next run that takes the lock.
 
 use std::sync::Arc;
@@ -106,6 +106,8 @@ pub struct Staging {
     target_exists: bool,
     same_columns: bool,
     unlogged: bool,
+    /// The staged columns, quoted, for inserting by name.
+    columns: Vec<String>,
 }
 
 const BATCH_BYTES: usize = 4 << 20;
@@ -165,6 +167,7 @@ impl Staging {
             target_exists,
             same_columns: false,
             unlogged: false,
+            columns: Vec::new(),
         })
     }
 
@@ -234,8 +237,22 @@ impl Staging {
             .await
             .map_err(|e| external(self.failed(e)))?;
         if self.target_exists {
-            self.same_columns = columns_of(&self.client, &self.target).await
-                == columns_of(&self.client, &self.staging).await;
+            // Same names: rows go in by name, with PostgreSQL's assignment casts for
+            // types the consumers chose (varchar(100) for text, say).
+            let names = |mut columns: Vec<(String, String)>| {
+                columns.sort();
+                columns
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>()
+            };
+            self.same_columns = names(columns_of(&self.client, &self.target).await)
+                == names(columns_of(&self.client, &self.staging).await);
+            self.columns = schema
+                .fields()
+                .iter()
+                .map(|f| quote_ident(f.name()))
+                .collect();
         }
         let mut encoder = pgpq::ArrowToPostgresBinaryEncoder::try_new(&written_schema)
             .map_err(|e| external(PgError::other(&self.database, self.what(), e.to_string())))?;
@@ -328,7 +345,7 @@ impl Staging {
             return Err(PgError::other(
                 &self.database,
                 self.what(),
-                "its columns differ from the model's output; run with --full-refresh to rebuild it"
+                "its column names differ from the model's output; run with --full-refresh to rebuild it"
                     .into(),
             ));
         }
@@ -371,7 +388,10 @@ impl Staging {
             .await
             .map_err(|e| self.failed(e))?;
         }
-        let finish = format!("INSERT INTO {target} SELECT * FROM {staging}; DROP TABLE {staging}");
+        let columns = self.columns.join(", ");
+        let finish = format!(
+            "INSERT INTO {target} ({columns}) SELECT {columns} FROM {staging}; DROP TABLE {staging}"
+        );
         c.batch_execute(&finish).await.map_err(|e| self.failed(e))
     }
 

@@ -14,7 +14,7 @@ use super::model::{Materialized, Model};
 use super::plan::*;
 use super::progress::Reporter;
 use super::publish::{self};
-use super::publish::{Output, Published};
+use super::publish::{Output, Published, Stage};
 use super::results::{self, History, ModelResult, RunResults};
 use super::tables::*;
 use crate::error::{Result, SluiceError};
@@ -166,8 +166,11 @@ pub async fn run(
                 if let Some(staged) = staged {
                     if options.all_or_nothing {
                         // Downstream models of this run read the staged output.
-                        let registered =
-                            match staged.stage.table_url(&session.ctx, &staged.manifest.files) {
+                        let registered = match &staged.stage {
+                            Stage::Database(table) => {
+                                super::to_database::register_staged(&session.ctx, m, table).await
+                            }
+                            stage => match stage.table_url(&session.ctx, &staged.manifest.files) {
                                 Ok(url) => {
                                     register_location(
                                         &session.ctx,
@@ -178,7 +181,8 @@ pub async fn run(
                                     .await
                                 }
                                 Err(e) => Err(e),
-                            };
+                            },
+                        };
                         match registered {
                             Ok(()) => deferred.push((i, staged)),
                             Err(e) => {
@@ -189,6 +193,11 @@ pub async fn run(
                     } else {
                         match publish_staged(session, m, staged, &history).await {
                             Ok(files) => result.output_files = files,
+                            // A database's message names the database and table; the
+                            // model is named here.
+                            Err(e @ SluiceError::Database(_)) => {
+                                result = ModelResult::error(m, &m.error(e.to_string()).to_string())
+                            }
                             Err(e) => result = ModelResult::error(m, &e.to_string()),
                         }
                     }

@@ -160,3 +160,36 @@ pub(crate) async fn listed_keys(
         keys,
     }))
 }
+
+/// Under `--all-or-nothing`, the run's later models read this model before it is
+/// published: what the table will hold, as a view of the staging table (and for an
+/// incremental model, of the published rows it keeps).
+pub(crate) async fn register_staged(
+    ctx: &datafusion::prelude::SessionContext,
+    m: &super::model::Model,
+    stage: &DatabaseStage,
+) -> Result<()> {
+    let staged = format!("__staged_rows_{}", m.name);
+    register_location(
+        ctx,
+        &staged,
+        &stage.staging_location().await,
+        FileFormat::Postgres,
+    )
+    .await?;
+    if stage.replaces() {
+        let sql = format!("SELECT * FROM {}", ident(&staged));
+        return register_view(ctx, &m.name, &ctx.sql(&sql).await?, &sql);
+    }
+    let published = format!("__published_{}", m.name);
+    register_location(
+        ctx,
+        &published,
+        &stage.output.location(),
+        FileFormat::Postgres,
+    )
+    .await?;
+    let schema = output_schema(&ctx.table(staged.as_str()).await?);
+    let sql = merge_sql(m, &schema, &staged, &published);
+    register_view(ctx, &m.name, &ctx.sql(&sql).await?, &sql)
+}

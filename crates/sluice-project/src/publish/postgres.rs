@@ -87,6 +87,14 @@ impl DatabaseStage {
         }
     }
 
+    /// Whether the staged rows are the whole new output (not added to the published ones).
+    pub(crate) fn replaces(&self) -> bool {
+        self.how
+            .lock()
+            .map(|h| matches!(h.0, Publish::Replace))
+            .unwrap_or(true)
+    }
+
     /// The staging table as a location the session can read.
     pub(crate) async fn staging_location(&self) -> String {
         let staging = self.staging.lock().await.staging_table();
