@@ -8,7 +8,8 @@
 #            reading the same CSV into a new table (staged, checked, published); then
 #            sluice again replacing the rows of that table (the published table exists)
 #   read     psycopg's COPY ... TO STDOUT (CSV) of the table into a file, against sluice
-#            reading the table as a source into a CSV file
+#            reading the table (the model's output, read through the database) into a
+#            CSV file
 # Every figure is a whole process (start-up included), measured by /usr/bin/time.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,9 +43,6 @@ url = { env = "BENCH_PG_URL" }
 [sources.rows]
 location = "$dir/rows.csv"
 schema = { id = "BIGINT", email_sha256 = "VARCHAR", country = "VARCHAR", amount = "DECIMAL(12, 2)", ts = "TIMESTAMP" }
-[sources.published]
-database = "warehouse"
-table = "delivery.published"
 EOF
 cat > "$dir/project/models/published.sql" <<'EOF'
 /* @config
@@ -60,8 +58,8 @@ export BENCH_PG_URL="postgres://bench@127.0.0.1:$port/postgres?sslmode=disable"
   SELECT value AS id, sha256_hex('user' || CAST(value * 7919 % $rows AS VARCHAR) || '@example.com') AS email_sha256,
          CASE value % 5 WHEN 0 THEN 'KR' WHEN 1 THEN 'US' WHEN 2 THEN 'JP' WHEN 3 THEN 'DE' ELSE 'BR' END AS country,
          CAST((value * 37 % 100000) / 100.0 AS DECIMAL(12, 2)) AS amount,
-         CAST(TIMESTAMP '2026-01-01 00:00:00' + value * INTERVAL '1 second' AS TIMESTAMP) AS ts
-  FROM range($rows)) TO '$dir/rows.csv' (FORMAT csv, HEADER true)" > /dev/null
+         to_timestamp_seconds(1767225600 + value) AS ts
+  FROM range($rows)) TO '$dir/rows.csv' STORED AS CSV OPTIONS ('format.has_header' 'true')" > /dev/null
 venv=$root/.venv/bin/python
 [ -x "$venv" ] || venv=python3
 echo "rows: $rows ($(du -h "$dir/rows.csv" | cut -f1) CSV), runs: $runs"
@@ -73,13 +71,13 @@ echo "sluice: $("$bin" --version)"
 # time_it NAME COMMAND...: one whole-process run, "seconds peak_kib" appended to $dir/NAME.
 time_it() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$dir/time" "$@" > /dev/null 2> "$dir/err" || { cat "$dir/err" >&2; exit 1; }
+  /usr/bin/time -f "%e %M" -o "$dir/time" bash -c "$*" > /dev/null 2> "$dir/err" || { cat "$dir/err" >&2; exit 1; }
   cat "$dir/time" >> "$dir/$name"
   echo "  $name: $(cat "$dir/time" | awk '{printf "%.2f s, peak RSS %.0f MiB", $1, $2 / 1024}')"
 }
 
 psql_copy() {
-  "${psql[@]}" -c "DROP TABLE IF EXISTS delivery.copied" \
+  psql -h 127.0.0.1 -p "$port" -U bench -d postgres -X -q -v ON_ERROR_STOP=1 -c "DROP TABLE IF EXISTS delivery.copied" \
     -c "CREATE TABLE delivery.copied (id bigint, email_sha256 text, country text, amount numeric(12, 2), ts timestamp)" \
     -c "\\copy delivery.copied FROM '$dir/rows.csv' (FORMAT csv, HEADER true)"
 }
@@ -94,8 +92,12 @@ with psycopg.connect(os.environ['BENCH_PG_URL']) as conn, open('$dir/read.csv', 
 sys.stdout.flush(); os._exit(0)"
 }
 sluice_read() {
-  "$bin" --project "$dir/project" shell -c "COPY (SELECT * FROM published) TO '$dir/read_sluice.csv' (FORMAT csv, HEADER false)"
+  "$bin" --project "$dir/project" shell -c "COPY (SELECT * FROM published) TO '$dir/read_sluice.csv' STORED AS CSV OPTIONS ('format.has_header' 'false')"
 }
+# /usr/bin/time runs programs, not functions: each runs in its own bash.
+export PGOPTIONS="-c client_min_messages=warning"
+export dir port bin venv BENCH_PG_URL
+export -f psql_copy sluice_publish psycopg_read sluice_read
 
 for ((i = 1; i <= runs; i++)); do
   echo "run $i"

@@ -263,7 +263,13 @@ async fn plan(cli: &Cli, models: &Selection) -> Result<()> {
     let project = &session.project;
     let selected = plan.select(&models.select)?;
     let increments = plan.increments(&session.ctx, project, &selected).await?;
-    print!("{}", plan.describe(project, &selected, &increments));
+    let personal = crate::project::policy::personal_data(&session, &plan).await?;
+    print!(
+        "{}",
+        plan.describe(project, &selected, &increments, &personal)
+    );
+    // As `run` would: a published model carrying personal data unhashed fails the plan.
+    crate::project::policy::refuse_leaks(&session, &plan, &selected).await?;
     Ok(())
 }
 

@@ -650,6 +650,7 @@ pub(crate) async fn finish_staged(
         partition_by: m.partition_by.clone(),
         checks: result.checks.clone(),
         published_at: chrono::Utc::now().to_rfc3339(),
+        allowed_personal: m.allow_personal.clone(),
     }))
 }
 

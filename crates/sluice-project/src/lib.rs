@@ -17,6 +17,7 @@ pub mod lineage;
 pub mod model;
 pub mod notify;
 pub mod parquet;
+pub mod policy;
 pub mod progress;
 pub mod publish;
 pub mod results;

@@ -46,12 +46,75 @@ pub struct Lineage {
 }
 
 /// The source columns (`table.column`) behind each output column of a plan.
-type Feeds = Vec<BTreeSet<String>>;
+pub(crate) type Feeds = Vec<BTreeSet<String>>;
+
+/// What feeding a column means: any use of an input column (`All`, lineage), or carrying
+/// its value (`Raw`: not through a pseudonymising function, not inside a count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    All,
+    Raw,
+}
+
+/// Functions whose result no longer reveals their input: hashes of personal data.
+pub(crate) const PSEUDONYMISING: [&str; 6] = [
+    "hash_pii",
+    "hmac_sha256",
+    "sha256_hex",
+    "sha2",
+    "sha256",
+    "sha512",
+];
+/// Aggregates whose result is a count of their input's values.
+const COUNTING: [&str; 2] = ["count", "approx_distinct"];
+
+/// Each model's output columns with the `table.column`s each is computed from, one hop.
+/// Every model is planned over the models it reads, registered as empty tables of their
+/// output schema (a scan that stops at the model, where a view would be inlined into its
+/// reader's plan), so nothing is read. Those tables stay registered: the docs site reads
+/// the models' columns from them.
+/// Not `strict`: a model that cannot be planned has no columns here (its build reports it).
+pub(crate) async fn model_hops(
+    session: &Session,
+    plan: &ProjectPlan,
+    mode: Mode,
+    strict: bool,
+) -> Result<Vec<Vec<(String, BTreeSet<String>)>>> {
+    let ctx = &session.ctx;
+    let mut hops = vec![Vec::new(); plan.models.len()];
+    let planned: Result<()> = 'planning: {
+        for &i in &plan.order {
+            let m = &plan.models[i];
+            let planned = match ctx.sql(&plan.sql[i]).await {
+                Ok(planned) => planned,
+                Err(_) if !strict => continue,
+                Err(e) => break 'planning Err(m.error(describe_datafusion_error(&e))),
+            };
+            let schema = Arc::new(planned.schema().as_arrow().clone());
+            let table = match MemTable::try_new(schema, vec![vec![]]) {
+                Ok(table) => table,
+                Err(e) => break 'planning Err(SluiceError::sql(describe_datafusion_error(&e))),
+            };
+            if let Err(e) = replace_table(ctx, &m.name, Arc::new(table)) {
+                break 'planning Err(e);
+            }
+            hops[i] = planned
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .zip(trace(planned.logical_plan(), mode))
+                .collect();
+        }
+        Ok(())
+    };
+    planned.map(|()| hops)
+}
 
 /// Lineage of the selected models (all when `select` is empty).
 pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -> Result<Lineage> {
     let selected = plan.select(select)?;
-    let ctx = &session.ctx;
+    let hops = model_hops(session, plan, Mode::All, true).await?;
     let mut tables = BTreeSet::new();
     let mut columns = BTreeSet::new();
     let mut source_columns = BTreeSet::new();
@@ -64,18 +127,7 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
     };
     for &i in &plan.order {
         let m = &plan.models[i];
-        let planned = ctx
-            .sql(&plan.sql[i])
-            .await
-            .map_err(|e| m.error(describe_datafusion_error(&e)))?;
-        // Later models read this one as an empty table of its output schema: a scan that
-        // stops at the model (a view would be inlined into the reader's plan).
-        let schema = Arc::new(planned.schema().as_arrow().clone());
-        let table = MemTable::try_new(schema, vec![vec![]])
-            .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-        replace_table(ctx, &m.name, Arc::new(table))?;
-        let feeds = trace(planned.logical_plan());
-        for (field, direct) in planned.schema().fields().iter().zip(&feeds) {
+        for (field, direct) in &hops[i] {
             let mut upstream = BTreeSet::new();
             for from in direct {
                 if is_source(from) {
@@ -84,7 +136,7 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
                     upstream.extend(deeper.iter().cloned());
                 }
             }
-            from_sources.insert(format!("{}.{}", m.name, field.name()), upstream);
+            from_sources.insert(format!("{}.{field}", m.name), upstream);
         }
         if !selected.contains(&i) {
             continue;
@@ -101,11 +153,11 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
                 to: m.name.clone(),
             });
         }
-        for (field, sources) in planned.schema().fields().iter().zip(feeds) {
-            let to = format!("{}.{}", m.name, field.name());
+        for (field, sources) in &hops[i] {
+            let to = format!("{}.{field}", m.name);
             for from in sources {
                 columns.insert(Edge {
-                    from,
+                    from: from.clone(),
                     to: to.clone(),
                 });
             }
@@ -166,7 +218,7 @@ impl Lineage {
 }
 
 /// Which `table.column`s each output column of `plan` is computed from.
-fn trace(plan: &LogicalPlan) -> Feeds {
+pub(crate) fn trace(plan: &LogicalPlan, mode: Mode) -> Feeds {
     match plan {
         LogicalPlan::TableScan(scan) => {
             let provider = source_as_provider(&scan.source).ok();
@@ -198,38 +250,38 @@ fn trace(plan: &LogicalPlan) -> Feeds {
                 .collect()
         }
         LogicalPlan::Projection(p) => {
-            let input = trace(&p.input);
+            let input = trace(&p.input, mode);
             p.expr
                 .iter()
-                .map(|e| expr_feeds(e, p.input.schema(), &input))
+                .map(|e| expr_feeds(e, p.input.schema(), &input, mode))
                 .collect()
         }
         LogicalPlan::Aggregate(a) => {
-            let input = trace(&a.input);
+            let input = trace(&a.input, mode);
             let out: Feeds = a
                 .group_expr
                 .iter()
                 .chain(&a.aggr_expr)
-                .map(|e| expr_feeds(e, a.input.schema(), &input))
+                .map(|e| expr_feeds(e, a.input.schema(), &input, mode))
                 .collect();
             if out.len() == a.schema.fields().len() {
                 out
             } else {
                 // Grouping sets expand into more columns than expressions.
-                by_name(plan)
+                by_name(plan, mode)
             }
         }
         LogicalPlan::Window(w) => {
-            let mut out = trace(&w.input);
+            let mut out = trace(&w.input, mode);
             out.extend(
                 w.window_expr
                     .iter()
-                    .map(|e| expr_feeds(e, w.input.schema(), &trace(&w.input))),
+                    .map(|e| expr_feeds(e, w.input.schema(), &trace(&w.input, mode), mode)),
             );
             out
         }
         LogicalPlan::Join(j) => {
-            let (left, right) = (trace(&j.left), trace(&j.right));
+            let (left, right) = (trace(&j.left, mode), trace(&j.right, mode));
             match j.join_type {
                 JoinType::LeftSemi | JoinType::LeftAnti => left,
                 JoinType::RightSemi | JoinType::RightAnti => right,
@@ -241,20 +293,20 @@ fn trace(plan: &LogicalPlan) -> Feeds {
         LogicalPlan::Union(u) => {
             let mut out: Feeds = vec![BTreeSet::new(); u.schema.fields().len()];
             for input in &u.inputs {
-                for (slot, feeds) in out.iter_mut().zip(trace(input)) {
+                for (slot, feeds) in out.iter_mut().zip(trace(input, mode)) {
                     slot.extend(feeds);
                 }
             }
             out
         }
         LogicalPlan::Distinct(Distinct::On(d)) => {
-            let input = trace(&d.input);
+            let input = trace(&d.input, mode);
             d.select_expr
                 .iter()
-                .map(|e| expr_feeds(e, d.input.schema(), &input))
+                .map(|e| expr_feeds(e, d.input.schema(), &input, mode))
                 .collect()
         }
-        LogicalPlan::Subquery(s) => trace(&s.subquery),
+        LogicalPlan::Subquery(s) => trace(&s.subquery, mode),
         LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
             vec![BTreeSet::new(); plan.schema().fields().len()]
         }
@@ -264,9 +316,9 @@ fn trace(plan: &LogicalPlan) -> Feeds {
             let inputs = plan.inputs();
             match inputs.as_slice() {
                 [input] if input.schema().fields().len() == plan.schema().fields().len() => {
-                    trace(input)
+                    trace(input, mode)
                 }
-                _ => by_name(plan),
+                _ => by_name(plan, mode),
             }
         }
     }
@@ -274,11 +326,11 @@ fn trace(plan: &LogicalPlan) -> Feeds {
 
 /// For plans without a positional rule: an output column is fed by the input column of the
 /// same name, or, when there is none, by everything the inputs read.
-fn by_name(plan: &LogicalPlan) -> Feeds {
+fn by_name(plan: &LogicalPlan, mode: Mode) -> Feeds {
     let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut all = BTreeSet::new();
     for input in plan.inputs() {
-        for (field, feeds) in input.schema().fields().iter().zip(trace(input)) {
+        for (field, feeds) in input.schema().fields().iter().zip(trace(input, mode)) {
             all.extend(feeds.iter().cloned());
             named.entry(field.name().clone()).or_default().extend(feeds);
         }
@@ -292,8 +344,12 @@ fn by_name(plan: &LogicalPlan) -> Feeds {
 
 /// The source columns an expression reads: its column references, resolved in the input,
 /// and the output of any scalar subquery inside it.
-fn expr_feeds(expr: &Expr, schema: &DFSchema, input: &Feeds) -> BTreeSet<String> {
+fn expr_feeds(expr: &Expr, schema: &DFSchema, input: &Feeds, mode: Mode) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
+    if mode == Mode::Raw {
+        raw_feeds(expr, schema, input, &mut out);
+        return out;
+    }
     for column in expr.column_refs() {
         if let Some(feeds) = schema
             .index_of_column(column)
@@ -305,11 +361,52 @@ fn expr_feeds(expr: &Expr, schema: &DFSchema, input: &Feeds) -> BTreeSet<String>
     }
     let _ = expr.apply(|e| {
         if let Expr::ScalarSubquery(sq) = e {
-            out.extend(trace(&sq.subquery).into_iter().flatten());
+            out.extend(trace(&sq.subquery, mode).into_iter().flatten());
         }
         Ok(TreeNodeRecursion::Continue)
     });
     out
+}
+
+/// The input columns whose values an expression carries: column references, except inside
+/// a pseudonymising function or a count; an aggregate's or window function's arguments
+/// (not its grouping, ordering or filter); the output of a scalar subquery.
+fn raw_feeds(expr: &Expr, schema: &DFSchema, input: &Feeds, out: &mut BTreeSet<String>) {
+    match expr {
+        Expr::Column(column) => {
+            if let Some(feeds) = schema
+                .index_of_column(column)
+                .ok()
+                .and_then(|k| input.get(k))
+            {
+                out.extend(feeds.iter().cloned());
+            }
+        }
+        Expr::ScalarFunction(f) if PSEUDONYMISING.contains(&f.name()) => {}
+        Expr::AggregateFunction(a) => {
+            if !COUNTING.contains(&a.func.name()) {
+                for arg in &a.params.args {
+                    raw_feeds(arg, schema, input, out);
+                }
+            }
+        }
+        Expr::WindowFunction(w) => {
+            if !COUNTING.contains(&w.fun.name()) {
+                for arg in &w.params.args {
+                    raw_feeds(arg, schema, input, out);
+                }
+            }
+        }
+        Expr::ScalarSubquery(sq) => {
+            out.extend(trace(&sq.subquery, Mode::Raw).into_iter().flatten())
+        }
+        other => {
+            let _ = other.apply_children(|child| {
+                raw_feeds(child, schema, input, out);
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+    }
 }
 
 impl Lineage {

@@ -57,6 +57,8 @@ struct RawConfig {
     description: Option<String>,
     erasure: Option<Erasure>,
     #[serde(default)]
+    allow_personal: Vec<String>,
+    #[serde(default)]
     tags: Vec<String>,
     #[serde(default)]
     columns: IndexMap<String, RawColumn>,
@@ -87,6 +89,8 @@ pub struct Model {
     pub watermark: Option<String>,
     pub description: Option<String>,
     pub erasure: Option<Erasure>,
+    /// Output columns that may carry personal data unhashed (a delivery that must).
+    pub allow_personal: Vec<String>,
     pub tags: Vec<String>,
     pub column_descriptions: IndexMap<String, String>,
     /// Columns marked `pii = true`.
@@ -385,6 +389,7 @@ pub fn parse_model(file: &Path, relative: &str, text: &str) -> Result<Model> {
         watermark: raw.watermark,
         description: raw.description,
         erasure: raw.erasure,
+        allow_personal: raw.allow_personal,
         tags: raw.tags,
         column_descriptions,
         pii_columns,
@@ -442,7 +447,7 @@ mod tests {
             "/* @config\nmaterialized = \"table\"\nformatt = \"csv\"\n*/\nSELECT 1",
         )
         .unwrap_err();
-        assert_eq!(e.to_string(), "models/a.sql:3: key `formatt`: unknown field `formatt`, expected one of `materialized`, `format`, `location`, `database`, `partition_by`, `compression`, `unique_key`, `watermark`, `description`, `erasure`, `tags`, `columns`, `checks`");
+        assert_eq!(e.to_string(), "models/a.sql:3: key `formatt`: unknown field `formatt`, expected one of `materialized`, `format`, `location`, `database`, `partition_by`, `compression`, `unique_key`, `watermark`, `description`, `erasure`, `allow_personal`, `tags`, `columns`, `checks`");
         let e = parse_model(
             Path::new("models/a.sql"),
             "a.sql",

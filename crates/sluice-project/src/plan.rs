@@ -199,12 +199,13 @@ impl ProjectPlan {
     }
 
     /// Human-readable plan: order, inputs, outputs and SQL; `increments` says what each
-    /// incremental model's run would do.
+    /// incremental model's run would do, `personal` which outputs carry personal data raw.
     pub fn describe(
         &self,
         project: &Project,
         selected: &HashSet<usize>,
         increments: &HashMap<usize, Increment>,
+        personal: &super::policy::PersonalData,
     ) -> String {
         let mut s = String::new();
         let mut n = 0;
@@ -223,7 +224,10 @@ impl ProjectPlan {
                         _ => "table",
                     },
                     self.location(project, i).display(),
-                    m.format.extension(),
+                    match m.format {
+                        crate::config::FileFormat::Postgres => "postgres",
+                        other => other.extension(),
+                    },
                     if m.partition_by.is_empty() {
                         String::new()
                     } else {
@@ -249,6 +253,15 @@ impl ProjectPlan {
                     ),
                 };
                 s.push_str(&format!("   this run: {what}\n"));
+            }
+            for leak in personal.leaks.get(&i).into_iter().flatten() {
+                s.push_str(&format!("   refused, personal data: {}\n", leak.describe()));
+            }
+            for leak in personal.allowed.get(&i).into_iter().flatten() {
+                s.push_str(&format!(
+                    "   personal data allowed: `{}` carries `{}` unhashed (allow_personal)\n",
+                    leak.column, leak.personal
+                ));
             }
             let reads: Vec<&str> = self.reads[i].iter().map(String::as_str).collect();
             s.push_str(&format!(

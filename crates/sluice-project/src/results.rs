@@ -66,6 +66,9 @@ pub struct ModelResult {
     pub output_files: Vec<String>,
     pub checks: Vec<CheckResult>,
     pub message: String,
+    /// Output columns published with personal data unhashed, as the model allows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_personal: Vec<String>,
 }
 
 impl ModelResult {
@@ -83,6 +86,7 @@ impl ModelResult {
             output_files: Vec::new(),
             checks: Vec::new(),
             message: String::new(),
+            allowed_personal: m.allow_personal.clone(),
         }
     }
 
@@ -219,6 +223,9 @@ pub struct Manifest {
     pub partition_by: Vec<String>,
     pub checks: Vec<CheckResult>,
     pub published_at: String,
+    /// Output columns published with personal data unhashed (`allow_personal`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_personal: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -92,6 +92,8 @@ pub async fn run(
         report.line(&format!("recovered {dir} from an interrupted publish"));
     }
     let selected = plan.select(&options.select)?;
+    // Nothing is written when a published model would carry personal data unhashed.
+    super::policy::refuse_leaks(session, plan, &selected).await?;
     // Models outside the selection stay readable (views, published tables); every model
     // built below is registered over its declaration.
     declare_models(session, plan);

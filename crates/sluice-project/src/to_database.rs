@@ -94,6 +94,7 @@ pub(crate) async fn stage_and_check(
         partition_by: Vec::new(),
         checks: result.checks.clone(),
         published_at: chrono::Utc::now().to_rfc3339(),
+        allowed_personal: m.allow_personal.clone(),
     }))
 }
 

@@ -169,6 +169,9 @@ pub struct SourceConfig {
     pub table: Option<String>,
     /// A SELECT run by the database; its rows are the source.
     pub query: Option<String>,
+    /// Columns holding personal data: published models may carry them only hashed.
+    #[serde(default)]
+    pub personal: Vec<String>,
     pub format: Option<FileFormat>,
     #[serde(default)]
     pub options: SourceOptions,

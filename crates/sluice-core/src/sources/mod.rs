@@ -88,6 +88,7 @@ impl SourceDef {
                 database: None,
                 table: None,
                 query: None,
+                personal: Vec::new(),
                 location,
                 format: Some(format),
                 options: Default::default(),

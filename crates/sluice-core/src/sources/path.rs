@@ -124,6 +124,7 @@ impl UrlTableFactory for PathTableFactory {
                 database: None,
                 table: None,
                 query: None,
+                personal: Vec::new(),
                 location: url.to_string(),
                 format: Some(format),
                 options: SourceOptions::default(),

@@ -1,0 +1,152 @@
+//! Personal data that cannot leak: a published model whose output carries a personal
+//! source column's values unhashed is refused before anything is written, through any
+//! number of views; hashes, counts, filters, joins and group keys are allowed; a model may
+//! opt in with `allow_personal`, which run_results and the manifest record.
+
+mod common;
+use common::*;
+
+const TOML: &str =
+    "[sources.contacts]\nlocation = \"data/contacts.csv\"\npersonal = [\"email\", \"phone\"]\n\n\
+[sources.orders]\nlocation = \"data/orders.csv\"\n";
+const CONTACTS: &str = "id,email,phone,country\n1,ann@example.com,010-1,KR\n2,bob@example.com,010-2,US\n3,ann@example.com,010-3,KR\n";
+const ORDERS: &str = "id,amount\n1,10\n2,20\n3,30\n";
+
+const CLEAN: &str = "/* @config\nmaterialized = \"view\"\n*/\n\
+SELECT id, lower(btrim(email)) AS contact, phone, country FROM contacts\n";
+const KR_ONLY: &str = "/* @config\nmaterialized = \"view\"\n*/\n\
+SELECT id, contact AS address, country FROM clean WHERE country = 'KR'\n";
+// Hashes, counts, and a filter, a join and a group key on personal columns: allowed.
+const SAFE: &str = "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\n*/\n\
+SELECT hash_pii(c.contact, 'email') AS email_sha256, count(DISTINCT c.phone) AS phones,\n\
+       sum(o.amount) AS amount\n\
+FROM clean c JOIN orders o ON o.id = c.id\n\
+WHERE c.contact LIKE '%@example.com'\n\
+GROUP BY c.contact\n";
+
+fn personal_project(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let mut files = vec![
+        ("sluice.toml", TOML),
+        ("data/contacts.csv", CONTACTS),
+        ("data/orders.csv", ORDERS),
+        ("models/clean.sql", CLEAN),
+        ("models/kr_only.sql", KR_ONLY),
+        ("models/safe.sql", SAFE),
+    ];
+    files.extend_from_slice(extra);
+    project(&files)
+}
+
+const LEAKY: &str = "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\n*/\n\
+SELECT id, address, upper(country) AS country FROM kr_only\n";
+
+#[test]
+fn a_raw_personal_column_through_two_views_is_refused_before_anything_is_written() {
+    let p = personal_project(&[("models/leaky.sql", LEAKY)]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let file = p.path().join("models/leaky.sql");
+    assert!(
+        r.stderr.contains(&format!(
+            "model `leaky` ({}): column `address` carries personal data from `contacts.email` through clean.contact -> kr_only.address without hashing it; hash it (hash_pii, hmac_sha256, sha256_hex, sha2), count it, drop it, or allow it with allow_personal = [\"address\"]",
+            file.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    // Nothing was built or published, not even the models that are fine.
+    assert!(!p.path().join("target/safe").exists());
+    assert!(!p.path().join("target/leaky").exists());
+
+    // `sluice plan` says the same, and fails the same way.
+    let r = run(p.path(), &["plan"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "   refused, personal data: column `address` carries personal data from `contacts.email` through clean.contact -> kr_only.address"
+        ),
+        "{}",
+        r.stdout
+    );
+
+    // A view may show raw data (it is not written anywhere): only published outputs count.
+    std::fs::write(
+        &file,
+        LEAKY.replace(
+            "materialized = \"table\"\nformat = \"csv\"",
+            "materialized = \"view\"",
+        ),
+    )
+    .unwrap();
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        query_csv(
+            p.path(),
+            "SELECT email_sha256, phones, amount FROM safe ORDER BY amount"
+        ),
+        "email_sha256,phones,amount\n\
+         5ff860bf1190596c7188ab851db691f0f3169c453936e9e1eba2f9a47f7a0018,1,20\n\
+         71d4f55f72fa128dfb468a1a3901507c804b74316488744d769d7f4b16696476,2,40\n"
+    );
+}
+
+#[test]
+fn a_model_that_must_carry_raw_data_opts_in_and_the_run_records_it() {
+    let allowed = LEAKY.replace(
+        "format = \"csv\"\n",
+        "format = \"csv\"\nallow_personal = [\"address\"]\n",
+    );
+    let p = personal_project(&[("models/leaky.sql", &allowed)]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        query_csv(p.path(), "SELECT id, address FROM leaky ORDER BY id"),
+        "id,address\n1,ann@example.com\n3,ann@example.com\n"
+    );
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("target/run_results.json")).unwrap(),
+    )
+    .unwrap();
+    let leaky = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "leaky")
+        .unwrap();
+    assert_eq!(leaky["allowed_personal"], serde_json::json!(["address"]));
+    let safe = results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "safe")
+        .unwrap();
+    assert!(safe.get("allowed_personal").is_none(), "{safe}");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path().join("target/leaky/_sluice.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["allowed_personal"], serde_json::json!(["address"]));
+    let r = run(p.path(), &["plan", "--select", "leaky"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("   personal data allowed: `address` carries `contacts.email` unhashed (allow_personal)"),
+        "{}",
+        r.stdout
+    );
+
+    // A pii = true column of an upstream model is personal too.
+    let marked = "/* @config\nmaterialized = \"view\"\n[columns.note]\npii = true\n*/\n\
+        SELECT id, 'note ' || CAST(id AS VARCHAR) AS note FROM orders\n";
+    let copy =
+        "/* @config\nmaterialized = \"table\"\nformat = \"csv\"\n*/\nSELECT id, note FROM notes\n";
+    let p = personal_project(&[("models/notes.sql", marked), ("models/copy.sql", copy)]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("column `note` carries personal data from `notes.note` without hashing it"),
+        "{}",
+        r.stderr
+    );
+}
