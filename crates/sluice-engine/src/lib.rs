@@ -2,6 +2,7 @@
 //! builder so the shell, the server and `run` plan the same way.
 
 pub mod best_row;
+pub mod column_feeds;
 pub mod distinct_counts;
 pub mod first_row;
 pub mod join_sides;

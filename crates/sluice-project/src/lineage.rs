@@ -10,15 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::DFSchema;
 use datafusion::datasource::{source_as_provider, MemTable};
-use datafusion::logical_expr::{Distinct, Expr, JoinType, LogicalPlan};
 use serde::Serialize;
 
 use super::{replace_table, ProjectPlan};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::functions::identity::identity_inputs;
+pub(crate) use crate::session::engine::column_feeds::Mode;
+use crate::session::engine::column_feeds::{Feeds, Tracer};
 use crate::session::Session;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -44,29 +43,6 @@ pub struct Lineage {
     /// computed from, followed through every model and view in between.
     pub source_columns: Vec<Edge>,
 }
-
-/// The source columns (`table.column`) behind each output column of a plan.
-pub(crate) type Feeds = Vec<BTreeSet<String>>;
-
-/// What feeding a column means: any use of an input column (`All`, lineage), or carrying
-/// its value (`Raw`: not through a pseudonymising function, not inside a count).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    All,
-    Raw,
-}
-
-/// Functions whose result no longer reveals their input: hashes of personal data.
-pub(crate) const PSEUDONYMISING: [&str; 6] = [
-    "hash_pii",
-    "hmac_sha256",
-    "sha256_hex",
-    "sha2",
-    "sha256",
-    "sha512",
-];
-/// Aggregates whose result is a count of their input's values.
-const COUNTING: [&str; 2] = ["count", "approx_distinct"];
 
 /// Each model's output columns with the `table.column`s each is computed from, one hop.
 /// Every model is planned over the models it reads, registered as empty tables of their
@@ -103,12 +79,45 @@ pub(crate) async fn model_hops(
                 .fields()
                 .iter()
                 .map(|f| f.name().clone())
-                .zip(trace(planned.logical_plan(), mode))
+                .zip(tracer(mode).trace(planned.logical_plan()))
                 .collect();
         }
         Ok(())
     };
     planned.map(|()| hops)
+}
+
+/// A tracer that knows `resolve_identities`: its shared ids come from the edges' columns
+/// (and the previous mapping's).
+fn tracer(mode: Mode) -> Tracer<'static> {
+    Tracer {
+        mode,
+        scans: &identity_feeds,
+    }
+}
+
+fn identity_feeds(scan: &datafusion::logical_expr::TableScan) -> Option<Feeds> {
+    let provider = source_as_provider(&scan.source).ok()?;
+    let inputs = identity_inputs(provider.as_ref())?;
+    let edges = BTreeSet::from([
+        format!("{}.{}", inputs.edges, inputs.left),
+        format!("{}.{}", inputs.edges, inputs.right),
+    ]);
+    let previous = inputs
+        .previous
+        .map(|p| BTreeSet::from([format!("{p}.shared_id")]))
+        .unwrap_or_default();
+    Some(
+        scan.projected_schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "previous_shared_id" => previous.clone(),
+                "shared_id" => edges.union(&previous).cloned().collect(),
+                _ => edges.clone(),
+            })
+            .collect(),
+    )
 }
 
 /// Lineage of the selected models (all when `select` is empty).
@@ -213,198 +222,6 @@ impl Lineage {
         }
         for e in self.columns.iter().filter(|e| e.to == column) {
             self.upstream_into(&e.from, depth + 1, sources, seen, out);
-        }
-    }
-}
-
-/// Which `table.column`s each output column of `plan` is computed from.
-pub(crate) fn trace(plan: &LogicalPlan, mode: Mode) -> Feeds {
-    match plan {
-        LogicalPlan::TableScan(scan) => {
-            let provider = source_as_provider(&scan.source).ok();
-            if let Some(inputs) = provider.as_deref().and_then(identity_inputs) {
-                let edges = BTreeSet::from([
-                    format!("{}.{}", inputs.edges, inputs.left),
-                    format!("{}.{}", inputs.edges, inputs.right),
-                ]);
-                let previous = inputs
-                    .previous
-                    .map(|p| BTreeSet::from([format!("{p}.shared_id")]))
-                    .unwrap_or_default();
-                return scan
-                    .projected_schema
-                    .fields()
-                    .iter()
-                    .map(|f| match f.name().as_str() {
-                        "previous_shared_id" => previous.clone(),
-                        "shared_id" => edges.union(&previous).cloned().collect(),
-                        _ => edges.clone(),
-                    })
-                    .collect();
-            }
-            let table = scan.table_name.table();
-            scan.projected_schema
-                .fields()
-                .iter()
-                .map(|f| BTreeSet::from([format!("{table}.{}", f.name())]))
-                .collect()
-        }
-        LogicalPlan::Projection(p) => {
-            let input = trace(&p.input, mode);
-            p.expr
-                .iter()
-                .map(|e| expr_feeds(e, p.input.schema(), &input, mode))
-                .collect()
-        }
-        LogicalPlan::Aggregate(a) => {
-            let input = trace(&a.input, mode);
-            let out: Feeds = a
-                .group_expr
-                .iter()
-                .chain(&a.aggr_expr)
-                .map(|e| expr_feeds(e, a.input.schema(), &input, mode))
-                .collect();
-            if out.len() == a.schema.fields().len() {
-                out
-            } else {
-                // Grouping sets expand into more columns than expressions.
-                by_name(plan, mode)
-            }
-        }
-        LogicalPlan::Window(w) => {
-            let mut out = trace(&w.input, mode);
-            out.extend(
-                w.window_expr
-                    .iter()
-                    .map(|e| expr_feeds(e, w.input.schema(), &trace(&w.input, mode), mode)),
-            );
-            out
-        }
-        LogicalPlan::Join(j) => {
-            let (left, right) = (trace(&j.left, mode), trace(&j.right, mode));
-            match j.join_type {
-                JoinType::LeftSemi | JoinType::LeftAnti => left,
-                JoinType::RightSemi | JoinType::RightAnti => right,
-                JoinType::LeftMark => left.into_iter().chain([BTreeSet::new()]).collect(),
-                JoinType::RightMark => right.into_iter().chain([BTreeSet::new()]).collect(),
-                _ => left.into_iter().chain(right).collect(),
-            }
-        }
-        LogicalPlan::Union(u) => {
-            let mut out: Feeds = vec![BTreeSet::new(); u.schema.fields().len()];
-            for input in &u.inputs {
-                for (slot, feeds) in out.iter_mut().zip(trace(input, mode)) {
-                    slot.extend(feeds);
-                }
-            }
-            out
-        }
-        LogicalPlan::Distinct(Distinct::On(d)) => {
-            let input = trace(&d.input, mode);
-            d.select_expr
-                .iter()
-                .map(|e| expr_feeds(e, d.input.schema(), &input, mode))
-                .collect()
-        }
-        LogicalPlan::Subquery(s) => trace(&s.subquery, mode),
-        LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
-            vec![BTreeSet::new(); plan.schema().fields().len()]
-        }
-        _ => {
-            // Filter, Sort, Limit, SubqueryAlias, Distinct, Repartition...: columns pass
-            // through in place.
-            let inputs = plan.inputs();
-            match inputs.as_slice() {
-                [input] if input.schema().fields().len() == plan.schema().fields().len() => {
-                    trace(input, mode)
-                }
-                _ => by_name(plan, mode),
-            }
-        }
-    }
-}
-
-/// For plans without a positional rule: an output column is fed by the input column of the
-/// same name, or, when there is none, by everything the inputs read.
-fn by_name(plan: &LogicalPlan, mode: Mode) -> Feeds {
-    let mut named: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut all = BTreeSet::new();
-    for input in plan.inputs() {
-        for (field, feeds) in input.schema().fields().iter().zip(trace(input, mode)) {
-            all.extend(feeds.iter().cloned());
-            named.entry(field.name().clone()).or_default().extend(feeds);
-        }
-    }
-    plan.schema()
-        .fields()
-        .iter()
-        .map(|f| named.get(f.name()).cloned().unwrap_or_else(|| all.clone()))
-        .collect()
-}
-
-/// The source columns an expression reads: its column references, resolved in the input,
-/// and the output of any scalar subquery inside it.
-fn expr_feeds(expr: &Expr, schema: &DFSchema, input: &Feeds, mode: Mode) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    if mode == Mode::Raw {
-        raw_feeds(expr, schema, input, &mut out);
-        return out;
-    }
-    for column in expr.column_refs() {
-        if let Some(feeds) = schema
-            .index_of_column(column)
-            .ok()
-            .and_then(|k| input.get(k))
-        {
-            out.extend(feeds.iter().cloned());
-        }
-    }
-    let _ = expr.apply(|e| {
-        if let Expr::ScalarSubquery(sq) = e {
-            out.extend(trace(&sq.subquery, mode).into_iter().flatten());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    out
-}
-
-/// The input columns whose values an expression carries: column references, except inside
-/// a pseudonymising function or a count; an aggregate's or window function's arguments
-/// (not its grouping, ordering or filter); the output of a scalar subquery.
-fn raw_feeds(expr: &Expr, schema: &DFSchema, input: &Feeds, out: &mut BTreeSet<String>) {
-    match expr {
-        Expr::Column(column) => {
-            if let Some(feeds) = schema
-                .index_of_column(column)
-                .ok()
-                .and_then(|k| input.get(k))
-            {
-                out.extend(feeds.iter().cloned());
-            }
-        }
-        Expr::ScalarFunction(f) if PSEUDONYMISING.contains(&f.name()) => {}
-        Expr::AggregateFunction(a) => {
-            if !COUNTING.contains(&a.func.name()) {
-                for arg in &a.params.args {
-                    raw_feeds(arg, schema, input, out);
-                }
-            }
-        }
-        Expr::WindowFunction(w) => {
-            if !COUNTING.contains(&w.fun.name()) {
-                for arg in &w.params.args {
-                    raw_feeds(arg, schema, input, out);
-                }
-            }
-        }
-        Expr::ScalarSubquery(sq) => {
-            out.extend(trace(&sq.subquery, Mode::Raw).into_iter().flatten())
-        }
-        other => {
-            let _ = other.apply_children(|child| {
-                raw_feeds(child, schema, input, out);
-                Ok(TreeNodeRecursion::Continue)
-            });
         }
     }
 }
