@@ -150,3 +150,115 @@ fn a_model_that_must_carry_raw_data_opts_in_and_the_run_records_it() {
         r.stderr
     );
 }
+
+/// psql as `user` against a served project, errors verbose (with their SQLSTATE).
+fn psql_as(server: &common::server::Server, user: &str, sql: &str) -> Run {
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user={user} dbname=sluice sslmode=disable",
+            server.port
+        ))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-F",
+            ",",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", common::server::PASSWORD)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn serve_gives_personal_columns_only_to_users_allowed_to_read_them() {
+    let users = "\n[server.users.analyst]\npassword = { env = \"SLUICE_ANALYST_PASSWORD\" }\n\
+        [server.users.dpo]\npassword = { env = \"SLUICE_ANALYST_PASSWORD\" }\npersonal = true\n";
+    let p = personal_project(&[]);
+    std::fs::write(p.path().join("sluice.toml"), format!("{TOML}{users}")).unwrap();
+    let server = common::server::Server::start(p.path(), &[]);
+
+    // The analyst: raw emails refused with 42501, directly and through a view.
+    let r = psql_as(
+        &server,
+        "analyst",
+        "SELECT id, email FROM contacts ORDER BY id",
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains(
+            "ERROR:  42501: column `email` is personal data (from `contacts.email`), which user `analyst` may not read; select it hashed, e.g. hash_pii(email, 'email'), or counted"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = psql_as(
+        &server,
+        "analyst",
+        "SELECT upper(address) AS a FROM kr_only",
+    );
+    assert!(
+        r.stderr
+            .contains("42501: column `a` is personal data (from `contacts.email`)"),
+        "{}",
+        r.stderr
+    );
+    // Hashed, counted, filtered on: given.
+    let r = psql_as(
+        &server,
+        "analyst",
+        "SELECT id, hash_pii(email, 'email') AS h FROM contacts WHERE email LIKE 'bob%' ORDER BY id",
+    );
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (
+            0,
+            "2,5ff860bf1190596c7188ab851db691f0f3169c453936e9e1eba2f9a47f7a0018\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = psql_as(
+        &server,
+        "analyst",
+        "SELECT count(DISTINCT email) FROM contacts",
+    );
+    assert_eq!((r.code, r.stdout.as_str()), (0, "2\n"), "{}", r.stderr);
+    // The same on HTTP: 403 with the same message.
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("analyst:{}", common::server::PASSWORD));
+    let reply = common::server::post_query(
+        server.http,
+        Some(&auth),
+        "application/json",
+        "SELECT phone FROM contacts",
+    );
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(
+        reply.contains("column `phone` is personal data (from `contacts.phone`)"),
+        "{reply}"
+    );
+
+    // The data protection officer reads them.
+    let r = psql_as(&server, "dpo", "SELECT id, email FROM contacts ORDER BY id");
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (
+            0,
+            "1,ann@example.com\n2,bob@example.com\n3,ann@example.com\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    server.stop();
+}

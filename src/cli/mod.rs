@@ -315,7 +315,16 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
         statement_timeout: args.statement_timeout.clone(),
         query_memory_limit: args.query_memory_limit.clone(),
     };
-    let options = ServeOptions::resolve(requested, &project.config.server)?;
+    let mut options = ServeOptions::resolve(requested, &project.config.server)?;
+    // Published models that carry personal data unhashed, as their config allows.
+    if let Ok(plan) = crate::project::build_plan(&project, &project.vars()) {
+        options.personal_outputs = plan
+            .models
+            .iter()
+            .filter(|m| m.materialized != crate::project::model::Materialized::View)
+            .flat_map(|m| m.allow_personal.iter().map(|c| format!("{}.{c}", m.name)))
+            .collect();
+    }
     let session_options = querying_models(cli, &project)?;
     crate::server::serve(project, session_options, options).await
 }

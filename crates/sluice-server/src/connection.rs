@@ -132,11 +132,29 @@ impl ClientStatements {
             .map(|m| user_error("25006", m))
     }
 
-    fn refused_plan(&self, plan: &LogicalPlan) -> Option<PgWireError> {
-        self.read_only
+    /// 25006 for what a read-only server does not run; 42501 (insufficient_privilege) for
+    /// personal data the user may not read.
+    fn refused_plan<C: ClientInfo + ?Sized>(
+        &self,
+        plan: &LogicalPlan,
+        client: &C,
+    ) -> Option<PgWireError> {
+        let read_only = self
+            .read_only
             .then(|| guard::plan_refusal(plan))
             .flatten()
-            .map(|m| user_error("25006", m))
+            .map(|m| user_error("25006", m));
+        read_only.or_else(|| {
+            let user = client
+                .metadata()
+                .get(pgwire::api::METADATA_USER)
+                .map(String::as_str)
+                .unwrap_or("");
+            self.statements
+                .personal
+                .refusal(plan, user)
+                .map(|m| user_error("42501", m))
+        })
     }
 
     /// Run a planned statement and answer it: rows as they stream, or a command's tag.
@@ -148,7 +166,7 @@ impl ClientStatements {
         format: &Format,
         client: &C,
     ) -> PgWireResult<Response> {
-        if let Some(e) = self.refused_plan(&plan) {
+        if let Some(e) = self.refused_plan(&plan, client) {
             return Err(e);
         }
         let kind = kind_of(&plan);
@@ -237,6 +255,9 @@ impl QueryHook for ClientStatements {
             }
         }
         if let Some((reusable, values)) = connection.plans.for_query(session, statement).await {
+            if let Some(e) = self.refused_plan(reusable.logical(), client) {
+                return Some(Err(e));
+            }
             let format = Format::UnifiedText;
             if let Some(answer) = self
                 .reuse(&connection, &reusable, values, &format, client)
@@ -286,13 +307,15 @@ impl QueryHook for ClientStatements {
             .statement_to_plan(DfStatement::Statement(Box::new(statement.clone())))
             .await
             .map_err(statement_error);
-        Some(planned.and_then(|plan| match self.refused_plan(&plan) {
-            Some(e) => Err(e),
-            None => {
-                connection.plans.remember(text, &plan);
-                Ok(plan)
-            }
-        }))
+        Some(
+            planned.and_then(|plan| match self.refused_plan(&plan, client) {
+                Some(e) => Err(e),
+                None => {
+                    connection.plans.remember(text, &plan);
+                    Ok(plan)
+                }
+            }),
+        )
     }
 
     async fn handle_extended_query(

@@ -300,6 +300,9 @@ async fn prepare(request: &Request, state: &HttpState, user: &str) -> Result<Pre
             return Err(json_error(403, &why));
         }
     }
+    if let Some(why) = state.statements.personal.refusal(&plan, user) {
+        return Err(json_error(403, &why));
+    }
     let format = Format::of(request.header("accept").unwrap_or("application/json"));
     let turn = match state.admission.admit().await {
         Ok(turn) => turn,

@@ -15,6 +15,7 @@ mod http;
 mod metrics;
 mod options;
 mod own_catalog;
+mod personal;
 mod pgwire;
 mod plan_cache;
 mod statement;
@@ -132,11 +133,26 @@ pub async fn serve(
     let query_memory_limit = options
         .query_memory_limit
         .unwrap_or(session.memory_limit / concurrent);
-    let statements = Arc::new(Statements::new(
-        ctx.clone(),
-        options.allow_write,
-        query_memory_limit,
-    ));
+    let personal = crate::personal::PersonalAccess::new(
+        project
+            .config
+            .sources
+            .iter()
+            .flat_map(|(name, source)| source.personal.iter().map(move |c| format!("{name}.{c}")))
+            .chain(options.personal_outputs.iter().cloned()),
+        project
+            .config
+            .server
+            .users
+            .iter()
+            .filter(|(_, u)| u.personal)
+            .map(|(name, _)| name.clone()),
+        !project.config.server.users.is_empty(),
+    );
+    let statements = Arc::new(
+        Statements::new(ctx.clone(), options.allow_write, query_memory_limit)
+            .with_personal(personal),
+    );
 
     let metrics = Arc::new(Metrics::default());
     let admission = Arc::new(Admission::new(

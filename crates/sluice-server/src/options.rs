@@ -38,6 +38,9 @@ pub struct ServeOptions {
     pub statement_timeout: Option<Duration>,
     /// Bytes one statement may hold; None = the memory limit over the concurrent queries.
     pub query_memory_limit: Option<usize>,
+    /// `model.column`s published models carry unhashed (`allow_personal`): personal, like
+    /// the sources' `personal` columns.
+    pub personal_outputs: Vec<String>,
 }
 
 impl ServeOptions {
@@ -83,6 +86,7 @@ impl ServeOptions {
                 Some(size) => Some(parse_memory_size(size)?),
                 None => None,
             },
+            personal_outputs: Vec::new(),
         })
     }
 }

@@ -23,6 +23,8 @@ use crate::own_catalog::{project_object, OwnCatalogList};
 pub struct Statements {
     project: Arc<SessionContext>,
     allow_write: bool,
+    /// Who may read personal columns unhashed.
+    pub personal: crate::personal::PersonalAccess,
     /// Bytes one statement may hold in the shared pool before it spills or fails.
     memory_limit: usize,
 }
@@ -74,8 +76,14 @@ impl Statements {
         Statements {
             project,
             allow_write,
+            personal: Default::default(),
             memory_limit,
         }
+    }
+
+    pub fn with_personal(mut self, personal: crate::personal::PersonalAccess) -> Self {
+        self.personal = personal;
+        self
     }
 
     pub fn memory_limit(&self) -> usize {

@@ -232,6 +232,9 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct ServerUser {
     pub password: SecretConfig,
+    /// May read personal columns unhashed.
+    #[serde(default)]
+    pub personal: bool,
 }
 
 /// A loaded project: its folder and its validated configuration.

@@ -212,6 +212,9 @@ impl FlightSql {
                 return Err(Status::permission_denied(why));
             }
         }
+        if let Some(why) = self.statements.personal.refusal(&plan, &caller.user) {
+            return Err(Status::permission_denied(why));
+        }
         if let Some(values) = parameters {
             plan = plan
                 .with_param_values(ParamValues::List(
