@@ -739,3 +739,52 @@ fn a_table_the_consumers_created_is_filled_by_column_name_with_its_own_types() {
         "1|ann@example.com\n2|bob@example.com\n4|cy@example.com"
     );
 }
+
+#[test]
+fn volume_checks_compare_with_the_table_and_unit_tests_type_fixtures_like_the_database() {
+    let (pg, p) = pg_with_contacts();
+    let model =
+        "/* @config\nmaterialized = \"table\"\nformat = \"postgres\"\ndatabase = \"warehouse\"\n\
+        location = \"delivery.active\"\n[[checks]]\nvolume = { max_change_pct = 40 }\n*/\n\
+        SELECT id, score * 2 AS doubled FROM contacts WHERE active\n";
+    let tests = "[test.doubles_the_score_of_active_contacts]\nmodel = \"active\"\n\
+        inputs.contacts = { rows = [\n  { id = 7, score = 1.25, active = true },\n  { id = 8, score = 3.00, active = false },\n] }\n\
+        expect.rows = [ { id = 7, doubled = 2.50 } ]\n";
+    let files = [("models/active.sql", model), ("tests/active.toml", tests)];
+    for (path, text) in files {
+        let path = p.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    // The fixture's rows take the database columns' types (numeric(12, 2), boolean).
+    let r = run(p.path(), &["test", "--unit"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        said.contains("doubles_the_score_of_active_contacts") && said.contains("1 passed"),
+        "{said}"
+    );
+
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        pg.psql("delivery", "SELECT count(*) FROM delivery.active"),
+        "2"
+    );
+    // Half the active contacts go: the volume check compares with the table's 2 rows.
+    pg.psql(
+        "delivery",
+        "UPDATE crm.contacts SET active = false WHERE id = 4",
+    );
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let results = std::fs::read_to_string(p.path().join("target/run_results.json")).unwrap();
+    assert!(
+        results.contains("\"baseline\": \"pgtable://warehouse/delivery.active\""),
+        "{results}"
+    );
+    assert_eq!(
+        pg.psql("delivery", "SELECT id FROM delivery.active ORDER BY id"),
+        "1\n4"
+    );
+}

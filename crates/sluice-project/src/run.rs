@@ -32,10 +32,13 @@ pub(crate) fn outcome_line(m: &Model, result: &ModelResult) -> String {
                 .unwrap_or_default()
         ),
         ModelStatus::Success => format!(
-            "{:<28} ok     {} rows, {} files, {:.2}s{}{}",
+            "{:<28} ok     {} rows, {}, {:.2}s{}{}",
             m.name,
             result.rows.unwrap_or(0),
-            result.output_files.len(),
+            match (m.format, &result.location) {
+                (crate::config::FileFormat::Postgres, Some(table)) => format!("into {table}"),
+                _ => format!("{} files", result.output_files.len()),
+            },
             result.execution_time,
             if result.message.is_empty() {
                 String::new()
