@@ -6,18 +6,18 @@ cd "$(dirname "$0")"
 
 # Python tools the tests drive: an S3-compatible server (moto), clients (boto3, pyarrow,
 # psycopg, ADBC's Flight SQL driver), an independent Delta Lake reader and writer
-# (deltalake, polars) and a pseudo terminal for the interactive shell (pexpect), in a venv
-# of their own.
+# (deltalake, polars), a pseudo terminal for the interactive shell (pexpect) and a JSON
+# Schema validator for OpenLineage events (jsonschema), in a venv of their own.
 venv_ok() {
   [ -x .venv/bin/moto_server ] && [ -s .venv/junit-10.xsd ] &&
-    .venv/bin/python -c 'import boto3, pyarrow, psycopg, xmlschema, junitparser, pexpect, deltalake, polars, adbc_driver_flightsql, adbc_driver_manager' 2>/dev/null
+    .venv/bin/python -c 'import boto3, pyarrow, psycopg, xmlschema, junitparser, pexpect, deltalake, polars, adbc_driver_flightsql, adbc_driver_manager, jsonschema, referencing' 2>/dev/null
 }
 if ! venv_ok; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check \
     'moto[server]==5.*' 'boto3==1.*' 'pyarrow>=15' 'psycopg[binary]==3.*' \
     'xmlschema==3.*' 'junitparser==3.*' 'pexpect==4.*' 'deltalake==1.*' 'polars==1.*' \
-    'adbc-driver-flightsql==1.13.*' 'adbc-driver-manager==1.13.*'
+    'adbc-driver-flightsql==1.13.*' 'adbc-driver-manager==1.13.*' 'jsonschema==4.*'
   # JUnit's schema (Jenkins' junit-10.xsd) as pytest's source distribution ships it.
   sdist=$(mktemp -d)
   .venv/bin/pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \

@@ -235,4 +235,39 @@ impl Tracer<'_> {
             }
         }
     }
+
+    /// The columns that decide which rows there are rather than what they hold: filters,
+    /// join keys, grouping and sort keys, anywhere in the plan.
+    pub fn indirect(&self, plan: &LogicalPlan) -> BTreeSet<String> {
+        let all = Tracer {
+            mode: Mode::All,
+            scans: self.scans,
+        };
+        let mut out = BTreeSet::new();
+        let mut feed = |exprs: Vec<&Expr>, input: &LogicalPlan| {
+            let traced = all.trace(input);
+            for e in exprs {
+                out.extend(all.expr_feeds(e, input.schema(), &traced));
+            }
+        };
+        let _ = plan.apply(|node| {
+            match node {
+                LogicalPlan::Filter(f) => feed(vec![&f.predicate], &f.input),
+                LogicalPlan::Aggregate(a) => feed(a.group_expr.iter().collect(), &a.input),
+                LogicalPlan::Sort(s) => feed(s.expr.iter().map(|e| &e.expr).collect(), &s.input),
+                LogicalPlan::Join(j) => {
+                    feed(j.on.iter().map(|(l, _)| l).collect(), &j.left);
+                    feed(j.on.iter().map(|(_, r)| r).collect(), &j.right);
+                    // A join filter reads both sides: each column from the side that has it.
+                    if let Some(filter) = &j.filter {
+                        feed(vec![filter], &j.left);
+                        feed(vec![filter], &j.right);
+                    }
+                }
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        out
+    }
 }

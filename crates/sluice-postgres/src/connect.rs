@@ -171,6 +171,24 @@ impl Database {
         format!("postgres://{user}@{host}:{port}/{db}")
     }
 
+    /// `postgres://host:port`, the dataset namespace OpenLineage gives PostgreSQL.
+    pub fn namespace(&self) -> String {
+        let endpoint = self.endpoint();
+        let rest = endpoint.trim_start_matches("postgres://");
+        let host_port = rest.split_once('@').map(|(_, h)| h).unwrap_or(rest);
+        let host_port = host_port.split('/').next().unwrap_or(host_port);
+        format!("postgres://{host_port}")
+    }
+
+    /// The database name (the user's name when the URL gives none).
+    pub fn dbname(&self) -> String {
+        self.config
+            .get_dbname()
+            .or(self.config.get_user())
+            .unwrap_or("postgres")
+            .to_string()
+    }
+
     /// A new connection; its driver runs on the current runtime until the client is dropped.
     pub async fn connect(&self) -> Result<Client, PgError> {
         let connect_error = |e: tokio_postgres::Error| {

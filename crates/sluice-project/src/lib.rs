@@ -16,6 +16,7 @@ pub mod junit;
 pub mod lineage;
 pub mod model;
 pub mod notify;
+pub mod openlineage;
 pub mod parquet;
 pub mod policy;
 pub mod progress;

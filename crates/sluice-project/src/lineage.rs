@@ -19,6 +19,7 @@ use crate::functions::identity::identity_inputs;
 pub(crate) use crate::session::engine::column_feeds::Mode;
 use crate::session::engine::column_feeds::{Feeds, Tracer};
 use crate::session::Session;
+use datafusion::logical_expr::LogicalPlan;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LineageFormat {
@@ -44,52 +45,60 @@ pub struct Lineage {
     pub source_columns: Vec<Edge>,
 }
 
+/// What `f` says of each model's plan (None for a model that cannot be planned when not
+/// `strict`; its build reports it). Every model is planned over the models it reads,
+/// registered as empty tables of their output schema (a scan that stops at the model,
+/// where a view would be inlined into its reader's plan), so nothing is read. Those tables
+/// stay registered: the docs site reads the models' columns from them.
+pub(crate) async fn model_plans<T>(
+    session: &Session,
+    plan: &ProjectPlan,
+    strict: bool,
+    f: impl Fn(&LogicalPlan) -> T,
+) -> Result<Vec<Option<T>>> {
+    let ctx = &session.ctx;
+    let mut out: Vec<Option<T>> = (0..plan.models.len()).map(|_| None).collect();
+    for &i in &plan.order {
+        let m = &plan.models[i];
+        let planned = match ctx.sql(&plan.sql[i]).await {
+            Ok(planned) => planned,
+            Err(_) if !strict => continue,
+            Err(e) => return Err(m.error(describe_datafusion_error(&e))),
+        };
+        let schema = Arc::new(planned.schema().as_arrow().clone());
+        let table = MemTable::try_new(schema, vec![vec![]])
+            .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
+        replace_table(ctx, &m.name, Arc::new(table))?;
+        out[i] = Some(f(planned.logical_plan()));
+    }
+    Ok(out)
+}
+
 /// Each model's output columns with the `table.column`s each is computed from, one hop.
-/// Every model is planned over the models it reads, registered as empty tables of their
-/// output schema (a scan that stops at the model, where a view would be inlined into its
-/// reader's plan), so nothing is read. Those tables stay registered: the docs site reads
-/// the models' columns from them.
-/// Not `strict`: a model that cannot be planned has no columns here (its build reports it).
 pub(crate) async fn model_hops(
     session: &Session,
     plan: &ProjectPlan,
     mode: Mode,
     strict: bool,
 ) -> Result<Vec<Vec<(String, BTreeSet<String>)>>> {
-    let ctx = &session.ctx;
-    let mut hops = vec![Vec::new(); plan.models.len()];
-    let planned: Result<()> = 'planning: {
-        for &i in &plan.order {
-            let m = &plan.models[i];
-            let planned = match ctx.sql(&plan.sql[i]).await {
-                Ok(planned) => planned,
-                Err(_) if !strict => continue,
-                Err(e) => break 'planning Err(m.error(describe_datafusion_error(&e))),
-            };
-            let schema = Arc::new(planned.schema().as_arrow().clone());
-            let table = match MemTable::try_new(schema, vec![vec![]]) {
-                Ok(table) => table,
-                Err(e) => break 'planning Err(SluiceError::sql(describe_datafusion_error(&e))),
-            };
-            if let Err(e) = replace_table(ctx, &m.name, Arc::new(table)) {
-                break 'planning Err(e);
-            }
-            hops[i] = planned
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .zip(tracer(mode).trace(planned.logical_plan()))
-                .collect();
-        }
-        Ok(())
-    };
-    planned.map(|()| hops)
+    let hops = model_plans(session, plan, strict, |planned| column_hops(planned, mode)).await?;
+    Ok(hops.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// A plan's output columns with what feeds each.
+pub(crate) fn column_hops(planned: &LogicalPlan, mode: Mode) -> Vec<(String, BTreeSet<String>)> {
+    planned
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .zip(tracer(mode).trace(planned))
+        .collect()
 }
 
 /// A tracer that knows `resolve_identities`: its shared ids come from the edges' columns
 /// (and the previous mapping's).
-fn tracer(mode: Mode) -> Tracer<'static> {
+pub(crate) fn tracer(mode: Mode) -> Tracer<'static> {
     Tracer {
         mode,
         scans: &identity_feeds,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::results::RunResults;
 
 /// The URL as safe to print: no user info, no query string (tokens often live there).
-fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut u) => {
             let _ = u.set_username("");

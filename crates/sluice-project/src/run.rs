@@ -104,6 +104,14 @@ pub async fn run(
     let history = History::of_project(session).await?;
     let mut results = RunResults::new(&run_id, &project.name());
     let started = Instant::now();
+    // Lineage events never fail a run: a configuration that cannot be used is a warning.
+    let events = match super::openlineage::Emitter::start(session, plan, &run_id).await {
+        Ok(events) => events,
+        Err(e) => {
+            report.line(&format!("openlineage: {e}; the run goes on without events"));
+            None
+        }
+    };
 
     let mut waiting: Vec<usize> = plan
         .order
@@ -146,6 +154,9 @@ pub async fn run(
             if running.len() < threads && inputs.iter().all(|d| done.contains(d)) {
                 waiting.remove(k);
                 let watch = report.started(&m.name);
+                if let Some(events) = &events {
+                    events.started(plan, i);
+                }
                 let scope = RunScope {
                     run_id: &run_id,
                     records: &records,
@@ -228,6 +239,9 @@ pub async fn run(
             }
         }
         report.finished(&m.name, &outcome_line(m, &result));
+        if let Some(events) = &events {
+            events.finished(plan, i, &result);
+        }
         done.insert(i);
         if result.status != ModelStatus::Success {
             failed.insert(i);
@@ -257,6 +271,11 @@ pub async fn run(
             "nothing published".to_string()
         };
         report.line(&format!("--all-or-nothing: {summary}"));
+    }
+    if let Some(events) = events {
+        for warning in events.finish().await {
+            report.line(&warning);
+        }
     }
     results.elapsed_time = started.elapsed().as_secs_f64();
     results.write(&records)?;

@@ -33,6 +33,24 @@ pub struct ProjectConfig {
     pub vars: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub lineage: LineageSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageSection {
+    pub openlineage: Option<OpenLineageConfig>,
+}
+
+/// Where `run` posts OpenLineage run events; OPENLINEAGE_URL, OPENLINEAGE_NAMESPACE and
+/// OPENLINEAGE_API_KEY, as the OpenLineage clients read them, take precedence.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenLineageConfig {
+    pub url: Option<String>,
+    pub namespace: Option<String>,
+    pub api_key: Option<SecretConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
