@@ -221,7 +221,14 @@ fn docs_site_opens_from_the_file_system_in_chromium() {
     assert_eq!(dom.matches("<g class=\"node ").count(), 13);
     assert!(dom.matches("<path class=\"edge\"").count() >= 11);
     // Columns with types, the column lineage, and the last results.
-    assert!(dom.contains("<code>email_sha256</code></td><td><code>VARCHAR"));
+    // The example's hashed email is marked as computed from personal data, the source's
+    // email as personal.
+    assert!(dom.contains(
+        "<code>email_sha256</code> <span class=\"tag masked\" title=\"computed from personal data through a hash or a count\">masked</span></td><td><code>VARCHAR"
+    ));
+    assert!(dom.contains(
+        "<code>email</code> <span class=\"tag personal\" title=\"personal data, unhashed\">personal</span></td><td><code>VARCHAR"
+    ));
     assert!(dom.contains("<code>stg_launch_events.email</code>"));
     assert!(dom.contains("class=\"status-success\">success</span>"));
     assert!(dom.contains("Published</dt><dd>"));

@@ -262,3 +262,34 @@ fn serve_gives_personal_columns_only_to_users_allowed_to_read_them() {
     );
     server.stop();
 }
+
+#[test]
+fn the_docs_site_marks_personal_columns_and_the_masked_outputs() {
+    let allowed = LEAKY.replace(
+        "format = \"csv\"\n",
+        "format = \"csv\"\nallow_personal = [\"address\"]\n",
+    );
+    let p = personal_project(&[("models/leaky.sql", &allowed)]);
+    let out = p.path().join("site");
+    let r = run(p.path(), &["docs", "--out", out.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let personal = "</code> <span class=\"tag personal\" title=\"personal data, unhashed\">personal</span></td>";
+    let masked = "</code> <span class=\"tag masked\" title=\"computed from personal data through a hash or a count\">masked</span></td>";
+    // The source's columns, the views' and the allowed output's: personal.
+    for column in ["email", "phone", "contact", "address"] {
+        assert!(
+            html.contains(&format!("<code>{column}{personal}")),
+            "{column} not marked personal"
+        );
+    }
+    // Hashed and counted outputs: masked; others: unmarked.
+    for column in ["email_sha256", "phones"] {
+        assert!(
+            html.contains(&format!("<code>{column}{masked}")),
+            "{column} not marked masked"
+        );
+    }
+    assert!(html.contains("<tr><td><code>amount</code></td>"));
+    assert!(html.contains("<tr><td><code>country</code></td>"));
+}

@@ -34,9 +34,13 @@ struct Table {
 /// Write the site and return the path of its `index.html`.
 pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Result<PathBuf> {
     let project = &session.project;
+    // Which columns hold personal data unhashed; planned before the lineage, whose tables
+    // of the models' output schemas the columns below are read from.
+    let personal = super::policy::personal_data(session, plan).await?;
     // Plans every model (registering each as a table of its output schema), so the schemas
     // below come from the same plans as the lineage.
     let lineage = lineage::lineage(session, plan, &[]).await?;
+    let marks = personal_marks(project, plan, &personal, &lineage);
     let ctx = &session.ctx;
     let mut tables = Vec::new();
     for (name, source) in &project.config.sources {
@@ -201,9 +205,14 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
                         .join(" ")
                 })
                 .unwrap_or_default();
+            let mark = match marks.get(&format!("{}.{column}", t.name)) {
+                Some(Mark::Personal) => " <span class=\"tag personal\" title=\"personal data, unhashed\">personal</span>",
+                Some(Mark::Masked) => " <span class=\"tag masked\" title=\"computed from personal data through a hash or a count\">masked</span>",
+                None => "",
+            };
             let _ = writeln!(
                 html,
-                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{from}</td></tr>",
+                "<tr><td><code>{}</code>{mark}</td><td><code>{}</code></td><td>{}</td><td>{from}</td></tr>",
                 esc(column),
                 esc(ty),
                 esc(&description)
@@ -322,6 +331,43 @@ async fn funnel_html(
         })
         .collect();
     charts::funnel_svg(model, column, &reached)
+}
+
+/// How the docs mark a column: it holds personal data unhashed, or it is computed from
+/// personal data through a hash or a count.
+enum Mark {
+    Personal,
+    Masked,
+}
+
+/// `table.column` -> its mark: sources' `personal` columns and model columns carrying them
+/// unhashed are personal; model columns computed from them otherwise are masked.
+fn personal_marks(
+    project: &crate::config::Project,
+    plan: &ProjectPlan,
+    personal: &super::policy::PersonalData,
+    lineage: &Lineage,
+) -> HashMap<String, Mark> {
+    let mut marks = HashMap::new();
+    for (name, source) in &project.config.sources {
+        for column in &source.personal {
+            marks.insert(format!("{name}.{column}"), Mark::Personal);
+        }
+    }
+    for m in &plan.models {
+        for column in &m.pii_columns {
+            marks.insert(format!("{}.{column}", m.name), Mark::Personal);
+        }
+    }
+    for column in &personal.carried {
+        marks.insert(column.clone(), Mark::Personal);
+    }
+    for edge in &lineage.source_columns {
+        if matches!(marks.get(&edge.from), Some(Mark::Personal)) && !marks.contains_key(&edge.to) {
+            marks.insert(edge.to.clone(), Mark::Masked);
+        }
+    }
+    marks
 }
 
 /// A table's columns and types as the engine plans them, or why they cannot be read.
@@ -551,6 +597,7 @@ th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eceef2;vertical-a
 th{font-weight:600;color:#475467;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
 code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
 dl.status{display:grid;grid-template-columns:max-content auto;gap:2px 12px;margin:6px 0}
+.tag{font-size:.75em;padding:0 5px;border-radius:3px;margin-left:4px;white-space:nowrap}.tag.personal{background:#fde2e1;color:#8a1c14}.tag.masked{background:#e3f1e6;color:#1d5e2a}
 dt{color:#667085}dd{margin:0}
 .status-success,.status-pass{color:#067647;font-weight:600}
 .status-fail,.status-error{color:#b42318;font-weight:600}

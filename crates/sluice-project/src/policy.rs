@@ -48,6 +48,8 @@ impl Leak {
 pub struct PersonalData {
     pub leaks: BTreeMap<usize, Vec<Leak>>,
     pub allowed: BTreeMap<usize, Vec<Leak>>,
+    /// Every `model.column` (views too) carrying a personal column's values unhashed.
+    pub carried: BTreeSet<String>,
 }
 
 /// Follow every table and incremental model's outputs back to the personal columns they
@@ -90,6 +92,9 @@ pub async fn personal_data(session: &Session, plan: &ProjectPlan) -> Result<Pers
                         paths.push((origin.clone(), through));
                     }
                 }
+            }
+            if !paths.is_empty() {
+                found.carried.insert(format!("{}.{column}", m.name));
             }
             carried.insert(format!("{}.{column}", m.name), paths);
         }
