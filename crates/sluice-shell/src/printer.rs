@@ -363,7 +363,7 @@ pub fn render_table(
         .zip(&columns)
         .map(|(h, col)| {
             col.iter()
-                .map(|v| width(v.lines().next().unwrap_or("")))
+                .map(|v| v.lines().map(width).max().unwrap_or(0))
                 .chain([width(h)])
                 .max()
                 .unwrap_or(1)
@@ -384,23 +384,32 @@ pub fn render_table(
         }
         s.push('\n');
     };
+    // A cell of several lines (an EXPLAIN plan) takes as many lines of the row.
     let row = |s: &mut String, value: &dyn Fn(usize) -> String| {
-        s.push('|');
-        for c in &shown {
-            let Some(i) = *c else {
-                s.push_str(" … |");
-                continue;
-            };
-            let cell = value(i);
-            let v = truncate(cell.lines().next().unwrap_or(""), widths[i]);
-            let pad = widths[i] - width(&v);
-            if numeric[i] {
-                s.push_str(&format!(" {}{} |", " ".repeat(pad), v));
-            } else {
-                s.push_str(&format!(" {}{} |", v, " ".repeat(pad)));
+        let cells: Vec<Option<String>> = shown.iter().map(|c| c.map(value)).collect();
+        let height = cells
+            .iter()
+            .flatten()
+            .map(|c| c.lines().count().max(1))
+            .max()
+            .unwrap_or(1);
+        for line in 0..height {
+            s.push('|');
+            for (c, cell) in shown.iter().zip(&cells) {
+                let (Some(i), Some(cell)) = (*c, cell) else {
+                    s.push_str(" … |");
+                    continue;
+                };
+                let v = truncate(cell.lines().nth(line).unwrap_or(""), widths[i]);
+                let pad = widths[i] - width(&v);
+                if numeric[i] {
+                    s.push_str(&format!(" {}{} |", " ".repeat(pad), v));
+                } else {
+                    s.push_str(&format!(" {}{} |", v, " ".repeat(pad)));
+                }
             }
+            s.push('\n');
         }
-        s.push('\n');
     };
     border(&mut s);
     row(&mut s, &|i| headers[i].clone());
@@ -491,6 +500,34 @@ mod tests {
         };
         print_batches(&options, b.schema(), &[b], &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_cell_of_several_lines_takes_as_many_lines_of_its_row() {
+        use datafusion::arrow::array::StringArray;
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("plan_type", DataType::Utf8, false),
+            Field::new("plan", DataType::Utf8, false),
+        ]));
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["physical_plan"])),
+                Arc::new(StringArray::from(vec!["SortExec\n  DataSourceExec: x.csv"])),
+            ],
+        )
+        .unwrap();
+        let (text, _) = render_table(&schema, &[b], None).unwrap();
+        assert_eq!(
+            text,
+            "+---------------+-------------------------+\n\
+             | plan_type     | plan                    |\n\
+             +---------------+-------------------------+\n\
+             | physical_plan | SortExec                |\n\
+             |               |   DataSourceExec: x.csv |\n\
+             +---------------+-------------------------+\n"
+        );
     }
 
     #[test]
