@@ -69,6 +69,17 @@ fn a_raw_personal_column_through_two_views_is_refused_before_anything_is_written
         r.stdout
     );
 
+    // `sluice test` (unit tests and checks) fails the same way.
+    let r = run(p.path(), &["test", "--unit"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("model `leaky` (")
+            && r.stderr
+                .contains("column `address` carries personal data from `contacts.email`"),
+        "{}",
+        r.stderr
+    );
+
     // A view may show raw data (it is not written anywhere): only published outputs count.
     std::fs::write(
         &file,

@@ -200,6 +200,10 @@ async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
                 .collect(),
         )
     };
+    // A published model that would carry personal data unhashed fails the tests, as it
+    // fails `run`.
+    let checked = plan.select(&args.models.select)?;
+    crate::project::policy::refuse_leaks(&session, &plan, &checked).await?;
     let started = std::time::Instant::now();
     let units = crate::project::unit::run_unit_tests(
         &session.project,
