@@ -181,6 +181,14 @@ SELECT id, sha256_hex(lower(btrim(email))) AS email_sha256, score, signed_up
 FROM contacts
 "#;
 
+/// How many `_sluice_staging_*` tables are in the database.
+fn staging_tables_left(pg: &Postgres) -> String {
+    pg.psql(
+        "delivery",
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_sluice%'",
+    )
+}
+
 fn published(pg: &Postgres, table: &str) -> String {
     pg.psql("delivery", &format!("SELECT * FROM {table} ORDER BY 1"))
 }
@@ -256,13 +264,7 @@ fn a_model_publishes_into_a_table_keeping_grants_and_views_and_a_failed_check_ke
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("nothing published"), "{}", r.stderr);
     assert_eq!(published(&pg, "delivery.hashed_contacts"), second);
-    assert_eq!(
-        pg.psql(
-            "delivery",
-            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_sluice%'"
-        ),
-        "0"
-    );
+    assert_eq!(staging_tables_left(&pg), "0");
 
     // The model's output is a table of the project: queried through the database.
     pg.psql("delivery", "DELETE FROM crm.contacts WHERE id = 6");
@@ -417,10 +419,7 @@ fn a_killed_publish_of_a_million_rows_never_leaves_a_partial_table() {
         if seen == whole(next) {
             published_version = next;
         }
-        let left = pg.psql(
-            "delivery",
-            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_sluice%'",
-        );
+        let left = staging_tables_left(&pg);
         eprintln!("round {round}: killed after {delay_ms} ms: {status}; table {seen}; staging tables left: {left}");
         killed_mid_publish += usize::from(!status.success() && left == "1");
     }
@@ -431,13 +430,7 @@ fn a_killed_publish_of_a_million_rows_never_leaves_a_partial_table() {
     let r = run(p.path(), &["run"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(state(), whole(99));
-    assert_eq!(
-        pg.psql(
-            "delivery",
-            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_sluice%'"
-        ),
-        "0"
-    );
+    assert_eq!(staging_tables_left(&pg), "0");
 }
 
 #[test]
@@ -533,13 +526,7 @@ fn a_column_change_recreates_the_table_with_its_grants_unless_a_view_depends_on_
         pg.psql("delivery", "SELECT id FROM delivery.busy ORDER BY id"),
         "1\n4"
     );
-    assert_eq!(
-        pg.psql(
-            "delivery",
-            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_sluice%'"
-        ),
-        "0"
-    );
+    assert_eq!(staging_tables_left(&pg), "0");
 }
 
 #[test]
@@ -577,13 +564,7 @@ fn all_or_nothing_rolls_back_the_database_publish_when_a_file_publish_fails() {
         r.stderr
     );
     assert_eq!(published(&pg, "delivery.scores"), before);
-    assert_eq!(
-        pg.psql(
-            "delivery",
-            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '\\_sluice%'"
-        ),
-        "0"
-    );
+    assert_eq!(staging_tables_left(&pg), "0");
     let results = std::fs::read_to_string(p.path().join("target/run_results.json")).unwrap();
     assert!(
         results.contains("published, then rolled back to the previous version: publishing `z_count` failed (--all-or-nothing)"),

@@ -630,28 +630,59 @@ pub(crate) async fn finish_staged(
     };
     drop(staged);
     result.checks = checks?;
-    result.rows = Some(rows);
-    result.bytes = files.iter().map(|f| f.bytes).sum();
-    if result.checks.iter().any(CheckResult::failed) {
-        result.status = ModelStatus::Fail;
-        result.message = format!(
-            "check failed: {}; nothing published",
-            CheckResult::failed_labels(&result.checks)
-        );
-        return Ok(None);
-    }
-    Ok(Some(results::Manifest {
-        run_id: build.run_id.to_string(),
-        model: m.name.clone(),
+    let bytes = files.iter().map(|f| f.bytes).sum();
+    let output = CheckedOutput {
         format: m.format.extension().to_string(),
         rows,
+        bytes,
         files,
         schema: schema.to_vec(),
         partition_by: m.partition_by.clone(),
-        checks: result.checks.clone(),
-        published_at: chrono::Utc::now().to_rfc3339(),
-        allowed_personal: m.allow_personal.clone(),
-    }))
+    };
+    Ok(output.manifest_if_passed(build, result))
+}
+
+/// A staged output whose checks have run (their results in the model's result).
+pub(crate) struct CheckedOutput {
+    pub format: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub files: Vec<OutputFile>,
+    pub schema: Vec<(String, String)>,
+    pub partition_by: Vec<String>,
+}
+
+impl CheckedOutput {
+    /// The manifest to publish; None when a check failed (said in `result`).
+    pub(crate) fn manifest_if_passed(
+        self,
+        build: &ModelBuild<'_>,
+        result: &mut ModelResult,
+    ) -> Option<results::Manifest> {
+        let m = build.model();
+        result.rows = Some(self.rows);
+        result.bytes = self.bytes;
+        if result.checks.iter().any(CheckResult::failed) {
+            result.status = ModelStatus::Fail;
+            result.message = format!(
+                "check failed: {}; nothing published",
+                CheckResult::failed_labels(&result.checks)
+            );
+            return None;
+        }
+        Some(results::Manifest {
+            run_id: build.run_id.to_string(),
+            model: m.name.clone(),
+            format: self.format,
+            rows: self.rows,
+            files: self.files,
+            schema: self.schema,
+            partition_by: self.partition_by,
+            checks: result.checks.clone(),
+            published_at: chrono::Utc::now().to_rfc3339(),
+            allowed_personal: m.allow_personal.clone(),
+        })
+    }
 }
 
 pub(crate) async fn run_checks(

@@ -5,11 +5,11 @@
 use datafusion::prelude::DataFrame;
 use sluice_postgres::{Erased, Publish};
 
-use super::build::{merge_sql, new_rows, run_checks, Increment, ModelBuild};
-use super::checks::{self, CheckResult};
+use super::build::{merge_sql, new_rows, run_checks, CheckedOutput, Increment, ModelBuild};
+use super::checks;
 use super::plan::ident;
 use super::publish::postgres::DatabaseStage;
-use super::results::{self, ModelResult, ModelStatus};
+use super::results::{self, ModelResult};
 use super::tables::{output_schema, register_location, register_view, TempTable};
 use crate::config::FileFormat;
 use crate::error::{describe_datafusion_error, Result};
@@ -74,28 +74,15 @@ pub(crate) async fn stage_and_check(
     stage.publish_as(how, erased);
 
     result.checks = run_checks(ctx, &staged.name, m, rows, &schema, &build.baseline).await?;
-    result.rows = Some(rows);
-    result.bytes = written.bytes;
-    if result.checks.iter().any(CheckResult::failed) {
-        result.status = ModelStatus::Fail;
-        result.message = format!(
-            "check failed: {}; nothing published",
-            CheckResult::failed_labels(&result.checks)
-        );
-        return Ok(None);
-    }
-    Ok(Some(results::Manifest {
-        run_id: build.run_id.to_string(),
-        model: m.name.clone(),
+    let output = CheckedOutput {
         format: FileFormat::Postgres.name().to_string(),
         rows,
+        bytes: written.bytes,
         files: Vec::new(),
         schema,
         partition_by: Vec::new(),
-        checks: result.checks.clone(),
-        published_at: chrono::Utc::now().to_rfc3339(),
-        allowed_personal: m.allow_personal.clone(),
-    }))
+    };
+    Ok(output.manifest_if_passed(build, result))
 }
 
 /// Run the model's query and copy its rows into the staging table.
