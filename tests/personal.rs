@@ -304,3 +304,57 @@ fn the_docs_site_marks_personal_columns_and_the_masked_outputs() {
     assert!(html.contains("<tr><td><code>amount</code></td>"));
     assert!(html.contains("<tr><td><code>country</code></td>"));
 }
+
+#[test]
+fn flight_sql_gives_personal_columns_only_to_users_allowed_to_read_them() {
+    let users = "\n[server.users.analyst]\npassword = { env = \"SLUICE_ANALYST_PASSWORD\" }\n\
+        [server.users.dpo]\npassword = { env = \"SLUICE_ANALYST_PASSWORD\" }\npersonal = true\n";
+    let p = personal_project(&[]);
+    std::fs::write(p.path().join("sluice.toml"), format!("{TOML}{users}")).unwrap();
+    let flight = common::cluster::free_port();
+    let addr = format!("127.0.0.1:{flight}");
+    let server = common::server::Server::start(p.path(), &["--flight", &addr]);
+    let script = format!(
+        r#"
+import json, os, socket, sys, time
+import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_manager
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", {flight}), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+def query(user, sql):
+    conn = flight_sql.connect("grpc://127.0.0.1:{flight}", db_kwargs={{"username": user, "password": {password:?}}}, autocommit=True)
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        return cur.fetchall()
+    except adbc_driver_manager.Error as e:
+        return str(e)
+out = {{
+    "refused": query("analyst", "SELECT email FROM contacts"),
+    "hashed": query("analyst", "SELECT hash_pii(email, 'email') FROM contacts WHERE id = 2"),
+    "allowed": query("dpo", "SELECT email FROM contacts WHERE id = 2"),
+}}
+print(json.dumps(out))
+sys.stdout.flush()
+os._exit(0)
+"#,
+        password = common::server::PASSWORD
+    );
+    let v = common::server::python_json(&script);
+    let refused = v["refused"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("column `email` is personal data (from `contacts.email`), which user `analyst` may not read")
+            && refused.contains("PermissionDenied"),
+        "{v}"
+    );
+    assert_eq!(
+        v["hashed"],
+        serde_json::json!([["5ff860bf1190596c7188ab851db691f0f3169c453936e9e1eba2f9a47f7a0018"]])
+    );
+    assert_eq!(v["allowed"], serde_json::json!([["bob@example.com"]]));
+    server.stop();
+}
