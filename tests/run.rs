@@ -812,3 +812,28 @@ fn digest_columns_skip_lz_compression_only() {
         pairs(&[("k", zstd), ("m", zstd), ("n", zstd), ("shouted", zstd)])
     );
 }
+
+#[test]
+fn a_model_named_like_a_source_is_an_error_naming_both() {
+    let p = project(&[
+        (
+            "sluice.toml",
+            "[sources.people]\nlocation = \"data/people.csv\"\n",
+        ),
+        ("data/people.csv", "id\n1\n"),
+        (
+            "models/people.sql",
+            "/* @config\nmaterialized = \"table\"\n*/\nSELECT 1 AS id\n",
+        ),
+    ]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "model `people` ({}): a source in sluice.toml has the same name ([sources.people]); rename the model or the source",
+            p.path().join("models/people.sql").display()
+        )),
+        "{}",
+        r.stderr
+    );
+}

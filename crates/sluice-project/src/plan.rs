@@ -29,6 +29,17 @@ pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<
     let mut sql = Vec::new();
     let mut sql_shift = Vec::new();
     let mut reads = Vec::new();
+    // A model and a source of one name would both be that table: which one a query read
+    // would depend on the order things were registered in.
+    if let Some(m) = models
+        .iter()
+        .find(|m| project.config.sources.contains_key(&m.name))
+    {
+        return Err(m.error(format!(
+            "a source in sluice.toml has the same name ([sources.{}]); rename the model or the source",
+            m.name
+        )));
+    }
     for m in &models {
         let mut text = model::substitute(m, vars)?;
         let r = dag::reads(m, &text)?;
