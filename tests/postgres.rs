@@ -769,3 +769,38 @@ fn volume_checks_compare_with_the_table_and_unit_tests_type_fixtures_like_the_da
         "1\n4"
     );
 }
+
+#[test]
+fn tls_connections_verify_the_server_against_the_system_or_the_given_ca() {
+    let (pg, ca) = Postgres::start_with_tls();
+    pg.psql("delivery", CONTACTS);
+    let p = tempfile::tempdir().unwrap();
+    write_project(p.path(), &pg, &[]);
+    let url = |query: &str| pg.url().replace("?sslmode=disable", query);
+    // The CA a managed database documents, given as libpq takes it (sslmode=verify-full:
+    // no TLS, no connection).
+    std::fs::write(
+        p.path().join("warehouse.url"),
+        url(&format!(
+            "?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        )),
+    )
+    .unwrap();
+    assert_eq!(
+        query_csv(p.path(), "SELECT count(*) AS n FROM contacts"),
+        "n\n4\n"
+    );
+    // Without it, a certificate the system does not know is refused, plainly.
+    std::fs::write(p.path().join("warehouse.url"), url("?sslmode=require")).unwrap();
+    let r = run(p.path(), &["shell", "-c", "SELECT count(*) FROM contacts"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "source `contacts` (database `warehouse`, table crm.contacts): postgres://sluice@127.0.0.1:{}/delivery: cannot connect: ",
+            pg.port
+        )) && r.stderr.contains("UnknownIssuer"),
+        "{}",
+        r.stderr
+    );
+}

@@ -52,12 +52,98 @@ fn check(mut c: Command, what: &str) {
     );
 }
 
+/// A CA and a server certificate it signed for 127.0.0.1, in `dir`: (ca.pem, server.pem,
+/// server.key).
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.args(args).current_dir(dir);
+        check(c, "openssl");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=sluice test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_with(false).0
+    }
+
+    /// A server that also speaks TLS with a certificate for 127.0.0.1; the CA that signed
+    /// it.
+    pub fn start_with_tls() -> (Postgres, PathBuf) {
+        let (pg, ca) = Self::start_with(true);
+        (pg, ca.expect("a CA"))
+    }
+
+    fn start_with(tls: bool) -> (Postgres, Option<PathBuf>) {
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg")
             .tempdir()
             .unwrap();
+        let (ca, ssl) = if tls {
+            let (ca, cert, key) = certificates(dir.path());
+            let ssl = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            );
+            (Some(ca), ssl)
+        } else {
+            (None, String::new())
+        };
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).unwrap();
@@ -70,6 +156,15 @@ impl Postgres {
                 },
                 "chown",
             );
+        }
+        if tls {
+            // The server refuses a key others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.path().join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
         }
         let mut init = as_owner(&bin("initdb"));
         init.arg("-D")
@@ -93,13 +188,13 @@ impl Postgres {
                 .arg(dir.path().join("log"))
                 .args(["-w", "-t", "60", "start", "-o"])
                 .arg(format!(
-                    "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=50",
+                    "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=50{ssl}",
                     dir.path().display()
                 ));
             if start.status().unwrap().success() {
                 let pg = Postgres { port, dir };
                 pg.psql("postgres", "CREATE DATABASE delivery");
-                return pg;
+                return (pg, ca);
             }
         }
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();

@@ -15,6 +15,9 @@ use tokio_postgres::{Client, Config, NoTls};
 pub struct Database {
     pub name: String,
     config: Config,
+    /// `sslrootcert`: the CA the server's certificate is checked against, instead of the
+    /// system's roots.
+    root_cert: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Database {
@@ -139,8 +142,8 @@ impl Database {
     /// Parse a `postgres://user[:password]@host[:port]/db?sslmode=...` URL (or libpq's
     /// `key=value` form). The URL itself never appears in an error.
     pub fn parse(name: &str, url: &str) -> Result<Database, PgError> {
-        let url = url.trim();
-        let mut config = Config::from_str(url).map_err(|e| PgError::Url {
+        let (url, root_cert) = libpq_tls_options(url.trim());
+        let mut config = Config::from_str(&url).map_err(|e| PgError::Url {
             database: name.to_string(),
             message: e.to_string(),
         })?;
@@ -154,6 +157,7 @@ impl Database {
         Ok(Database {
             name: name.to_string(),
             config,
+            root_cert,
         })
     }
 
@@ -217,7 +221,10 @@ impl Database {
                 client
             }
             _ => {
-                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config()?);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(
+                    &self.name,
+                    self.root_cert.as_deref(),
+                )?);
                 let (client, connection) = self.config.connect(tls).await.map_err(connect_error)?;
                 tokio::spawn(drive(connection, self.name.clone()));
                 client
@@ -236,24 +243,96 @@ where
     }
 }
 
-/// Server certificates are checked against the system's roots, as libpq's `verify-full`.
-fn tls_config() -> Result<rustls::ClientConfig, PgError> {
-    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
-    let roots = ROOTS.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
+/// libpq's TLS options that tokio-postgres does not take: `sslmode=verify-ca|verify-full`
+/// (sluice always verifies, so they mean `require`), `allow` (as `prefer`), and
+/// `sslrootcert=FILE`, taken out and returned.
+fn libpq_tls_options(url: &str) -> (String, Option<std::path::PathBuf>) {
+    let mut root_cert = None;
+    let mut keep = |key: &str, value: &str| -> Option<String> {
+        match (key, value) {
+            ("sslmode", "verify-ca" | "verify-full") => Some("sslmode=require".into()),
+            ("sslmode", "allow") => Some("sslmode=prefer".into()),
+            ("sslrootcert", path) => {
+                root_cert = Some(std::path::PathBuf::from(path));
+                None
+            }
+            (key, value) => Some(format!("{key}={value}")),
         }
-        Arc::new(roots)
-    });
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_string(), None);
+        };
+        let query: Vec<String> = query
+            .split('&')
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                keep(key, value)
+            })
+            .collect();
+        let url = match query.is_empty() {
+            true => base.to_string(),
+            false => format!("{base}?{}", query.join("&")),
+        };
+        return (url, root_cert);
+    }
+    // `key=value` pairs separated by spaces (values here have no spaces of their own).
+    let pairs: Vec<String> = url
+        .split_whitespace()
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            keep(key, value)
+        })
+        .collect();
+    (pairs.join(" "), root_cert)
+}
+
+/// Server certificates are checked against the system's roots, as libpq's `verify-full`,
+/// or against `sslrootcert` when the URL gives one.
+fn tls_config(
+    database: &str,
+    root_cert: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, PgError> {
+    static SYSTEM: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    let tls_error = |message: String| PgError::Url {
+        database: database.to_string(),
+        message,
+    };
+    let roots = match root_cert {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| tls_error(format!("sslrootcert {}: {e}", path.display())))?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert =
+                    cert.map_err(|e| tls_error(format!("sslrootcert {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| tls_error(format!("sslrootcert {}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(tls_error(format!(
+                    "sslrootcert {}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
+            Arc::new(roots)
+        }
+        None => SYSTEM
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+                Arc::new(roots)
+            })
+            .clone(),
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| PgError::Url {
-            database: String::new(),
-            message: format!("TLS: {e}"),
-        })?
-        .with_root_certificates(roots.clone())
+        .map_err(|e| tls_error(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
 }
@@ -276,6 +355,29 @@ mod tests {
         .unwrap();
         assert_eq!(db.endpoint(), "postgres://ana@db.example:6543/crm");
         assert!(!format!("{db:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn libpq_tls_options_are_understood() {
+        let db = Database::parse(
+            "rds",
+            "postgres://ana:pw@db.example:5432/crm?sslmode=verify-full&sslrootcert=/etc/ssl/rds.pem&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(db.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(
+            db.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ssl/rds.pem"))
+        );
+        let db = Database::parse("kv", "host=db user=ana sslmode=verify-ca dbname=crm").unwrap();
+        assert_eq!(db.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(db.dbname(), "crm");
+        let e = tls_config("rds", Some(std::path::Path::new("/nonexistent/ca.pem"))).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("database `rds`: bad URL: sslrootcert /nonexistent/ca.pem: "),
+            "{e}"
+        );
     }
 
     #[test]
