@@ -7,47 +7,6 @@ mod common;
 use common::cluster::free_port;
 use common::server::*;
 
-/// Python opening every script: an ADBC connection to the Flight port, once it listens.
-fn prelude(flight: u16, tls: Option<&std::path::Path>) -> String {
-    let (scheme, root) = match tls {
-        Some(cert) => ("grpc+tls", format!("open({:?}).read()", cert)),
-        None => ("grpc", "None".to_string()),
-    };
-    format!(
-        r#"
-import json, os, socket, sys, time, datetime, decimal, threading
-import adbc_driver_flightsql.dbapi as flight_sql
-import adbc_driver_manager
-import pyarrow as pa
-import polars as pl
-for _ in range(200):
-    try:
-        socket.create_connection(("127.0.0.1", {flight}), timeout=1).close()
-        break
-    except OSError:
-        time.sleep(0.05)
-ROOT = {root}
-def connect(user="analyst", password="{PASSWORD}"):
-    db = {{"username": user, "password": password}}
-    if ROOT:
-        db["adbc.flight.sql.client_option.tls_root_certs"] = ROOT
-    return flight_sql.connect("{scheme}://127.0.0.1:{flight}", db_kwargs=db, autocommit=True)
-def plain(v):
-    if isinstance(v, (decimal.Decimal, datetime.datetime, datetime.date)):
-        return str(v)
-    return v
-def rows(table):
-    return [[plain(v) for v in r.values()] for r in table.to_pylist()]
-def error(e):
-    return [type(e).__name__, str(e)]
-def done(out):
-    print(json.dumps(out))
-    sys.stdout.flush()
-    os._exit(0)
-"#
-    )
-}
-
 fn flight_server(project: &std::path::Path, extra: &[&str]) -> (Server, u16) {
     let flight = free_port();
     let addr = format!("127.0.0.1:{flight}");
@@ -60,7 +19,7 @@ fn flight_server(project: &std::path::Path, extra: &[&str]) -> (Server, u16) {
 fn adbc_reads_arrow_types_binds_parameters_browses_objects_and_logs_in() {
     let p = served_project();
     let (server, flight) = flight_server(p.path(), &[]);
-    let script = prelude(flight, None)
+    let script = flight_prelude(flight, None)
         + r#"
 out = {}
 conn = connect()
@@ -202,7 +161,7 @@ done(out)
 fn a_greedy_flight_query_stops_at_its_limit_while_another_client_is_answered() {
     let p = served_project();
     let (_server, flight) = flight_server(p.path(), &["--query-memory-limit", "16M"]);
-    let script = prelude(flight, None)
+    let script = flight_prelude(flight, None)
         + r#"
 out = {"answers": []}
 def greedy():
@@ -252,7 +211,7 @@ fn flight_over_tls_with_the_servers_certificate() {
             key.to_str().unwrap(),
         ],
     );
-    let script = prelude(flight, Some(&cert))
+    let script = flight_prelude(flight, Some(&cert))
         + &format!(
             r#"
 out = {{}}

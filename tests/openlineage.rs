@@ -74,11 +74,12 @@ fn schema_errors(events: &[Value]) -> Vec<String> {
     let dir = repo_root().join("tests/fixtures/openlineage");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_vec(events).unwrap()).unwrap();
-    let script = r#"
+    let script = format!("FOLDER, EVENTS = {:?}, {:?}\n", dir, file.path())
+        + r#"
 import json, os, sys
 import jsonschema
 from referencing import Registry, Resource
-folder, events = sys.argv[1], json.load(open(sys.argv[2]))
+folder, events = FOLDER, json.load(open(EVENTS))
 schemas = {}
 for f in sorted(os.listdir(folder)):
     if f.endswith('.json'):
@@ -102,18 +103,8 @@ print(json.dumps(errors))
 sys.stdout.flush()
 os._exit(0)
 "#;
-    let out = std::process::Command::new(repo_root().join(".venv/bin/python"))
-        .args(["-c", script])
-        .arg(&dir)
-        .arg(file.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let errors = common::server::python_json(&script);
+    serde_json::from_value(errors).unwrap()
 }
 
 #[test]

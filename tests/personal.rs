@@ -314,36 +314,21 @@ fn flight_sql_gives_personal_columns_only_to_users_allowed_to_read_them() {
     let flight = common::cluster::free_port();
     let addr = format!("127.0.0.1:{flight}");
     let server = common::server::Server::start(p.path(), &["--flight", &addr]);
-    let script = format!(
-        r#"
-import json, os, socket, sys, time
-import adbc_driver_flightsql.dbapi as flight_sql
-import adbc_driver_manager
-for _ in range(200):
-    try:
-        socket.create_connection(("127.0.0.1", {flight}), timeout=1).close()
-        break
-    except OSError:
-        time.sleep(0.05)
+    let script = common::server::flight_prelude(flight, None)
+        + r#"
 def query(user, sql):
-    conn = flight_sql.connect("grpc://127.0.0.1:{flight}", db_kwargs={{"username": user, "password": {password:?}}}, autocommit=True)
-    cur = conn.cursor()
+    cur = connect(user).cursor()
     try:
         cur.execute(sql)
         return cur.fetchall()
     except adbc_driver_manager.Error as e:
         return str(e)
-out = {{
+done({
     "refused": query("analyst", "SELECT email FROM contacts"),
     "hashed": query("analyst", "SELECT hash_pii(email, 'email') FROM contacts WHERE id = 2"),
     "allowed": query("dpo", "SELECT email FROM contacts WHERE id = 2"),
-}}
-print(json.dumps(out))
-sys.stdout.flush()
-os._exit(0)
-"#,
-        password = common::server::PASSWORD
-    );
+})
+"#;
     let v = common::server::python_json(&script);
     let refused = v["refused"].as_str().unwrap_or_default();
     assert!(

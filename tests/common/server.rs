@@ -234,3 +234,44 @@ pub fn test_certificate(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) 
     assert!(ok, "openssl makes a test certificate");
     (cert, key)
 }
+
+/// Python opening every script: an ADBC connection to the Flight port, once it listens.
+pub fn flight_prelude(flight: u16, tls: Option<&std::path::Path>) -> String {
+    let (scheme, root) = match tls {
+        Some(cert) => ("grpc+tls", format!("open({:?}).read()", cert)),
+        None => ("grpc", "None".to_string()),
+    };
+    format!(
+        r#"
+import json, os, socket, sys, time, datetime, decimal, threading
+import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_manager
+import pyarrow as pa
+import polars as pl
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", {flight}), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+ROOT = {root}
+def connect(user="analyst", password="{PASSWORD}"):
+    db = {{"username": user, "password": password}}
+    if ROOT:
+        db["adbc.flight.sql.client_option.tls_root_certs"] = ROOT
+    return flight_sql.connect("{scheme}://127.0.0.1:{flight}", db_kwargs=db, autocommit=True)
+def plain(v):
+    if isinstance(v, (decimal.Decimal, datetime.datetime, datetime.date)):
+        return str(v)
+    return v
+def rows(table):
+    return [[plain(v) for v in r.values()] for r in table.to_pylist()]
+def error(e):
+    return [type(e).__name__, str(e)]
+def done(out):
+    print(json.dumps(out))
+    sys.stdout.flush()
+    os._exit(0)
+"#
+    )
+}

@@ -349,10 +349,8 @@ fn personal_marks(
     lineage: &Lineage,
 ) -> HashMap<String, Mark> {
     let mut marks = HashMap::new();
-    for (name, source) in &project.config.sources {
-        for column in &source.personal {
-            marks.insert(format!("{name}.{column}"), Mark::Personal);
-        }
+    for column in project.config.personal_columns() {
+        marks.insert(column, Mark::Personal);
     }
     for m in &plan.models {
         for column in &m.pii_columns {

@@ -74,6 +74,21 @@ pub(crate) async fn model_plans<T>(
     Ok(out)
 }
 
+/// `model_plans` for a caller that reads the plans only (the personal data policy,
+/// OpenLineage): the empty tables the models were planned over give way to the models
+/// again, whether planning went through or not.
+pub(crate) async fn model_plans_then_forget<T>(
+    session: &Session,
+    plan: &ProjectPlan,
+    f: impl Fn(&LogicalPlan) -> T,
+) -> Result<Vec<Option<T>>> {
+    let planned = model_plans(session, plan, false, f).await;
+    for m in &plan.models {
+        let _ = session.ctx.deregister_table(&m.name);
+    }
+    planned
+}
+
 /// Each model's output columns with the `table.column`s each is computed from, one hop.
 pub(crate) async fn model_hops(
     session: &Session,

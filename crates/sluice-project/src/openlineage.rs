@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use super::lineage::{column_hops, model_plans, tracer, Mode};
+use super::lineage::{column_hops, model_plans_then_forget, tracer, Mode};
 use super::model::{Materialized, Model};
 use super::publish::Output;
 use super::results::{ModelResult, ModelStatus};
@@ -112,7 +112,7 @@ impl Emitter {
             },
         };
         let endpoint = format!("{}/api/v1/lineage", url.trim_end_matches('/'));
-        let columns = model_plans(session, plan, false, |planned| ModelColumns {
+        let columns = model_plans_then_forget(session, plan, |planned| ModelColumns {
             all: column_hops(planned, Mode::All),
             raw: column_hops(planned, Mode::Raw).into_iter().collect(),
             indirect: tracer(Mode::All).indirect(planned),
@@ -132,10 +132,6 @@ impl Emitter {
         .into_iter()
         .map(Option::unwrap_or_default)
         .collect();
-        // The empty tables the models were planned over give way to the models again.
-        for m in &plan.models {
-            let _ = session.ctx.deregister_table(&m.name);
-        }
         let (queue, events) = mpsc::unbounded_channel();
         let worker = tokio::spawn(post_all(endpoint, api_key, events));
         Ok(Some(Emitter {

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use super::lineage::{model_hops, Mode};
+use super::lineage::{column_hops, model_plans_then_forget, Mode};
 use super::model::{Materialized, Model};
 use super::ProjectPlan;
 use crate::error::Result;
@@ -55,23 +55,17 @@ pub struct PersonalData {
 /// Follow every table and incremental model's outputs back to the personal columns they
 /// carry raw.
 pub async fn personal_data(session: &Session, plan: &ProjectPlan) -> Result<PersonalData> {
-    let personal_sources: HashSet<String> = session
-        .project
-        .config
-        .sources
-        .iter()
-        .flat_map(|(name, s)| s.personal.iter().map(move |c| format!("{name}.{c}")))
-        .collect();
+    let personal_sources: HashSet<String> = session.project.config.personal_columns().collect();
     let mut found = PersonalData::default();
     if personal_sources.is_empty() && plan.models.iter().all(|m| m.pii_columns.is_empty()) {
         return Ok(found);
     }
-    let hops = model_hops(session, plan, Mode::Raw, false).await;
-    // The empty tables the models were planned over give way to the models again.
-    for m in &plan.models {
-        let _ = session.ctx.deregister_table(&m.name);
-    }
-    let hops = hops?;
+    let hops: Vec<Vec<(String, BTreeSet<String>)>> =
+        model_plans_then_forget(session, plan, |planned| column_hops(planned, Mode::Raw))
+            .await?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
     // `model.column` -> the personal columns whose raw values it carries, each with the
     // columns in between.
     let mut carried: BTreeMap<String, Vec<(String, Vec<String>)>> = BTreeMap::new();

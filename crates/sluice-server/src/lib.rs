@@ -136,9 +136,7 @@ pub async fn serve(
     let personal = crate::personal::PersonalAccess::new(
         project
             .config
-            .sources
-            .iter()
-            .flat_map(|(name, source)| source.personal.iter().map(move |c| format!("{name}.{c}")))
+            .personal_columns()
             .chain(options.personal_outputs.iter().cloned()),
         project
             .config

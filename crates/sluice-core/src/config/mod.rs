@@ -255,6 +255,15 @@ pub struct ServerUser {
     pub personal: bool,
 }
 
+impl ProjectConfig {
+    /// The sources' personal columns, as `source.column`.
+    pub fn personal_columns(&self) -> impl Iterator<Item = String> + '_ {
+        self.sources
+            .iter()
+            .flat_map(|(name, s)| s.personal.iter().map(move |c| format!("{name}.{c}")))
+    }
+}
+
 /// A loaded project: its folder and its validated configuration.
 #[derive(Debug)]
 pub struct Project {
