@@ -164,7 +164,9 @@ pub async fn run_executor(
         work_dir: args.work_dir.clone(),
         print_thread_info: false,
         executor_heartbeat_interval_seconds: HEARTBEAT_SECS,
-        memory_pool_size: options.memory_limit.map(|m| m as u64),
+        memory_pool_size: options
+            .memory_limit
+            .map(|m| session::memory_pool_size(m) as u64),
         override_function_registry: Some(Arc::new((&base).into())),
         override_runtime_producer: Some(Arc::new(move |_| Ok(runtime.clone()))),
         override_logical_codec: Some(Arc::new(SluiceLogicalCodec::default())),

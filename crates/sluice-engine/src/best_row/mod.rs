@@ -188,11 +188,10 @@ impl ExecutionPlan for BestRowPerKeyExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context.clone())?;
         let input_schema = self.input.schema();
-        let table = Table::new(&self.keys, &self.order(), &input_schema)?;
         let reservation = MemoryConsumer::new(format!("BestRowPerKeyExec[{partition}]"))
             .register(context.memory_pool());
         let best = Best {
-            table,
+            table: Table::new(&self.keys, &self.order(), &input_schema)?,
             batches: Vec::new(),
             buffered_rows: 0,
             reservation,
@@ -234,8 +233,8 @@ async fn run(
         match best.push(batch?, batch_size) {
             Ok(()) => {}
             Err(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => {
-                let winners = best.into_winner_batches()?;
-                return fallback.sorted(winners, input, schema);
+                let (winners, held) = best.into_winner_batches()?;
+                return fallback.sorted(winners, held, input, schema);
             }
             Err(e) => return Err(e),
         }
@@ -313,8 +312,11 @@ impl Best {
         masks.into_iter().map(BooleanBuffer::from).collect()
     }
 
-    /// The winners so far, batch by batch in input order (for the fallback).
-    fn into_winner_batches(mut self) -> Result<Vec<RecordBatch>> {
+    /// The winners so far, batch by batch in input order (for the fallback), and the
+    /// reservation that still counts them: they stay in memory until the sort takes them,
+    /// and freeing them from the pool early let the other partitions grow into memory that
+    /// was still in use (100M rows under a 3,200 MB limit peaked at 4,556 MB).
+    fn into_winner_batches(mut self) -> Result<(Vec<RecordBatch>, MemoryReservation)> {
         let masks = self.masks();
         let mut out = Vec::with_capacity(masks.len());
         for (batch, mask) in std::mem::take(&mut self.batches).into_iter().zip(masks) {
@@ -323,8 +325,10 @@ impl Best {
                 out.push(kept);
             }
         }
-        self.reservation.free();
-        Ok(out)
+        let held: usize = out.iter().map(RecordBatch::get_array_memory_size).sum();
+        self.reservation
+            .shrink(self.reservation.size().saturating_sub(held));
+        Ok((out, self.reservation))
     }
 
     /// The winners in input order with `rn` = 1 appended, each batch freed once emitted.
@@ -375,10 +379,16 @@ impl Fallback {
     fn sorted(
         self,
         winners: Vec<RecordBatch>,
+        held: MemoryReservation,
         rest: SendableRecordBatchStream,
         schema: SchemaRef,
     ) -> Result<BatchStream> {
-        let replay = futures::stream::iter(winners.into_iter().map(Ok)).chain(rest);
+        // Each winner batch leaves `held` as the sort takes it (and reserves it itself).
+        let replay = futures::stream::iter(winners.into_iter().map(move |batch| {
+            held.shrink(batch.get_array_memory_size().min(held.size()));
+            Ok(batch)
+        }))
+        .chain(rest);
         let source: Arc<dyn PartitionStream> = Arc::new(OneShot::new(Box::pin(
             RecordBatchStreamAdapter::new(self.input_schema.clone(), replay),
         )));
