@@ -14,6 +14,7 @@ use super::parquet;
 use super::plan::*;
 use super::plan::{increment, Increment as Decided};
 use super::progress::Watch;
+use super::publish::commit::Staged;
 use super::publish::{self, OutputFile};
 use super::publish::{Output, PublishedManifest, Stage};
 use super::results::{self, History, ModelResult};
@@ -56,13 +57,6 @@ pub(crate) fn new_run_id() -> String {
         now.format("%Y%m%dT%H%M%S"),
         now.timestamp_subsec_nanos() ^ std::process::id()
     )
-}
-
-/// A model written and checked, not yet published.
-pub(crate) struct Staged {
-    pub(crate) stage: Stage,
-    pub(crate) output: Output,
-    pub(crate) manifest: results::Manifest,
 }
 
 /// What building one model produced.
@@ -600,7 +594,7 @@ pub(crate) async fn finish_staged(
         carried,
     } = written;
     let mut files = stage.written_files().await?;
-    if let Stage::S3 { .. } | Stage::Delta(_) = stage {
+    if let Stage::S3(_) | Stage::Delta(_) = stage {
         // Carried files stay where they are on S3 and in a Delta table; the new manifest
         // (or version) lists them again.
         files.extend(carried.iter().cloned());

@@ -11,17 +11,17 @@ use std::time::Instant;
 
 use datafusion::prelude::SessionContext;
 
+use super::build::{finish_staged, new_run_id, write_output, ModelBuild, Written};
 use super::checks;
 use super::checks::Baseline;
 use super::model::{Erasure, Materialized, Model};
+use super::plan::{ident, ProjectPlan};
 use super::progress::Watch;
+use super::publish::commit::{publish_staged, Staged};
 use super::publish::{self, OutputFile};
 use super::publish::{Output, Stage};
 use super::results::{History, ModelResult, RunResults};
-use super::{
-    declare_models, finish_staged, ident, new_run_id, publish_staged, register_location,
-    write_output, ModelBuild, ProjectPlan, Staged, TempTable, Written,
-};
+use super::tables::{declare_models, register_location, TempTable};
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;
 use crate::sources::manifest;

@@ -36,11 +36,7 @@ mod tables;
 mod to_database;
 
 pub use build::RunOptions;
-pub(crate) use build::{finish_staged, new_run_id, write_output, ModelBuild, Staged, Written};
-pub(crate) use plan::ident;
 pub use plan::{build_plan, ProjectPlan};
 pub use recheck::test;
-pub(crate) use run::publish_staged;
 pub use run::run;
 pub use tables::{declare_models, model_tables};
-pub(crate) use tables::{register_location, replace_table, TempTable};

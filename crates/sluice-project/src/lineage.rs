@@ -13,7 +13,8 @@ use std::sync::Arc;
 use datafusion::datasource::{source_as_provider, MemTable};
 use serde::Serialize;
 
-use super::{replace_table, ProjectPlan};
+use super::plan::ProjectPlan;
+use super::tables::replace_table;
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::functions::identity::identity_inputs;
 pub(crate) use crate::session::engine::column_feeds::Mode;

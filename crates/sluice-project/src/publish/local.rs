@@ -286,7 +286,12 @@ fn move_aside_then_point(from: &Path, location: &Path) -> Result<Option<PathBuf>
 }
 
 /// `SLUICE_TEST_PUBLISH_PAUSE_MS`: a pause between the steps of the fallback protocol, so
-/// the kill test can land between any two of them.
+/// the kill test can land between any two of them. Only in debug builds (the test
+/// profile): a shipped binary has no such hook.
+#[cfg(not(debug_assertions))]
+fn test_pause() {}
+
+#[cfg(debug_assertions)]
 fn test_pause() {
     if let Some(ms) = std::env::var("SLUICE_TEST_PUBLISH_PAUSE_MS")
         .ok()

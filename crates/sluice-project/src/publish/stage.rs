@@ -1,26 +1,17 @@
-//! Where a table model is published, and the staging of one run's output there.
-//!
-//! Local folders: the output is written to a staging folder and swapped in by one atomic
-//! rename. S3 prefixes: new files get run-unique names next to the published ones, the
-//! manifest (`_sluice.json`) is written last, then files it does not list are deleted;
-//! sluice's readers follow the manifest, so a failed or killed publish changes nothing
-//! they see.
+//! Where a table model is published, and the staging of one run's output there: each
+//! kind of output's stage and publish live beside this (`local`, `s3`, `delta`,
+//! `postgres`); `Stage` and `Published` hand each call to its kind.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use url::Url;
 
 use super::delta::{self, DeltaStage, PublishedDelta};
 use super::local::{self as publish, OutputFile};
-use super::objects::{delete, key, list, relative_to, store_error};
+use super::objects::store_error;
 use super::postgres::{DatabaseStage, DatabaseTable};
 use super::published::PublishedManifest;
+use super::s3::{self, S3Published, S3Stage};
 use crate::config::FileFormat;
 use crate::error::{Result, SluiceError};
 use crate::project::results::Manifest;
@@ -132,14 +123,10 @@ impl Output {
                 let path = p.join(MANIFEST);
                 std::fs::read(&path).map_err(|e| SluiceError::io(&path, e))?
             }
-            Output::S3(u) => {
-                let (store, prefix) = s3_store(ctx, u)?;
-                match store.get(&key(&prefix, MANIFEST)).await {
-                    Ok(got) => got.bytes().await.map_err(|e| store_error(u, &e))?.to_vec(),
-                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                    Err(e) => return Err(store_error(u, &e)),
-                }
-            }
+            Output::S3(u) => match s3::manifest_bytes(ctx, u).await? {
+                Some(bytes) => bytes,
+                None => return Ok(None),
+            },
             Output::Delta(l) => return delta::manifest(ctx, l).await,
             Output::Database(t) => return t.manifest(ctx).await,
         };
@@ -155,15 +142,7 @@ impl Output {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
                 Err(e) => Err(SluiceError::io(p, e)),
             },
-            Output::S3(u) => {
-                let (store, prefix) = s3_store(ctx, u)?;
-                let prefix = (!prefix.as_ref().is_empty()).then_some(&prefix);
-                match store.list(prefix).next().await {
-                    None => Ok(false),
-                    Some(Ok(_)) => Ok(true),
-                    Some(Err(e)) => Err(store_error(u, &e)),
-                }
-            }
+            Output::S3(u) => s3::has_objects(ctx, u).await,
             Output::Delta(l) => delta::has_objects(ctx, l).await,
             // An existing table is published (its rows are the baseline).
             Output::Database(_) => Ok(false),
@@ -186,34 +165,10 @@ fn join(base: &str, relative: &str) -> String {
     }
 }
 
-/// The store of an `s3://bucket/prefix/` URL, and the prefix inside it.
-pub(crate) fn s3_store(
-    ctx: &SessionContext,
-    location: &str,
-) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
-    let url = Url::parse(location).map_err(|e| SluiceError::sql(format!("{location}: {e}")))?;
-    let store = ctx
-        .runtime_env()
-        .object_store(
-            crate::sources::manifest::store_url(&url).map_err(|e| store_error(location, &e))?,
-        )
-        .map_err(|e| store_error(location, &e))?;
-    Ok((store, ObjectPath::from(url.path().trim_matches('/'))))
-}
-
 /// One run's output of one model, written but not yet published.
 pub enum Stage {
-    Local {
-        dir: PathBuf,
-        location: PathBuf,
-    },
-    S3 {
-        location: String,
-        store: Arc<dyn ObjectStore>,
-        prefix: ObjectPath,
-        /// Objects under the prefix before this run wrote anything.
-        before: HashSet<ObjectPath>,
-    },
+    Local { dir: PathBuf, location: PathBuf },
+    S3(S3Stage),
     Delta(DeltaStage),
     Database(Box<DatabaseStage>),
 }
@@ -228,20 +183,7 @@ impl Stage {
                     location: location.clone(),
                 })
             }
-            Output::S3(location) => {
-                let (store, prefix) = s3_store(ctx, location)?;
-                let before = list(&store, &prefix, location)
-                    .await?
-                    .into_iter()
-                    .map(|(p, _)| p)
-                    .collect();
-                Ok(Stage::S3 {
-                    location: location.clone(),
-                    store,
-                    prefix,
-                    before,
-                })
-            }
+            Output::S3(location) => Ok(Stage::S3(S3Stage::begin(ctx, location).await?)),
             Output::Delta(location) => {
                 let run = staging
                     .file_name()
@@ -259,7 +201,7 @@ impl Stage {
     pub fn write_url(&self) -> String {
         match self {
             Stage::Local { dir, .. } => format!("{}/", dir.display()),
-            Stage::S3 { location, .. } => location.clone(),
+            Stage::S3(s) => s.location.clone(),
             Stage::Delta(d) => d.write_url(),
             // Rows go in by COPY (`build::to_database`), never by a file writer.
             Stage::Database(d) => d.output.location(),
@@ -270,28 +212,7 @@ impl Stage {
     pub async fn written_files(&self) -> Result<Vec<OutputFile>> {
         match self {
             Stage::Local { dir, .. } => publish::data_files(dir),
-            Stage::S3 {
-                location,
-                store,
-                prefix,
-                before,
-            } => {
-                let mut files: Vec<OutputFile> = list(store, prefix, location)
-                    .await?
-                    .into_iter()
-                    .filter(|(p, _)| !before.contains(p))
-                    .filter_map(|(p, bytes)| {
-                        let relative = relative_to(prefix, &p)?;
-                        let name = relative.rsplit('/').next().unwrap_or_default();
-                        (!name.starts_with('_') && !name.starts_with('.')).then_some(OutputFile {
-                            path: relative,
-                            bytes,
-                        })
-                    })
-                    .collect();
-                files.sort_by(|a, b| a.path.cmp(&b.path));
-                Ok(files)
-            }
+            Stage::S3(s) => s.written_files().await,
             Stage::Delta(d) => d.written_files().await,
             Stage::Database(_) => Ok(Vec::new()),
         }
@@ -302,7 +223,7 @@ impl Stage {
         match self {
             Stage::Local { dir, location } => publish::link_files(location, dir, previous),
             // They stay where they are; the new manifest (or version) lists them again.
-            Stage::S3 { .. } | Stage::Delta(_) | Stage::Database(_) => Ok(()),
+            Stage::S3(_) | Stage::Delta(_) | Stage::Database(_) => Ok(()),
         }
     }
 
@@ -310,11 +231,7 @@ impl Stage {
     pub fn table_url(&self, ctx: &SessionContext, files: &[OutputFile]) -> Result<String> {
         match self {
             Stage::Local { dir, .. } => Ok(format!("{}/", dir.display())),
-            Stage::S3 { location, .. } => {
-                let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-                manifest::register_only_listed(&ctx.state(), location, &paths)
-                    .map_err(|e| store_error(location, &e))
-            }
+            Stage::S3(s) => s.table_url(ctx, files),
             Stage::Delta(d) => {
                 let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
                 let url = d.table_url();
@@ -350,50 +267,7 @@ impl Stage {
                     }
                 }
             }
-            Stage::S3 {
-                location,
-                store,
-                prefix,
-                before,
-            } => {
-                let manifest_key = key(&prefix, MANIFEST);
-                let previous_manifest = match store.get(&manifest_key).await {
-                    Ok(got) => Some(got.bytes().await.map_err(|e| store_error(&location, &e))?),
-                    Err(object_store::Error::NotFound { .. }) => None,
-                    Err(e) => return Err(store_error(&location, &e)),
-                };
-                store
-                    .put(&key(&prefix, "_SUCCESS"), PutPayload::new())
-                    .await
-                    .map_err(|e| store_error(&location, &e))?;
-                store
-                    .put(&manifest_key, PutPayload::from(manifest_json.to_vec()))
-                    .await
-                    .map_err(|e| store_error(&location, &e))?;
-                let keep: HashSet<ObjectPath> = files
-                    .iter()
-                    .map(|f| key(&prefix, &f.path))
-                    .chain([key(&prefix, "_SUCCESS"), manifest_key])
-                    .collect();
-                let written = keep
-                    .iter()
-                    .filter(|p| !before.contains(p))
-                    .cloned()
-                    .collect();
-                let stale = before
-                    .iter()
-                    .filter(|p| !keep.contains(p))
-                    .cloned()
-                    .collect();
-                Ok(Published::S3 {
-                    location,
-                    store,
-                    prefix,
-                    previous_manifest,
-                    written,
-                    stale,
-                })
-            }
+            Stage::S3(s) => Ok(Published::S3(s.publish(manifest_json, files).await?)),
         }
     }
 
@@ -403,21 +277,7 @@ impl Stage {
             Stage::Local { dir, .. } => {
                 let _ = std::fs::remove_dir_all(&dir);
             }
-            Stage::S3 {
-                location,
-                store,
-                prefix,
-                before,
-            } => {
-                if let Ok(now) = list(&store, &prefix, &location).await {
-                    let new: Vec<ObjectPath> = now
-                        .into_iter()
-                        .map(|(p, _)| p)
-                        .filter(|p| !before.contains(p))
-                        .collect();
-                    let _ = delete(&store, new, &location).await;
-                }
-            }
+            Stage::S3(s) => s.discard().await,
             Stage::Delta(d) => d.discard().await,
             Stage::Database(d) => d.discard().await,
         }
@@ -427,17 +287,7 @@ impl Stage {
 /// A publish that readers see, with what it takes to finish it or take it back.
 pub enum Published {
     Local(publish::LocalPublish),
-    S3 {
-        location: String,
-        store: Arc<dyn ObjectStore>,
-        prefix: ObjectPath,
-        /// The manifest this publish replaced; None on a first publish.
-        previous_manifest: Option<bytes::Bytes>,
-        /// Objects this run added (data files, and `_SUCCESS` on a first publish).
-        written: Vec<ObjectPath>,
-        /// Objects of the previous version no longer listed.
-        stale: Vec<ObjectPath>,
-    },
+    S3(S3Published),
     Delta(PublishedDelta),
     /// A transaction left open until the publish is finished.
     Database(Box<sluice_postgres::Publishing>),
@@ -454,12 +304,7 @@ impl Published {
     pub async fn finish(self) -> Result<()> {
         match self {
             Published::Local(p) => p.finish(),
-            Published::S3 {
-                location,
-                store,
-                stale,
-                ..
-            } => delete(&store, stale, &location).await,
+            Published::S3(p) => p.finish().await,
             // Files older versions use stay for time travel until `sluice vacuum`.
             Published::Delta(_) => Ok(()),
             Published::Database(p) => p.finish().await.map_err(SluiceError::Database),
@@ -470,25 +315,7 @@ impl Published {
     pub async fn undo(self) -> Result<()> {
         match self {
             Published::Local(p) => p.undo(),
-            Published::S3 {
-                location,
-                store,
-                prefix,
-                previous_manifest,
-                written,
-                ..
-            } => {
-                let manifest_key = key(&prefix, MANIFEST);
-                match previous_manifest {
-                    Some(bytes) => store
-                        .put(&manifest_key, PutPayload::from(bytes))
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| store_error(&location, &e))?,
-                    None => delete(&store, vec![manifest_key], &location).await?,
-                }
-                delete(&store, written, &location).await
-            }
+            Published::S3(p) => p.undo().await,
             Published::Delta(d) => d.undo().await,
             Published::Database(p) => p.undo().await.map_err(SluiceError::Database),
         }

@@ -3,16 +3,18 @@
 //! header, behind basic auth against `[server.users]`. A deliberately small HTTP/1.1:
 //! one request per connection, bounded sizes, nothing a proxy would not expect.
 
+mod encode;
+mod wire;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::admission::{Admission, Admitted};
@@ -21,9 +23,8 @@ use super::metrics::Metrics;
 use super::pgwire::Handlers;
 use super::statement::Statements;
 use crate::error::describe_datafusion_error;
-
-const MAX_HEADER: usize = 16 * 1024;
-const MAX_BODY: usize = 1024 * 1024;
+use encode::{Encoder, Format};
+use wire::{chunk, json_error, read_request, write_reply, Reply, Request};
 
 pub struct HttpState {
     /// Each request runs in a session of its own, as a Postgres connection does.
@@ -33,43 +34,9 @@ pub struct HttpState {
     pub read_only: bool,
 }
 
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 impl HttpState {
     fn metrics(&self) -> &Metrics {
         self.admission.metrics()
-    }
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-    extra: Option<(&'static str, &'static str)>,
-}
-
-fn json_error(status: u16, message: &str) -> Reply {
-    Reply {
-        status,
-        content_type: "application/json",
-        body: serde_json::json!({ "error": message })
-            .to_string()
-            .into_bytes(),
-        extra: None,
     }
 }
 
@@ -85,65 +52,10 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
     }
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let header_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > MAX_HEADER {
-            return None;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split_whitespace();
-    let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    if length > MAX_BODY {
-        return None;
-    }
-    let mut body = buf[header_end + 4..].to_vec();
-    while body.len() < length {
-        let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(length);
-    Some(Request {
-        method,
-        path,
-        headers,
-        body,
-    })
-}
-
 async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
     let Some(request) = read_request(&mut stream).await else {
         let reply = json_error(400, "malformed or too large HTTP request");
-        return write_reply(&mut stream, state, reply).await;
+        return write_reply(&mut stream, state.metrics(), reply).await;
     };
     let path = request
         .path
@@ -177,7 +89,7 @@ async fn handle(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
             "not found: use GET /health, GET /metrics or POST /query",
         ),
     };
-    write_reply(&mut stream, state, reply).await
+    write_reply(&mut stream, state.metrics(), reply).await
 }
 
 fn unauthorised() -> Reply {
@@ -215,7 +127,7 @@ async fn query(
     stream: &mut TcpStream,
 ) -> std::io::Result<()> {
     match prepare(request, state, user).await {
-        Err(reply) => write_reply(stream, state, reply).await,
+        Err(reply) => write_reply(stream, state.metrics(), reply).await,
         Ok(prepared) => stream_rows(prepared, state, user, stream).await,
     }
 }
@@ -226,37 +138,6 @@ struct Prepared {
     rows: datafusion::execution::SendableRecordBatchStream,
     first: Option<RecordBatch>,
     turn: Admitted,
-}
-
-#[derive(Clone, Copy)]
-enum Format {
-    Json,
-    JsonLines,
-    Csv,
-    ArrowIpc,
-}
-
-impl Format {
-    fn of(accept: &str) -> Format {
-        if accept.contains("application/vnd.apache.arrow.stream") {
-            Format::ArrowIpc
-        } else if accept.contains("text/csv") {
-            Format::Csv
-        } else if accept.contains("application/x-ndjson") || accept.contains("application/jsonl") {
-            Format::JsonLines
-        } else {
-            Format::Json
-        }
-    }
-
-    fn content_type(self) -> &'static str {
-        match self {
-            Format::Json => "application/json",
-            Format::JsonLines => "application/x-ndjson",
-            Format::Csv => "text/csv",
-            Format::ArrowIpc => "application/vnd.apache.arrow.stream",
-        }
-    }
 }
 
 async fn prepare(request: &Request, state: &HttpState, user: &str) -> Result<Prepared, Reply> {
@@ -331,110 +212,6 @@ async fn prepare(request: &Request, state: &HttpState, user: &str) -> Result<Pre
     }
 }
 
-/// Encodes batches one at a time in the requested format.
-struct Encoder {
-    format: Format,
-    /// Whether the opening bytes (`[`, the CSV header) went out.
-    opened: bool,
-    ipc: Option<datafusion::arrow::ipc::writer::StreamWriter<Vec<u8>>>,
-}
-
-impl Encoder {
-    fn new(format: Format, schema: &SchemaRef) -> datafusion::arrow::error::Result<Encoder> {
-        let ipc = match format {
-            Format::ArrowIpc => Some(datafusion::arrow::ipc::writer::StreamWriter::try_new(
-                Vec::new(),
-                schema,
-            )?),
-            _ => None,
-        };
-        Ok(Encoder {
-            format,
-            opened: false,
-            ipc,
-        })
-    }
-
-    /// The bytes of one batch (the format's opening with the first rows).
-    fn batch(&mut self, b: &RecordBatch) -> datafusion::arrow::error::Result<Vec<u8>> {
-        if b.num_rows() == 0 {
-            return Ok(Vec::new());
-        }
-        let first = !self.opened;
-        self.opened = true;
-        match self.format {
-            Format::Json => {
-                let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-                writer.write(b)?;
-                writer.finish()?;
-                let array = writer.into_inner();
-                // `[r1,r2]` goes out as `[r1,r2` first and `,r1,r2` after; `]` at the end.
-                let inner = array
-                    .strip_prefix(b"[")
-                    .and_then(|a| a.strip_suffix(b"]"))
-                    .unwrap_or(&array);
-                let mut out = Vec::with_capacity(inner.len() + 1);
-                out.push(if first { b'[' } else { b',' });
-                out.extend_from_slice(inner);
-                Ok(out)
-            }
-            Format::JsonLines => {
-                let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(Vec::new());
-                writer.write(b)?;
-                writer.finish()?;
-                Ok(writer.into_inner())
-            }
-            Format::Csv => {
-                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
-                    .with_header(first)
-                    .build(Vec::new());
-                writer.write(b)?;
-                Ok(writer.into_inner())
-            }
-            Format::ArrowIpc => match self.ipc.as_mut() {
-                Some(writer) => {
-                    writer.write(b)?;
-                    Ok(std::mem::take(writer.get_mut()))
-                }
-                None => Ok(Vec::new()),
-            },
-        }
-    }
-
-    /// The closing bytes.
-    fn finish(&mut self, schema: &SchemaRef) -> datafusion::arrow::error::Result<Vec<u8>> {
-        match self.format {
-            Format::Json if !self.opened => Ok(b"[]".to_vec()),
-            Format::Json => Ok(b"]".to_vec()),
-            Format::Csv if !self.opened => {
-                // No rows: the header alone.
-                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                Ok(format!("{}\n", names.join(",")).into_bytes())
-            }
-            Format::ArrowIpc => match self.ipc.as_mut() {
-                Some(writer) => {
-                    writer.finish()?;
-                    Ok(std::mem::take(writer.get_mut()))
-                }
-                None => Ok(Vec::new()),
-            },
-            _ => Ok(Vec::new()),
-        }
-    }
-}
-
-/// Write one chunk of a chunked response.
-async fn chunk(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    stream
-        .write_all(format!("{:x}\r\n", bytes.len()).as_bytes())
-        .await?;
-    stream.write_all(bytes).await?;
-    stream.write_all(b"\r\n").await
-}
-
 /// Send the rows as they are produced. An error after the first chunk cannot change the
 /// status any more: the response then ends without its last chunk, which every HTTP client
 /// reports as an incomplete response.
@@ -494,35 +271,5 @@ async fn stream_rows(
         turn.queued,
         outcome.as_ref().err().map(String::as_str),
     );
-    stream.shutdown().await
-}
-
-async fn write_reply(
-    stream: &mut TcpStream,
-    state: &HttpState,
-    reply: Reply,
-) -> std::io::Result<()> {
-    let reason = match reply.status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {} {reason}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
-        reply.status,
-        reply.content_type,
-        reply.body.len()
-    );
-    if let Some((k, v)) = reply.extra {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    state.metrics().http_response(reply.body.len());
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(&reply.body).await?;
     stream.shutdown().await
 }
