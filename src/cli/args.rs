@@ -16,7 +16,7 @@ pub struct Cli {
     /// Project folder holding sluice.toml and models/ (default: the current directory)
     #[arg(long, global = true, value_name = "DIR")]
     pub project: Option<PathBuf>,
-    /// Memory the engine may use before spilling to disk, e.g. 4G or 60% (default: 70% of RAM)
+    /// Memory the process may use, e.g. 4G or 60%: the engine spills to disk to stay under it (default: 70% of RAM)
     #[arg(long, global = true, value_name = "SIZE")]
     pub memory_limit: Option<String>,
     #[command(subcommand)]
