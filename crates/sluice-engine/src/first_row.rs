@@ -17,13 +17,10 @@
 //! [`BestRowPerKeyExec`](super::best_row::BestRowPerKeyExec) in place of the sort, the
 //! window and the filter, unless a node above relies on the window's output order.
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
-use datafusion::arrow::compute::kernels::partition::partition;
-use datafusion::arrow::compute::{take_record_batch, SortOptions};
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -321,7 +318,7 @@ impl ExecutionPlan for FirstRowPerKeyExec {
         input_stats: &[Arc<Statistics>],
         _args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
-        super::best_row::at_most_input(input_stats, &self.schema)
+        super::key_runs::at_most_input(input_stats, &self.schema)
     }
 
     fn apply_expressions(
@@ -361,61 +358,10 @@ impl ExecutionPlan for FirstRowPerKeyExec {
         let mut previous: Option<Vec<ArrayRef>> = None;
         let out_schema = schema.clone();
         let stream = input.filter_map(move |batch| {
-            let out = batch.and_then(|b| first_rows(&b, &keys, &mut previous, &out_schema));
+            let out = batch
+                .and_then(|b| super::key_runs::first_rows(&b, &keys, &mut previous, &out_schema));
             std::future::ready(out.transpose())
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
-}
-
-/// The first row of each key run of `batch`, except a run continuing the previous batch's
-/// last one. `previous` holds the last row's keys, carried to the next batch.
-pub(crate) fn first_rows(
-    batch: &RecordBatch,
-    keys: &[Arc<dyn PhysicalExpr>],
-    previous: &mut Option<Vec<ArrayRef>>,
-    schema: &SchemaRef,
-) -> Result<Option<RecordBatch>> {
-    let rows = batch.num_rows();
-    if rows == 0 {
-        return Ok(None);
-    }
-    let key_columns = keys
-        .iter()
-        .map(|k| k.evaluate(batch)?.into_array(rows))
-        .collect::<Result<Vec<_>>>()?;
-    let mut starts: Vec<u32> = partition(&key_columns)?
-        .ranges()
-        .iter()
-        .map(|r| r.start as u32)
-        .collect();
-    if let Some(last) = previous.as_ref() {
-        if same_key(last, &key_columns)? {
-            starts.remove(0);
-        }
-    }
-    *previous = Some(key_columns.iter().map(|c| c.slice(rows - 1, 1)).collect());
-    if starts.is_empty() {
-        return Ok(None);
-    }
-    let kept = take_record_batch(batch, &UInt32Array::from(starts))?;
-    let mut columns = kept.columns().to_vec();
-    columns.push(Arc::new(UInt64Array::from_value(1, kept.num_rows())));
-    Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
-}
-
-/// Whether the one-row `last` keys equal the first row of `next` (NULLs equal, as window
-/// partitions treat them).
-fn same_key(last: &[ArrayRef], next: &[ArrayRef]) -> Result<bool> {
-    for (a, b) in last.iter().zip(next) {
-        let compare = datafusion::arrow::array::make_comparator(
-            a.as_ref(),
-            b.as_ref(),
-            SortOptions::default(),
-        )?;
-        if compare(0, 0) != Ordering::Equal {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }

@@ -6,6 +6,7 @@ pub mod column_feeds;
 pub mod distinct_counts;
 pub mod first_row;
 pub mod join_sides;
+mod key_runs;
 pub mod lookup_join;
 pub mod one_shot;
 pub mod options;

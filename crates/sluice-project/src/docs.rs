@@ -345,7 +345,7 @@ enum Mark {
 fn personal_marks(
     project: &crate::config::Project,
     plan: &ProjectPlan,
-    personal: &super::policy::PersonalData,
+    personal: &super::leaks::PersonalData,
     lineage: &Lineage,
 ) -> HashMap<String, Mark> {
     let mut marks = HashMap::new();

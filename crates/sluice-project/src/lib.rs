@@ -13,6 +13,7 @@ pub mod diff;
 pub mod docs;
 pub mod erase;
 pub mod junit;
+pub mod leaks;
 pub mod lineage;
 pub mod model;
 pub mod notify;

@@ -216,7 +216,7 @@ impl ProjectPlan {
         project: &Project,
         selected: &HashSet<usize>,
         increments: &HashMap<usize, Increment>,
-        personal: &super::policy::PersonalData,
+        personal: &super::leaks::PersonalData,
     ) -> String {
         let mut s = String::new();
         let mut n = 0;

@@ -28,7 +28,8 @@ use pgwire::types::format::FormatOptions;
 use super::guard;
 use super::metrics::Metrics;
 use super::plan_cache::{PlanCache, Reusable};
-use super::statement::{kind_of, Kind, Statements};
+use super::statement::Statements;
+use super::statement_kind::{kind_of, Kind};
 
 pub fn user_error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(

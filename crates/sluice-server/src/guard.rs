@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement as PlanStatement};
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement, Visit, Visitor};
 
-use crate::statement::{kind_of, Kind};
+use crate::statement_kind::{kind_of, Kind};
 
 /// Session settings clients set at connect time; harmless to the engine.
 const CLIENT_SETTINGS: &[&str] = &[

@@ -19,6 +19,7 @@ mod personal;
 mod pgwire;
 mod plan_cache;
 mod statement;
+mod statement_kind;
 mod too_many;
 
 use options::{tls_config, usage};

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use datafusion::logical_expr::LogicalPlan;
 
 use crate::session::engine::column_feeds::{Mode, Tracer};
-use crate::statement::{kind_of, Kind};
+use crate::statement_kind::{kind_of, Kind};
 
 #[derive(Debug, Default)]
 pub struct PersonalAccess {

@@ -51,7 +51,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::admission::{Admission, Stopped};
 use super::guard;
 use super::pgwire::Handlers;
-use super::statement::{kind_of, Kind, Statements};
+use super::statement::Statements;
+use super::statement_kind::{kind_of, Kind};
 use crate::error::describe_datafusion_error;
 
 /// Logins and prepared statements kept at most; the oldest go first beyond this.

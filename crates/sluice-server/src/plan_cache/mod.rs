@@ -31,7 +31,8 @@ use datafusion::sql::sqlparser::ast::Statement;
 use futures::Stream;
 use sluice_core::sources::CachedTable;
 
-use crate::statement::{kind_of, Kind, Statements};
+use crate::statement::Statements;
+use crate::statement_kind::{kind_of, Kind};
 
 mod lift;
 pub use lift::lift_literals;
