@@ -1,20 +1,18 @@
-//! Building one model: write its output into a stage (incremental models add to or merge
-//! with what is published), run its checks on exactly the staged files, and hand back the
-//! manifest to publish.
+//! What building a model's output needs, below the build itself (`build_model`) and its
+//! database branch (`to_database`): the model's build context, the increment it adds,
+//! the rows it writes, the checks on what was staged, and the manifest to publish.
 
 use crate::project::results::ModelStatus;
-use std::path::Path;
 
 use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
 use datafusion::prelude::SessionContext;
 
 use super::checks::{self, Baseline, CheckResult};
-use super::model::{Materialized, Model};
+use super::model::Model;
 use super::parquet;
 use super::plan::*;
 use super::plan::{increment, Increment as Decided};
 use super::progress::Watch;
-use super::publish::commit::Staged;
 use super::publish::{self, OutputFile};
 use super::publish::{Output, PublishedManifest, Stage};
 use super::results::{self, History, ModelResult};
@@ -57,12 +55,6 @@ pub(crate) fn new_run_id() -> String {
         now.format("%Y%m%dT%H%M%S"),
         now.timestamp_subsec_nanos() ^ std::process::id()
     )
-}
-
-/// What building one model produced.
-pub(crate) struct Built {
-    pub(crate) result: ModelResult,
-    pub(crate) staged: Option<Staged>,
 }
 
 /// One model's build in one run: the session, the model, the run, and what the model's
@@ -167,114 +159,6 @@ pub(crate) async fn plan_increment(
     })
 }
 
-/// What every model's build in one run shares: the run's id, where its records go, its
-/// history and its options.
-#[derive(Clone, Copy)]
-pub(crate) struct RunScope<'a> {
-    pub run_id: &'a str,
-    pub records: &'a Path,
-    pub history: &'a History,
-    pub options: &'a RunOptions,
-}
-
-pub(crate) async fn build_model(
-    session: &Session,
-    plan: &ProjectPlan,
-    i: usize,
-    run: RunScope<'_>,
-    watch: Watch,
-) -> Result<Built> {
-    let RunScope {
-        run_id,
-        records,
-        history,
-        options,
-    } = run;
-    let ctx = &session.ctx;
-    let m = &plan.models[i];
-    let mut result = ModelResult::new(m);
-    if m.materialized == Materialized::View {
-        let sql = &plan.sql[i];
-        let df = ctx
-            .sql(sql)
-            .await
-            .map_err(|e| m.datafusion_error(&e, plan.sql_shift[i]))?;
-        let schema = output_schema(&df);
-        register_view(ctx, &m.name, &df, sql)?;
-        if !m.checks.is_empty() {
-            let rows =
-                checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name))).await?;
-            result.checks =
-                run_checks(ctx, &m.name, m, rows, &schema, &Baseline::default()).await?;
-            result.rows = Some(rows);
-        }
-        result.status = if result.checks.iter().any(CheckResult::failed) {
-            ModelStatus::Fail
-        } else {
-            ModelStatus::Success
-        };
-        return Ok(Built {
-            result,
-            staged: None,
-        });
-    }
-
-    // On a cluster the executors write the files (to the S3 prefix or a shared folder);
-    // this client checks them and commits the manifest.
-    let output = plan.location(&session.project, i);
-    result.location = Some(output.display());
-    let published = output
-        .manifest(ctx)
-        .await
-        .map_err(|e| m.error(e.to_string()))?;
-    let build = ModelBuild {
-        session,
-        plan,
-        i,
-        run_id,
-        baseline: baseline(&output, published.as_ref(), history, m, options),
-        watch,
-    };
-    // `plan_increment` registers the published output under this name.
-    let _previous = TempTable::new(ctx, format!("__previous_{}", m.name));
-    let increment =
-        plan_increment(ctx, m, &output, published.as_ref(), options.full_refresh).await?;
-    let staging = publish::staging_dir(records, &m.name, run_id);
-    let stage = Stage::begin(ctx, &output, staging.clone()).await?;
-    let outcome = stage_and_check(
-        &build,
-        &increment,
-        &stage,
-        &staging.with_extension("new"),
-        &mut result,
-    )
-    .await;
-    match outcome {
-        Ok(Some(manifest)) => {
-            result.status = ModelStatus::Success;
-            Ok(Built {
-                result,
-                staged: Some(Staged {
-                    stage,
-                    output,
-                    manifest,
-                }),
-            })
-        }
-        Ok(None) => {
-            stage.discard().await;
-            Ok(Built {
-                result,
-                staged: None,
-            })
-        }
-        Err(e) => {
-            stage.discard().await;
-            Err(e)
-        }
-    }
-}
-
 /// What the volume and schema checks compare a new output with: the published manifest
 /// (wherever the target is), then the run history for what the manifest lacks.
 pub(crate) fn baseline(
@@ -297,118 +181,6 @@ pub(crate) fn baseline(
         },
     };
     from_manifest.or(history.baseline(&m.name))
-}
-
-/// Write a table model's output into its stage and run its checks there. Returns the
-/// manifest to publish, or None when a check failed (recorded in `result`).
-pub(crate) async fn stage_and_check(
-    build: &ModelBuild<'_>,
-    increment: &Increment,
-    stage: &Stage,
-    scratch: &Path,
-    result: &mut ModelResult,
-) -> Result<Option<results::Manifest>> {
-    if let Stage::Database(table) = stage {
-        return super::to_database::stage_and_check(build, increment, table, result).await;
-    }
-    let (ctx, m, plan, i) = (build.ctx(), build.model(), build.plan, build.i);
-    let model_err = |e: datafusion::error::DataFusionError| m.error(describe_datafusion_error(&e));
-    let previous = format!("__previous_{}", m.name);
-    let df = new_rows(build, increment).await?;
-    let schema = output_schema(&df);
-    for col in &m.partition_by {
-        if !schema.iter().any(|(n, _)| n == col) {
-            return Err(m.error(format!(
-                "partition_by column `{col}` is not in the model's output"
-            )));
-        }
-    }
-    if let Stage::Delta(delta) = stage {
-        let personal =
-            super::personal::personal_columns_in_project(ctx, plan, i, df.logical_plan()).await;
-        if let Some(col) = m.partition_by.iter().find(|c| personal.contains(c)) {
-            return Err(m.error(format!(
-                "partition_by column `{col}` holds personal data, and a Delta table writes \
-                 partition values into its log; partition by another column"
-            )));
-        }
-        delta.keep_statistics_of(
-            schema
-                .iter()
-                .map(|(c, _)| c)
-                .filter(|c| !personal.contains(c) && !m.partition_by.contains(c))
-                .cloned()
-                .collect(),
-        );
-    }
-    let rewrite = match increment {
-        Increment::Full => false,
-        Increment::Merge { .. } => true,
-        // Published rows whose key was put on the erasure list since must go too.
-        Increment::Append { .. } => m.erasure.is_some(),
-    };
-    let mut carried: &[OutputFile] = &[];
-    let mut kept_rows = 0u64;
-    if let (
-        Increment::Append {
-            previous: files, ..
-        },
-        false,
-    ) = (increment, rewrite)
-    {
-        // Keep every published file as it is; the new rows go next to them.
-        stage.carry(files)?;
-        carried = files;
-        kept_rows =
-            checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&previous))).await?;
-    }
-    let new_rows = if rewrite {
-        // New rows first (in a scratch folder), then the published rows that are neither
-        // replaced nor erased.
-        let new_rows = TempTable::new(ctx, format!("__new_{}", m.name));
-        let new_name = &new_rows.name;
-        std::fs::create_dir_all(scratch).map_err(|e| SluiceError::io(scratch, e))?;
-        let scratch_url = format!("{}/", scratch.display());
-        let written = match write_output(df, &scratch_url, m, false, &build.watch).await {
-            Ok(n) => register_location(ctx, new_name, &scratch_url, m.format.data_files())
-                .await
-                .map(|()| n),
-            Err(e) => Err(model_err(e)),
-        };
-        let rows = match written {
-            Ok(n) => {
-                result.message = format!("{n} new rows");
-                let sql = merge_sql(m, &schema, new_name, &previous);
-                match ctx.sql(&sql).await {
-                    Ok(df) => write_output(df, &stage.write_url(), m, true, &build.watch)
-                        .await
-                        .map_err(model_err),
-                    Err(e) => Err(m.error(format!(
-                            "cannot merge with the published output (run with --full-refresh if the columns changed): {}",
-                            describe_datafusion_error(&e)
-                        ))),
-                }
-            }
-            Err(e) => Err(e),
-        };
-        drop(new_rows);
-        let _ = std::fs::remove_dir_all(scratch);
-        rows?
-    } else {
-        let n = write_output(df, &stage.write_url(), m, true, &build.watch)
-            .await
-            .map_err(model_err)?;
-        if matches!(increment, Increment::Append { .. }) {
-            result.message = format!("{n} new rows");
-        }
-        n
-    };
-    let written = Written {
-        rows: new_rows + kept_rows,
-        schema: &schema,
-        carried,
-    };
-    finish_staged(build, written, stage, result).await
 }
 
 /// The model's rows this run adds: all of them, or those above the published watermark.

@@ -27,6 +27,7 @@ pub mod unit;
 pub mod vacuum;
 
 mod build;
+mod build_model;
 mod charts;
 mod html;
 mod personal;

@@ -10,6 +10,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use super::build::*;
+use super::build_model::{build_model, Built, RunScope};
 use super::model::{Materialized, Model};
 use super::plan::*;
 use super::progress::Reporter;

@@ -43,7 +43,7 @@ use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
 };
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{
@@ -99,7 +99,8 @@ impl BestRowPerKeyExec {
 
     /// The bytes the input reads from its files, all partitions together, as they will be
     /// in memory: text files at their size, Parquet's compressed columns times
-    /// [`PARQUET_EXPANSION`]. None when the input has a leaf that is not a file scan.
+    /// [`PARQUET_EXPANSION`], sources held in memory at their size. None when a leaf's
+    /// size is unknown.
     fn input_bytes(&self) -> Option<u64> {
         let mut total = Some(0u64);
         let _ = self.input.apply(|node| {
@@ -129,10 +130,22 @@ impl BestRowPerKeyExec {
                     *sum += bytes * expansion;
                     Ok(TreeNodeRecursion::Continue)
                 }
-                _ => {
-                    total = None;
-                    Ok(TreeNodeRecursion::Stop)
+                // Sources held in memory (small files are read once) know their size.
+                (None, Some(sum)) => {
+                    let stats =
+                        StatisticsContext::new().compute(node.as_ref(), &StatisticsArgs::new())?;
+                    match stats.total_byte_size.get_value() {
+                        Some(bytes) => {
+                            *sum += *bytes as u64;
+                            Ok(TreeNodeRecursion::Continue)
+                        }
+                        None => {
+                            total = None;
+                            Ok(TreeNodeRecursion::Stop)
+                        }
+                    }
                 }
+                (_, None) => Ok(TreeNodeRecursion::Stop),
             }
         });
         total
