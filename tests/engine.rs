@@ -366,6 +366,28 @@ fn skewed_events() -> tempfile::TempDir {
     ])
 }
 
+/// `sql`'s rows under `--memory-limit limit` (small batches and sort reservations, one
+/// partition), and the metrics `EXPLAIN ANALYZE` gives its `BestRowPerKeyExec`.
+fn dedup_under_memory_limit(p: &std::path::Path, limit: &str, sql: &str) -> (String, String) {
+    let shell = ["--memory-limit", limit, "shell", "--format", "csv", "-c"];
+    let settings = "SET datafusion.execution.batch_size = 512; SET datafusion.execution.sort_spill_reservation_bytes = 65536; SET datafusion.execution.target_partitions = 1;";
+    let r = run(p, &[&shell[..], &[&format!("{settings} {sql}")]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let explained = run(
+        p,
+        &[&shell[..], &[&format!("{settings} EXPLAIN ANALYZE {sql}")]].concat(),
+    );
+    let metrics = explained
+        .stdout
+        .split("BestRowPerKeyExec")
+        .nth(1)
+        .and_then(|rest| rest.split("metrics=[").nth(1))
+        .and_then(|metrics| metrics.split(']').next())
+        .unwrap_or_else(|| panic!("{}", explained.stdout))
+        .to_string();
+    (r.stdout, metrics)
+}
+
 #[test]
 fn skewed_keys_and_a_memory_pool_too_small_for_the_table_give_the_window_operators_rows() {
     let p = skewed_events();
@@ -412,25 +434,8 @@ fn skewed_keys_and_a_memory_pool_too_small_for_the_table_give_the_window_operato
         }
         // 1 MiB holds the sort's buffers but not the table and every batch: the dedup
         // falls back to DataFusion's sort, which spills, and keeps the same rows.
-        let small = ["--memory-limit", "1M", "shell", "--format", "csv", "-c"];
-        let settings = "SET datafusion.execution.batch_size = 512; SET datafusion.execution.sort_spill_reservation_bytes = 65536; SET datafusion.execution.target_partitions = 1;";
-        let r = run(
-            p.path(),
-            &[&small[..], &[&format!("{settings} {sql}")]].concat(),
-        );
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        assert_eq!(r.stdout, windowed, "{order} under 1M");
-        let r = run(
-            p.path(),
-            &[&small[..], &[&format!("{settings} EXPLAIN ANALYZE {sql}")]].concat(),
-        );
-        let dedup = r
-            .stdout
-            .split("BestRowPerKeyExec")
-            .nth(1)
-            .and_then(|rest| rest.split("metrics=[").nth(1))
-            .and_then(|metrics| metrics.split(']').next())
-            .unwrap_or_else(|| panic!("{}", r.stdout));
+        let (rows, dedup) = dedup_under_memory_limit(p.path(), "1M", &sql);
+        assert_eq!(rows, windowed, "{order} under 1M");
         assert!(dedup.contains("fallback_sorts=1"), "{dedup}");
         assert!(dedup.contains("sorts_up_front=0"), "{dedup}");
         assert!(
@@ -452,25 +457,8 @@ fn an_input_far_larger_than_the_memory_pool_is_sorted_from_the_start_with_the_sa
     assert!(windowed.lines().count() > 5800, "{windowed}");
     // 1.2 MB of CSV against a pool of 448 KiB (512K less the eighth kept outside it): the
     // table could not hold the input, so the dedup sorts (spilling) without trying it.
-    let small = ["--memory-limit", "512K", "shell", "--format", "csv", "-c"];
-    let settings = "SET datafusion.execution.batch_size = 512; SET datafusion.execution.sort_spill_reservation_bytes = 65536; SET datafusion.execution.target_partitions = 1;";
-    let r = run(
-        p.path(),
-        &[&small[..], &[&format!("{settings} {sql}")]].concat(),
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.stdout, windowed);
-    let r = run(
-        p.path(),
-        &[&small[..], &[&format!("{settings} EXPLAIN ANALYZE {sql}")]].concat(),
-    );
-    let dedup = r
-        .stdout
-        .split("BestRowPerKeyExec")
-        .nth(1)
-        .and_then(|rest| rest.split("metrics=[").nth(1))
-        .and_then(|metrics| metrics.split(']').next())
-        .unwrap_or_else(|| panic!("{}", r.stdout));
+    let (rows, dedup) = dedup_under_memory_limit(p.path(), "512K", sql);
+    assert_eq!(rows, windowed);
     assert!(dedup.contains("sorts_up_front=1"), "{dedup}");
     assert!(dedup.contains("fallback_sorts=0"), "{dedup}");
     assert!(

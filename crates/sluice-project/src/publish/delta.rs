@@ -14,7 +14,7 @@ use object_store::ObjectStore;
 use sluice_delta::{DeltaTable, Location, NewVersion, VersionKind};
 
 use super::local::OutputFile;
-use super::objects::{delete, key, list, relative_to};
+use super::objects::{delete, key, list, new_files};
 use super::published::PublishedManifest;
 use super::writer_lock::WriterLock;
 use crate::error::{Result, SluiceError};
@@ -182,23 +182,19 @@ impl DeltaStage {
 
     /// The data files this run wrote (the log and sluice's own names left out).
     pub(crate) async fn written_files(&self) -> Result<Vec<OutputFile>> {
-        let mut files: Vec<OutputFile> = list(&self.store, &self.prefix, &self.location)
-            .await?
-            .into_iter()
-            .filter(|(p, _)| !self.before.contains(p))
-            .filter_map(|(p, bytes)| {
-                let relative = relative_to(&self.prefix, &p)?;
-                let hidden = relative
-                    .split('/')
-                    .any(|part| part.starts_with('_') || part.starts_with('.'));
-                (!hidden).then_some(OutputFile {
-                    path: relative,
-                    bytes,
-                })
-            })
-            .collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(files)
+        let hidden = |relative: &str| {
+            relative
+                .split('/')
+                .any(|part| part.starts_with('_') || part.starts_with('.'))
+        };
+        new_files(
+            &self.store,
+            &self.prefix,
+            &self.location,
+            &self.before,
+            hidden,
+        )
+        .await
     }
 
     /// Commit the version holding exactly `files`: the run's new files and the table's

@@ -1,12 +1,14 @@
 //! The object store operations every kind of stage shares: list a prefix, delete keys,
 //! name a key under a prefix, and say a store's error with its location.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 
+use super::local::OutputFile;
 use crate::error::{Result, SluiceError};
 
 pub(crate) fn key(prefix: &ObjectPath, name: &str) -> ObjectPath {
@@ -60,4 +62,29 @@ pub(crate) async fn delete(
         .await
         .map(|_| ())
         .map_err(|e| store_error(location, &e))
+}
+
+/// The files under `prefix` that were not there `before` (what a run wrote), relative to
+/// the prefix and sorted; `hidden` leaves out markers, logs and sluice's own names.
+pub(crate) async fn new_files(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &ObjectPath,
+    location: &str,
+    before: &HashSet<ObjectPath>,
+    hidden: impl Fn(&str) -> bool,
+) -> Result<Vec<OutputFile>> {
+    let mut files: Vec<OutputFile> = list(store, prefix, location)
+        .await?
+        .into_iter()
+        .filter(|(p, _)| !before.contains(p))
+        .filter_map(|(p, bytes)| {
+            let relative = relative_to(prefix, &p)?;
+            (!hidden(&relative)).then_some(OutputFile {
+                path: relative,
+                bytes,
+            })
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
 }

@@ -13,7 +13,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
 use super::local::OutputFile;
-use super::objects::{delete, key, list, relative_to, store_error};
+use super::objects::{delete, key, list, new_files, store_error};
 use crate::error::{Result, SluiceError};
 use crate::sources::manifest::{self, MANIFEST};
 
@@ -86,23 +86,20 @@ impl S3Stage {
         })
     }
 
-    /// The data files this run wrote, relative to the prefix.
+    /// The data files this run wrote, relative to the prefix (markers left out).
     pub(super) async fn written_files(&self) -> Result<Vec<OutputFile>> {
-        let mut files: Vec<OutputFile> = list(&self.store, &self.prefix, &self.location)
-            .await?
-            .into_iter()
-            .filter(|(p, _)| !self.before.contains(p))
-            .filter_map(|(p, bytes)| {
-                let relative = relative_to(&self.prefix, &p)?;
-                let name = relative.rsplit('/').next().unwrap_or_default();
-                (!name.starts_with('_') && !name.starts_with('.')).then_some(OutputFile {
-                    path: relative,
-                    bytes,
-                })
-            })
-            .collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(files)
+        let marker = |relative: &str| {
+            let name = relative.rsplit('/').next().unwrap_or_default();
+            name.starts_with('_') || name.starts_with('.')
+        };
+        new_files(
+            &self.store,
+            &self.prefix,
+            &self.location,
+            &self.before,
+            marker,
+        )
+        .await
     }
 
     /// A table URL that reads exactly `files` (the prefix also holds the published ones).
