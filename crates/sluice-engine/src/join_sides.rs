@@ -21,14 +21,14 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::Result;
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::ExecutionPlan;
+
+use super::leaf_bytes::leaf_bytes;
 
 /// The name of DataFusion's rule this one must follow.
 pub const AFTER_RULE: &str = "join_selection";
@@ -78,7 +78,10 @@ fn rechosen(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPla
     let Some(join) = node.downcast_ref::<HashJoinExec>() else {
         return Ok(None);
     };
-    let (Some(left), Some(right)) = (file_bytes(join.left())?, file_bytes(join.right())?) else {
+    let (Some(left), Some(right)) = (
+        leaf_bytes(join.left(), |_| 1)?,
+        leaf_bytes(join.right(), |_| 1)?,
+    ) else {
         return Ok(None);
     };
     // Where both inputs have statistics, JoinSelection has chosen the build side with
@@ -112,51 +115,4 @@ fn rechosen(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPla
 fn has_size(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
     let stats = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new())?;
     Ok(stats.total_byte_size.get_value().is_some() || stats.num_rows.get_value().is_some())
-}
-
-/// Bytes every leaf under `plan` reads: a file scan's file sizes, or for other leaves
-/// (the in-memory copies of small sources, VALUES) the byte size their statistics give.
-/// None when a leaf's size is unknown (table functions, streams).
-fn file_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<u64>> {
-    let mut total = Some(0u64);
-    let mut failed = None;
-    plan.apply(|node| {
-        if !node.children().is_empty() {
-            return Ok(TreeNodeRecursion::Continue);
-        }
-        let files = node
-            .downcast_ref::<DataSourceExec>()
-            .and_then(|scan| scan.data_source().downcast_ref::<FileScanConfig>());
-        let bytes = match files {
-            Some(config) => Some(
-                config
-                    .file_groups
-                    .iter()
-                    .flat_map(|group| group.iter())
-                    .map(|file| file.object_meta.size)
-                    .sum::<u64>(),
-            ),
-            None => match StatisticsContext::new().compute(node.as_ref(), &StatisticsArgs::new()) {
-                Ok(stats) => stats.total_byte_size.get_value().map(|b| *b as u64),
-                Err(e) => {
-                    failed = Some(e);
-                    None
-                }
-            },
-        };
-        match (bytes, total.as_mut()) {
-            (Some(bytes), Some(sum)) => {
-                *sum += bytes;
-                Ok(TreeNodeRecursion::Continue)
-            }
-            _ => {
-                total = None;
-                Ok(TreeNodeRecursion::Stop)
-            }
-        }
-    })?;
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(total),
-    }
 }

@@ -7,6 +7,7 @@ pub mod distinct_counts;
 pub mod first_row;
 pub mod join_sides;
 mod key_runs;
+mod leaf_bytes;
 pub mod lookup_join;
 pub mod one_shot;
 pub mod options;

@@ -30,11 +30,9 @@ use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array}
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::TreeNode;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_err, DataFusionError, Result, Statistics};
 use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
@@ -43,7 +41,7 @@ use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
 };
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs, StatisticsContext};
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{
@@ -97,58 +95,17 @@ impl BestRowPerKeyExec {
         }
     }
 
-    /// The bytes the input reads from its files, all partitions together, as they will be
-    /// in memory: text files at their size, Parquet's compressed columns times
-    /// [`PARQUET_EXPANSION`], sources held in memory at their size. None when a leaf's
-    /// size is unknown.
+    /// The bytes the input reads, all partitions together, as they will be in memory:
+    /// text files and sources held in memory at their size, Parquet's compressed columns
+    /// times [`PARQUET_EXPANSION`]. None when a leaf's size is unknown.
     fn input_bytes(&self) -> Option<u64> {
-        let mut total = Some(0u64);
-        let _ = self.input.apply(|node| {
-            if !node.children().is_empty() {
-                return Ok(TreeNodeRecursion::Continue);
-            }
-            let files = node
-                .downcast_ref::<DataSourceExec>()
-                .and_then(|scan| scan.data_source().downcast_ref::<FileScanConfig>());
-            match (files, total.as_mut()) {
-                (Some(config), Some(sum)) => {
-                    let expansion = match config.file_source().file_type() {
-                        "parquet" => PARQUET_EXPANSION,
-                        _ => 1,
-                    };
-                    // A file split into ranges is in several groups: count each range.
-                    let bytes: u64 = config
-                        .file_groups
-                        .iter()
-                        .flat_map(|group| group.iter())
-                        .map(|file| {
-                            file.range
-                                .as_ref()
-                                .map_or(file.object_meta.size, |r| (r.end - r.start) as u64)
-                        })
-                        .sum();
-                    *sum += bytes * expansion;
-                    Ok(TreeNodeRecursion::Continue)
-                }
-                // Sources held in memory (small files are read once) know their size.
-                (None, Some(sum)) => {
-                    let stats =
-                        StatisticsContext::new().compute(node.as_ref(), &StatisticsArgs::new())?;
-                    match stats.total_byte_size.get_value() {
-                        Some(bytes) => {
-                            *sum += *bytes as u64;
-                            Ok(TreeNodeRecursion::Continue)
-                        }
-                        None => {
-                            total = None;
-                            Ok(TreeNodeRecursion::Stop)
-                        }
-                    }
-                }
-                (_, None) => Ok(TreeNodeRecursion::Stop),
-            }
-        });
-        total
+        let in_memory = |scan: &FileScanConfig| match scan.file_source().file_type() {
+            "parquet" => PARQUET_EXPANSION,
+            _ => 1,
+        };
+        super::leaf_bytes::leaf_bytes(&self.input, in_memory)
+            .ok()
+            .flatten()
     }
 
     /// The ORDER BY part of the ordering: what follows the partition keys.
