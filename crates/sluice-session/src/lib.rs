@@ -146,8 +146,8 @@ pub const DEFAULT_BATCH_ROWS: usize = 8 * 1024;
 const LARGE_BATCH_ROWS: usize = 32 * 1024;
 const LARGE_BATCH_MIN_MEMORY: usize = 1 << 30;
 
-fn batch_rows(memory_limit: usize) -> usize {
-    if memory_limit >= LARGE_BATCH_MIN_MEMORY {
+fn batch_rows(pool_size: usize) -> usize {
+    if pool_size >= LARGE_BATCH_MIN_MEMORY {
         LARGE_BATCH_ROWS
     } else {
         DEFAULT_BATCH_ROWS
@@ -165,9 +165,9 @@ pub fn memory_pool_size(memory_limit: usize) -> usize {
 }
 
 pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<Session> {
-    let memory_limit = memory_pool_size(options.memory_limit.unwrap_or_else(default_memory_limit));
+    let pool_size = memory_pool_size(options.memory_limit.unwrap_or_else(default_memory_limit));
     let pool = TrackConsumersPool::new(
-        FairSpillPool::new(memory_limit),
+        FairSpillPool::new(pool_size),
         NonZeroUsize::new(5).expect("non-zero"),
     );
     let runtime = RuntimeEnvBuilder::new()
@@ -203,7 +203,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
     config = config.with_batch_size(
         options
             .batch_rows
-            .unwrap_or_else(|| batch_rows(memory_limit))
+            .unwrap_or_else(|| batch_rows(pool_size))
             .max(1),
     );
     // Spans on identifiers let planning errors point at the line and column they are about.
@@ -287,7 +287,7 @@ pub fn build_session(project: Arc<Project>, options: &SessionOptions) -> Result<
         ctx,
         project,
         schema,
-        memory_limit,
+        memory_limit: pool_size,
         on_cluster: options.cluster.is_some(),
     })
 }
