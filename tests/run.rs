@@ -837,3 +837,97 @@ fn a_model_named_like_a_source_is_an_error_naming_both() {
         r.stderr
     );
 }
+
+/// A partitioned output is split in every partition of the query: one folder level per
+/// column, the values' text escaped as a path part, one file per combination under one
+/// name, and every row in the file of its own values. Rows of many values in each batch go
+/// through the copy in partition order, rows of one value in a batch go as they are.
+#[test]
+fn partitioned_outputs_put_every_row_in_the_file_of_its_values() {
+    let regions = ["eu", "us", "apac"];
+    let cities = ["São Paulo", "Köln", "a b", "x%y", ""];
+    let region = |i: u64| {
+        if i % 1000 == 0 {
+            ""
+        } else {
+            regions[(i % 3) as usize]
+        }
+    };
+    let city = |i: u64| cities[((i / 7) % 5) as usize];
+    let mut csv = String::from("id,region,city\n");
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 1..=200_000u64 {
+        csv.push_str(&format!("{i},{},{}\n", region(i), city(i)));
+        let e = expected.entry((region(i), city(i))).or_insert((0u64, 0u64));
+        e.0 += 1;
+        e.1 += i;
+    }
+    let p = project(&[
+        ("sluice.toml", "[sources.events]\nlocation = \"data/events.csv\"\n"),
+        ("data/events.csv", &csv),
+        (
+            "models/by_place.sql",
+            "/* @config\nmaterialized = \"table\"\nlocation = \"out/by_place\"\npartition_by = [\"region\", \"city\"]\n*/\nSELECT id, region, city, id * 2 AS twice FROM events\n",
+        ),
+        (
+            "models/by_half.sql",
+            "/* @config\nmaterialized = \"table\"\nlocation = \"out/by_half\"\npartition_by = [\"half\"]\n*/\nSELECT id, CASE WHEN id <= 100000 THEN 'low' ELSE 'high' END AS half FROM events\n",
+        ),
+    ]);
+    let r = run(p.path(), &["run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let out = p.path().join("target/out/by_place");
+    let mut folders = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for file in walk(&out) {
+        let relative = file
+            .strip_prefix(&out)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        if let Some((folder, name)) = relative.rsplit_once('/') {
+            assert!(name.ends_with(".parquet"), "{relative}");
+            folders.push(folder.to_string());
+            names.insert(name.to_string());
+        }
+    }
+    folders.sort();
+    let escaped = |c: &str| {
+        c.replace('%', "%25")
+            .replace('ö', "%C3%B6")
+            .replace('ã', "%C3%A3")
+    };
+    let mut want: Vec<String> = expected
+        .keys()
+        .map(|(r, c)| format!("region={r}/city={}", escaped(c)))
+        .collect();
+    want.sort();
+    assert_eq!(folders, want, "one file per pair of values");
+    assert_eq!(names.len(), 1, "one name for the write's files: {names:?}");
+
+    let mut rows = String::from("region,city,n,ids,twice\n");
+    for ((r, c), (n, ids)) in &expected {
+        rows.push_str(&format!("{r},{c},{n},{ids},{}\n", 2 * ids));
+    }
+    assert_eq!(
+        query_csv(
+            p.path(),
+            &format!(
+                "SELECT region, city, count(*) AS n, sum(id) AS ids, sum(twice) AS twice FROM '{}/' GROUP BY region, city ORDER BY region, city",
+                out.display()
+            ),
+        ),
+        rows
+    );
+    assert_eq!(
+        query_csv(
+            p.path(),
+            &format!(
+                "SELECT half, count(*) AS n, min(id) AS lo, max(id) AS hi FROM '{}/' GROUP BY half ORDER BY half",
+                p.path().join("target/out/by_half").display()
+            ),
+        ),
+        "half,n,lo,hi\nhigh,100000,100001,200000\nlow,100000,1,100000\n"
+    );
+}

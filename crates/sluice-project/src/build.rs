@@ -10,6 +10,7 @@ use datafusion::prelude::SessionContext;
 use super::checks::{self, Baseline, CheckResult};
 use super::model::Model;
 use super::parquet;
+use super::partitioned_parquet;
 use super::plan::*;
 use super::plan::{increment, Increment as Decided};
 use super::progress::Watch;
@@ -261,10 +262,32 @@ pub(crate) async fn write_output(
     } else {
         vec![]
     };
+    let df = match m.format {
+        FileFormat::Delta => delta_types(df)?,
+        _ => df,
+    };
+    let columnar = matches!(m.format, FileFormat::Parquet | FileFormat::Delta);
+    if columnar
+        && partitioned_parquet::splits(df.schema().inner(), &partition_by)
+        && !crate::session::cluster_client::runs_on_cluster(df.task_ctx().session_config())
+    {
+        let (state, plan) = df.into_parts();
+        let physical = DataFrame::new(state.clone(), plan.clone())
+            .create_physical_plan()
+            .await?;
+        watch.running(physical.clone());
+        return partitioned_parquet::write(
+            physical,
+            state.task_ctx(),
+            url,
+            &partition_by,
+            |sample| parquet::output_options(&m.compression, &plan, sample),
+        )
+        .await;
+    }
     let write_options = DataFrameWriteOptions::new().with_partition_by(partition_by);
     let written = match m.format {
         FileFormat::Delta => {
-            let df = delta_types(df)?;
             let (df, first) = with_first_batch(df, watch).await?;
             let options =
                 parquet::output_options(&m.compression, &first.plan, first.batch.as_ref());

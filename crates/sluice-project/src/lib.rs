@@ -30,6 +30,7 @@ mod build;
 mod build_model;
 mod charts;
 mod html;
+mod partitioned_parquet;
 mod personal;
 mod plan;
 mod recheck;
