@@ -6,29 +6,12 @@ use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-const TOML: &str = "[sources.people]\nlocation = \"data/people.csv\"\n[sources.erase]\nlocation = \"data/erase.csv\"\n";
+// The delivery project of tests/fixtures/people, with six people.
+const TOML: &str = include_str!("fixtures/people/sluice.toml");
 const PEOPLE: &str = "id,name,country\n1,ann,KR\n2,bob,US\n3,cy,KR\n4,dee,JP\n5,eve,KR\n6,fay,US\n";
 
-const DELIVERY: &str = r#"/* @config
-materialized = "table"
-location = "out/people"
-partition_by = ["country"]
-erasure = { list = "erase", column = "name" }
-[columns.id]
-checks = ["not_null", "unique"]
-[[checks]]
-volume = { max_change_pct = 50 }
-*/
-SELECT id, upper(name) AS name_upper, name, country FROM people
-"#;
-
 fn erase_project() -> tempfile::TempDir {
-    project(&[
-        ("sluice.toml", TOML),
-        ("data/people.csv", PEOPLE),
-        ("data/erase.csv", "name\ncy\n"),
-        ("models/delivery.sql", DELIVERY),
-    ])
+    fixture("people", &[("data/people.csv", PEOPLE)])
 }
 
 fn published(p: &Path) -> String {

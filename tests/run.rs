@@ -5,35 +5,13 @@ mod common;
 use common::*;
 use std::path::Path;
 
-const TOML: &str = "[sources.people]\nlocation = \"data/people.csv\"\n[sources.erase]\nlocation = \"data/erase.csv\"\n";
-const PEOPLE: &str = "id,name,country\n1,ann,KR\n2,bob,US\n3,cy,KR\n4,dee,JP\n";
-
-const DELIVERY: &str = r#"/* @config
-materialized = "table"
-location = "out/people"
-partition_by = ["country"]
-erasure = { list = "erase", column = "name" }
-[columns.id]
-checks = ["not_null", "unique"]
-[columns.country]
-checks = [{ accepted_values = ["KR", "US", "JP"] }]
-[[checks]]
-volume = { max_change_pct = 50 }
-*/
-SELECT id, upper(name) AS name_upper, name, country FROM stg_people
-"#;
-
-const STAGING: &str =
-    "/* @config\nmaterialized = \"view\"\n*/\nSELECT DISTINCT id, name, country FROM people\n";
+// The delivery project of tests/fixtures/people: a staging view, a partitioned delivery
+// with checks, an erasure list.
+const TOML: &str = include_str!("fixtures/people/sluice.toml");
+const PEOPLE: &str = include_str!("fixtures/people/data/people.csv");
 
 fn delivery_project() -> tempfile::TempDir {
-    project(&[
-        ("sluice.toml", TOML),
-        ("data/people.csv", PEOPLE),
-        ("data/erase.csv", "name\ncy\n"),
-        ("models/staging/stg_people.sql", STAGING),
-        ("models/delivery.sql", DELIVERY),
-    ])
+    fixture("people", &[])
 }
 
 fn published(p: &Path) -> String {

@@ -144,7 +144,7 @@ PY
   write_project "$shape" "$dir"
   limit=()
   [ -z "${MEMORY_LIMIT:-}" ] || limit=(--memory-limit "$MEMORY_LIMIT")
-  declare -A times=() rss=()
+  declare -A times=() rss=() stats_of=()
   for engine in "${engines[@]}"; do times[$engine]=""; rss[$engine]=""; done
   for ((run = 1; run <= runs; run++)); do
     for engine in "${engines[@]}"; do
@@ -164,6 +164,14 @@ PY
       times[$engine]+="$t " rss[$engine]+="$r "
       # Each run as it ends: a failure later (the output check) loses no timing.
       echo "  $shape $rows $engine run $run: $t s, peak RSS $((r / 1024)) MB" >&2
+      if [ "$run" = "$runs" ]; then
+        # The output checked after the engine's last run; above 20M rows it is then
+        # removed, so that the disk holds one engine's output at a time (100M: 19 GB each).
+        out=$dir/$engine-out
+        [ "$engine" = sluice ] && out=$dir/sluice/out/delivery
+        stats_of[$engine]=$("$py" "$here/pipeline.py" check "$out")
+        if [ "$rows" -gt 20000000 ]; then rm -rf "$out"; fi
+      fi
     done
   done
   echo "shape=$shape rows=$rows data=${data_mb}MB  (rows, distinct event_id/shared_key/email/phone, sum(event_id), countries)"
@@ -171,9 +179,7 @@ PY
   line="$(printf '%-12s %-10s' "$shape" "$rows")"
   for engine in "${engines[@]}"; do
     if [ -z "${times[$engine]}" ]; then line+="$(printf ' %9s %8s' - -)"; continue; fi
-    out=$dir/$engine-out
-    [ "$engine" = sluice ] && out=$dir/sluice/out/delivery
-    stats=$("$py" "$here/pipeline.py" check "$out")
+    stats=${stats_of[$engine]}
     echo "  $(printf '%-7s' "$engine") ${stats}   runs: ${times[$engine]}  peak RSS $(( $(largest ${rss[$engine]}) / 1024 )) MB"
     if [ -z "$reference" ]; then reference=$stats
     elif [ "$stats" != "$reference" ]; then echo "run.sh: $engine's output differs from ${engines[0]}'s" >&2; exit 1; fi

@@ -78,7 +78,7 @@ fn querying_models(cli: &Cli, project: &Project) -> Result<SessionOptions> {
     options.source_caching =
         crate::sources::SourceCaching::SmallUpTo(crate::session::SMALL_SOURCE_BYTES);
     match crate::project::build_plan(project, &project.vars()) {
-        Ok(plan) => options.models = crate::project::model_tables(project, &plan),
+        Ok(plan) => options.models = crate::project::model_tables(&plan),
         Err(e) => eprintln!("warning: models not loaded: {e}"),
     }
     Ok(options)
@@ -196,7 +196,7 @@ async fn test(cli: &Cli, args: &TestArgs) -> Result<()> {
         Some(
             indexes
                 .iter()
-                .map(|&i| plan.models[i].name.clone())
+                .map(|&i| plan.planned[i].model.name.clone())
                 .collect(),
         )
     };
@@ -264,14 +264,10 @@ async fn diff(cli: &Cli, args: &DiffArgs) -> Result<()> {
 
 async fn plan(cli: &Cli, models: &Selection) -> Result<()> {
     let (plan, session) = planned_session(cli, &models.vars)?;
-    let project = &session.project;
     let selected = plan.select(&models.select)?;
-    let increments = plan.increments(&session.ctx, project, &selected).await?;
+    let increments = plan.increments(&session.ctx, &selected).await?;
     let personal = crate::project::policy::personal_data(&session, &plan).await?;
-    print!(
-        "{}",
-        plan.describe(project, &selected, &increments, &personal)
-    );
+    print!("{}", plan.describe(&selected, &increments, &personal));
     // As `run` would: a published model carrying personal data unhashed fails the plan.
     crate::project::policy::refuse_leaks(&session, &plan, &selected).await?;
     Ok(())
@@ -323,8 +319,7 @@ async fn serve(cli: &Cli, args: &ServeArgs) -> Result<()> {
     // Published models that carry personal data unhashed, as their config allows.
     if let Ok(plan) = crate::project::build_plan(&project, &project.vars()) {
         options.personal_outputs = plan
-            .models
-            .iter()
+            .models()
             .filter(|m| m.materialized != crate::project::model::Materialized::View)
             .flat_map(|m| m.allow_personal.iter().map(|c| format!("{}.{c}", m.name)))
             .collect();

@@ -84,6 +84,18 @@ pub fn query_csv(project: &Path, sql: &str) -> String {
     r.stdout
 }
 
+/// A temporary copy of the project `tests/fixtures/<name>/`, with `files` written over it.
+pub fn fixture(name: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("tests/fixtures").join(name), dir.path());
+    for (path, text) in files {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    dir
+}
+
 /// A temporary project folder with the given files.
 pub fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -57,6 +57,16 @@ pub enum SluiceError {
         location: Option<String>,
         message: String,
     },
+    /// An object store (S3, the files of a Delta table) failed while reading or writing
+    /// `location`; `fault` says why when the error's types tell (see `storage::fault`).
+    Store {
+        location: String,
+        fault: Option<crate::storage::fault::StoreFault>,
+        message: String,
+    },
+    /// The publish protocol refused or found something it did not write: a writer lock
+    /// held by another run, a manifest or journal that is not sluice's.
+    Publish { output: String, message: String },
     /// A PostgreSQL database of `[databases]` failed or refused (never shows the password).
     Database(sluice_postgres::PgError),
     /// The statement was cancelled by the user (Ctrl-C).
@@ -72,6 +82,8 @@ impl SluiceError {
             | SluiceError::Model { .. }
             | SluiceError::Io { .. }
             | SluiceError::Source { .. }
+            | SluiceError::Store { .. }
+            | SluiceError::Publish { .. }
             | SluiceError::Database(_)
             | SluiceError::Cancelled => exit::SQL,
         }
@@ -104,6 +116,22 @@ impl SluiceError {
             location: None,
             message: crate::diagnostic::without_parser_position(&describe_datafusion_error(e)),
             at: crate::diagnostic::error_position(e),
+        }
+    }
+
+    /// A store's failure at `location`, classified by the error's types.
+    pub fn store(location: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+        SluiceError::Store {
+            location: location.to_string(),
+            fault: crate::storage::fault::fault_of(error),
+            message: error.to_string(),
+        }
+    }
+
+    pub fn publish(output: impl Into<String>, message: impl Into<String>) -> Self {
+        SluiceError::Publish {
+            output: output.into(),
+            message: message.into(),
         }
     }
 
@@ -191,6 +219,15 @@ impl fmt::Display for SluiceError {
                 location: None,
                 message,
             } => write!(f, "'{name}': {message}"),
+            SluiceError::Store {
+                location,
+                fault,
+                message,
+            } => match (fault, crate::storage::bucket_of(location)) {
+                (Some(fault), Some(bucket)) => write!(f, "{}", fault.describe(bucket, location)),
+                _ => write!(f, "{location}: {message}"),
+            },
+            SluiceError::Publish { output, message } => write!(f, "{output}: {message}"),
             SluiceError::Database(e) => write!(f, "{e}"),
             SluiceError::Cancelled => write!(f, "query cancelled"),
         }

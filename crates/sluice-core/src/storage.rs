@@ -15,6 +15,7 @@ use url::Url;
 
 use crate::config::S3Config;
 
+pub mod fault;
 pub mod local;
 
 #[derive(Debug)]
@@ -198,43 +199,12 @@ pub fn bucket_of(location: &str) -> Option<&str> {
     Some(rest.split('/').next().unwrap_or(rest))
 }
 
-/// A store error said plainly, naming the bucket and key (never credentials). `location`
-/// is the s3:// URL that was being read or written.
-pub fn explain(location: &str, message: &str) -> Option<String> {
+/// A store error said plainly, naming the bucket and key (never credentials), when its
+/// types say what went wrong (see `fault`). `location` is the s3:// URL that was being read
+/// or written.
+pub fn explain(location: &str, error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let bucket = bucket_of(location)?;
-    let has = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
-    Some(if has(&["NoSuchBucket", "bucket does not exist"]) {
-        format!("bucket `{bucket}` does not exist ({location})")
-    } else if has(&[
-        "PermanentRedirect",
-        "AuthorizationHeaderMalformed",
-        "IncorrectEndpoint",
-        "301 Moved",
-    ]) {
-        format!("bucket `{bucket}` is in another region: set region in [storage.s3] or AWS_REGION ({location})")
-    } else if has(&[
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "403 Forbidden",
-        "Forbidden",
-        "Unauthenticated",
-        "PermissionDenied",
-    ]) {
-        format!("access denied to {location}: check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE) and the bucket's policy")
-    } else if has(&[
-        "error sending request",
-        "Connection refused",
-        "dns error",
-        "tcp connect",
-        "connect error",
-        "timed out",
-        "operation timed out",
-    ]) {
-        format!("cannot reach the S3 endpoint for bucket `{bucket}` ({location}): check endpoint in [storage.s3] or AWS_ENDPOINT_URL")
-    } else {
-        return None;
-    })
+    Some(fault::fault_of(error)?.describe(bucket, location))
 }
 
 fn env_allows_http() -> bool {
@@ -312,24 +282,5 @@ mod tests {
         assert_eq!(dev["region"], "eu-west-1");
         assert_eq!(dev["endpoint_url"], "http://127.0.0.1:9000");
         assert!(ini_section(text, "profile prod").is_none());
-    }
-
-    #[test]
-    fn store_errors_name_bucket_and_key() {
-        assert_eq!(
-            explain(
-                "s3://nope/x.csv",
-                "Client error with status 404 Not Found: <Code>NoSuchBucket</Code>"
-            )
-            .unwrap(),
-            "bucket `nope` does not exist (s3://nope/x.csv)"
-        );
-        assert!(explain(
-            "s3://b/k",
-            "status 403 Forbidden: <Code>AccessDenied</Code>"
-        )
-        .unwrap()
-        .starts_with("access denied to s3://b/k"));
-        assert!(explain("/local/file", "NoSuchBucket").is_none());
     }
 }

@@ -31,7 +31,55 @@ pub use hive_paths::{partition_values, percent_decode};
 pub use stats::file_stats;
 
 /// What went wrong, said for the user (the caller names the source or model).
-pub type Result<T> = std::result::Result<T, String>;
+pub type Result<T> = std::result::Result<T, DeltaError>;
+
+/// A Delta operation's failure: the message for the user, and the store's own error when
+/// the store failed, so that callers can tell why by its type (`std::error::Error::source`).
+#[derive(Debug)]
+pub struct DeltaError {
+    message: String,
+    store: Option<object_store::Error>,
+}
+
+impl std::fmt::Display for DeltaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DeltaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.store
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl DeltaError {
+    fn store(e: object_store::Error) -> Self {
+        DeltaError {
+            message: e.to_string(),
+            store: Some(e),
+        }
+    }
+
+    /// The same failure, its message after `context: `.
+    fn prefixed(self, context: &str) -> Self {
+        DeltaError {
+            message: format!("{context}: {}", self.message),
+            store: self.store,
+        }
+    }
+}
+
+impl From<String> for DeltaError {
+    fn from(message: String) -> Self {
+        DeltaError {
+            message,
+            store: None,
+        }
+    }
+}
 
 /// The key under which sluice records its run in a commit's info.
 pub const COMMIT_INFO_KEY: &str = "sluice";
@@ -102,14 +150,14 @@ impl Location {
         match first {
             Ok(found) => Ok(found.is_some()),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(DeltaError::store(e)),
         }
     }
 
     /// The table at a version; an error when there is no table.
     pub async fn load(&self, at: At) -> Result<DeltaTable> {
         if !self.is_table().await? {
-            return Err("not a Delta table (no _delta_log)".to_string());
+            return Err("not a Delta table (no _delta_log)".to_string().into());
         }
         let builder = self.builder()?;
         let builder = match at {
@@ -135,7 +183,8 @@ impl Location {
                     "cannot read the version as of {}: the table's first commit is later, at {}",
                     t.format("%Y-%m-%d %H:%M:%S UTC"),
                     first.format("%Y-%m-%d %H:%M:%S%.3f UTC")
-                ));
+                )
+                .into());
             }
         }
         if at != At::Latest {
@@ -144,18 +193,18 @@ impl Location {
         Ok(table)
     }
 
-    async fn load_error(&self, at: At, e: deltalake::DeltaTableError) -> String {
+    async fn load_error(&self, at: At, e: deltalake::DeltaTableError) -> DeltaError {
         let latest = match self.builder() {
             Ok(b) => b.load().await.ok().and_then(|t| t.version()),
             Err(_) => None,
         };
         match (at, latest) {
             (At::Version(v), Some(latest)) if v > latest => {
-                format!("cannot read version {v}: the latest version is {latest}")
+                format!("cannot read version {v}: the latest version is {latest}").into()
             }
-            (At::Version(v), _) => format!("cannot read version {v}: {}", describe(e)),
+            (At::Version(v), _) => describe(e).prefixed(&format!("cannot read version {v}")),
             (At::Timestamp(t), _) => {
-                format!("cannot read the version as of {t}: {}", describe(e))
+                describe(e).prefixed(&format!("cannot read the version as of {t}"))
             }
             (At::Latest, _) => describe(e),
         }
@@ -191,7 +240,8 @@ impl Location {
                 missing.len(),
                 files.len(),
                 first.path
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -205,7 +255,7 @@ impl Location {
             .map_ok(|m| m.location)
             .try_collect()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(DeltaError::store)?;
         Ok(names
             .iter()
             .filter_map(|p| p.filename())
@@ -293,10 +343,12 @@ fn register_log_stores() {
 fn table_url(location: &str) -> Result<Url> {
     let trimmed = location.trim_end_matches('/');
     if trimmed.contains("://") {
-        Url::parse(&format!("{trimmed}/")).map_err(|e| format!("bad location {location}: {e}"))
+        Url::parse(&format!("{trimmed}/"))
+            .map_err(|e| format!("bad location {location}: {e}").into())
     } else {
         let path = std::path::absolute(trimmed).map_err(|e| format!("{location}: {e}"))?;
-        Url::from_directory_path(&path).map_err(|()| format!("{location}: not a directory path"))
+        Url::from_directory_path(&path)
+            .map_err(|()| format!("{location}: not a directory path").into())
     }
 }
 
@@ -324,6 +376,12 @@ impl From<String> for CommitError {
     }
 }
 
+impl From<DeltaError> for CommitError {
+    fn from(e: DeltaError) -> Self {
+        CommitError::Failed(e.message)
+    }
+}
+
 fn commit_error(e: deltalake::DeltaTableError) -> CommitError {
     use deltalake::kernel::transaction::TransactionError;
     use deltalake::DeltaTableError;
@@ -337,15 +395,18 @@ fn commit_error(e: deltalake::DeltaTableError) -> CommitError {
             }
     );
     match conflict {
-        true => CommitError::Conflict(describe(e)),
-        false => CommitError::Failed(describe(e)),
+        true => CommitError::Conflict(describe(e).to_string()),
+        false => CommitError::Failed(describe(e).to_string()),
     }
 }
 
-fn describe(e: deltalake::DeltaTableError) -> String {
+fn describe(e: deltalake::DeltaTableError) -> DeltaError {
     match e {
-        deltalake::DeltaTableError::ObjectStore { source } => source.to_string(),
-        other => other.to_string(),
+        deltalake::DeltaTableError::ObjectStore { source } => DeltaError {
+            message: source.to_string(),
+            store: Some(source),
+        },
+        other => DeltaError::from(other.to_string()),
     }
 }
 
@@ -400,7 +461,7 @@ pub async fn table_provider(
     table
         .table_provider()
         .await
-        .map_err(|e| format!("cannot read the table: {e}"))
+        .map_err(|e| DeltaError::from(format!("cannot read the table: {e}")))
 }
 
 /// One data file of a version.

@@ -72,7 +72,7 @@ pub(crate) struct ModelBuild<'a> {
 
 impl<'a> ModelBuild<'a> {
     pub(crate) fn model(&self) -> &'a Model {
-        &self.plan.models[self.i]
+        &self.plan.planned[self.i].model
     }
 
     pub(crate) fn ctx(&self) -> &'a SessionContext {
@@ -129,7 +129,7 @@ pub(crate) async fn plan_increment(
     register_location(ctx, &previous, &output.url(), m.format).await?;
     let filter = match &m.watermark {
         Some(col) => {
-            let max = checks::first_value(
+            let max = super::query::first_value(
                 ctx,
                 &format!(
                     "SELECT CAST(max({c}) AS VARCHAR) FROM {p}",
@@ -187,16 +187,16 @@ pub(crate) fn baseline(
 /// The model's rows this run adds: all of them, or those above the published watermark.
 pub(crate) async fn new_rows(build: &ModelBuild<'_>, increment: &Increment) -> Result<DataFrame> {
     let (ctx, m, plan, i) = (build.ctx(), build.model(), build.plan, build.i);
-    let model_sql = &plan.sql[i];
+    let model_sql = &plan.planned[i].sql;
     let (new_rows_sql, shift) = match increment {
         Increment::Append { filter, .. }
         | Increment::Merge {
             filter: Some(filter),
         } => (
             format!("SELECT * FROM (\n{model_sql}\n) AS __new WHERE {filter}"),
-            plan.sql_shift[i] + 1,
+            plan.planned[i].sql_shift + 1,
         ),
-        _ => (model_sql.clone(), plan.sql_shift[i]),
+        _ => (model_sql.clone(), plan.planned[i].sql_shift),
     };
     ctx.sql(&new_rows_sql)
         .await
@@ -401,7 +401,7 @@ pub(crate) async fn finish_staged(
         // Nothing was written (no rows): checks see an empty result of the model's query.
         let empty = format!(
             "SELECT * FROM ({}) AS __empty WHERE false",
-            build.plan.sql[build.i]
+            build.plan.planned[build.i].sql
         );
         match ctx.sql(&empty).await {
             Ok(df) => register_view(ctx, staged_name, &df, &empty),

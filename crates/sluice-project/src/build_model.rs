@@ -9,7 +9,7 @@ use super::build::{
     baseline, finish_staged, merge_sql, new_rows, plan_increment, run_checks, write_output,
     Increment, ModelBuild, RunOptions, Written,
 };
-use super::checks::{self, Baseline, CheckResult};
+use super::checks::{Baseline, CheckResult};
 use super::model::Materialized;
 use super::plan::{ident, ProjectPlan};
 use super::progress::Watch;
@@ -50,19 +50,20 @@ pub(crate) async fn build_model(
         options,
     } = run;
     let ctx = &session.ctx;
-    let m = &plan.models[i];
+    let m = &plan.planned[i].model;
     let mut result = ModelResult::new(m);
     if m.materialized == Materialized::View {
-        let sql = &plan.sql[i];
+        let sql = &plan.planned[i].sql;
         let df = ctx
             .sql(sql)
             .await
-            .map_err(|e| m.datafusion_error(&e, plan.sql_shift[i]))?;
+            .map_err(|e| m.datafusion_error(&e, plan.planned[i].sql_shift))?;
         let schema = output_schema(&df);
         register_view(ctx, &m.name, &df, sql)?;
         if !m.checks.is_empty() {
             let rows =
-                checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name))).await?;
+                super::query::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name)))
+                    .await?;
             result.checks =
                 run_checks(ctx, &m.name, m, rows, &schema, &Baseline::default()).await?;
             result.rows = Some(rows);
@@ -80,7 +81,7 @@ pub(crate) async fn build_model(
 
     // On a cluster the executors write the files (to the S3 prefix or a shared folder);
     // this client checks them and commits the manifest.
-    let output = plan.location(&session.project, i);
+    let output = plan.location(i);
     result.location = Some(output.display());
     let published = output
         .manifest(ctx)
@@ -195,7 +196,7 @@ pub(crate) async fn stage_and_check(
         stage.carry(files)?;
         carried = files;
         kept_rows =
-            checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&previous))).await?;
+            super::query::count(ctx, &format!("SELECT count(*) FROM {}", ident(&previous))).await?;
     }
     let new_rows = if rewrite {
         // New rows first (in a scratch folder), then the published rows that are neither

@@ -1,13 +1,11 @@
 //! Data quality checks of a model, run on the staged output before it is published.
 
 use crate::functions::quote_ident as ident;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use crate::error::{describe_datafusion_error, Result, SluiceError};
+use super::query::{count, first_row, parse_count, values};
+use crate::error::{Result, SluiceError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -314,83 +312,6 @@ const NO_BASELINE: &str = "no baseline: nothing published and no run history to 
 
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
-}
-
-/// Every batch a query returns.
-async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
-    let df = ctx
-        .sql(sql)
-        .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))?;
-    df.collect()
-        .await
-        .map_err(|e| SluiceError::sql(describe_datafusion_error(&e)))
-}
-
-/// Rows of the first column of a query as text.
-async fn values(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
-    let batches = collect(ctx, sql).await?;
-    let mut out = Vec::new();
-    for b in batches {
-        let col =
-            cast(b.column(0), &DataType::Utf8).map_err(|e| SluiceError::sql(e.to_string()))?;
-        let s = col.as_string::<i32>();
-        for i in 0..s.len() {
-            out.push(if s.is_null(i) {
-                "NULL".to_string()
-            } else {
-                s.value(i).to_string()
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The first row of a query, each column as text.
-async fn first_row(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
-    let batches = collect(ctx, sql).await?;
-    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
-        return Ok(vec![]);
-    };
-    let mut out = Vec::with_capacity(b.num_columns());
-    for col in b.columns() {
-        let col = cast(col, &DataType::Utf8).map_err(|e| SluiceError::sql(e.to_string()))?;
-        let s = col.as_string::<i32>();
-        out.push(if s.is_null(0) {
-            "NULL".to_string()
-        } else {
-            s.value(0).to_string()
-        });
-    }
-    Ok(out)
-}
-
-/// The first column of the first row of a query as text; None for NULL or no rows.
-pub async fn first_value(ctx: &SessionContext, sql: &str) -> Result<Option<String>> {
-    let batches = collect(ctx, sql).await?;
-    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
-        return Ok(None);
-    };
-    let col = cast(b.column(0), &DataType::Utf8).map_err(|e| SluiceError::sql(e.to_string()))?;
-    let s = col.as_string::<i32>();
-    Ok((!s.is_null(0)).then(|| s.value(0).to_string()))
-}
-
-/// The single number a `SELECT count(*) ...` query returns.
-pub async fn count(ctx: &SessionContext, sql: &str) -> Result<u64> {
-    let v = values(ctx, sql).await?;
-    match v.first() {
-        Some(n) => parse_count(n, sql),
-        None => Err(SluiceError::sql(format!("`{sql}` returned no rows"))),
-    }
-}
-
-fn parse_count(text: &str, sql: &str) -> Result<u64> {
-    text.parse().map_err(|_| {
-        SluiceError::sql(format!(
-            "`{sql}` returned `{text}` where a row count was expected"
-        ))
-    })
 }
 
 /// The condition a failing row meets, for checks that look at one row at a time.

@@ -132,14 +132,13 @@ pub async fn diff(
     name: &str,
     options: &DiffOptions,
 ) -> Result<DataDiff> {
-    let project = &session.project;
     let ctx = &session.ctx;
-    let Some(i) = plan.models.iter().position(|m| m.name == name) else {
+    let Some(i) = plan.models().position(|m| m.name == name) else {
         let hint =
-            crate::diagnostic::did_you_mean_hint(name, plan.models.iter().map(|m| m.name.as_str()));
+            crate::diagnostic::did_you_mean_hint(name, plan.models().map(|m| m.name.as_str()));
         return Err(SluiceError::Usage(format!("no model named `{name}`{hint}")));
     };
-    let m = &plan.models[i];
+    let m = &plan.planned[i].model;
     if options.key.is_empty() {
         return Err(SluiceError::Usage(
             "--key: name the column(s) that identify a row".into(),
@@ -157,16 +156,16 @@ pub async fn diff(
         }
         None => {
             let df = ctx
-                .sql(&plan.sql[i])
+                .sql(&plan.planned[i].sql)
                 .await
-                .map_err(|e| m.datafusion_error(&e, plan.sql_shift[i]))?;
-            register_view(ctx, LEFT, &df, &plan.sql[i])?;
+                .map_err(|e| m.datafusion_error(&e, plan.planned[i].sql_shift))?;
+            register_view(ctx, LEFT, &df, &plan.planned[i].sql)?;
             "fresh build".to_string()
         }
     };
     let right = match &options.against {
         Some(location) => location_url(location),
-        None => plan.location(project, i).url(),
+        None => plan.location(i).url(),
     };
     register_location(ctx, RIGHT, &right, m.format)
         .await

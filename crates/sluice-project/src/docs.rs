@@ -55,7 +55,7 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
         });
     }
     for &i in &plan.order {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         let (columns, problem) = columns_of(session, &m.name).await;
         tables.push(Table {
             name: m.name.clone(),
@@ -67,7 +67,7 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
             description: m.description.clone().unwrap_or_default(),
             location: match m.materialized {
                 Materialized::View => String::new(),
-                _ => plan.location(project, i).display(),
+                _ => plan.location(i).display(),
             },
             columns,
             problem,
@@ -91,9 +91,9 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
     let tests = results_by_model(&last_test);
     let mut published = HashMap::new();
     for &i in &plan.order {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         if m.materialized != Materialized::View {
-            if let Ok(Some(manifest)) = plan.location(project, i).manifest(ctx).await {
+            if let Ok(Some(manifest)) = plan.location(i).manifest(ctx).await {
                 published.insert(m.name.clone(), manifest.json);
             }
         }
@@ -118,7 +118,7 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
          <input id=\"filter\" type=\"search\" placeholder=\"Filter tables and columns\" aria-label=\"Filter\"></header>",
         esc(&project.name()),
         project.config.sources.len(),
-        plan.models.len(),
+        plan.planned.len(),
         last_run
             .as_ref()
             .and_then(|d| d["metadata"]["generated_at"].as_str())
@@ -139,8 +139,7 @@ pub async fn write_site(session: &Session, plan: &ProjectPlan, out: &Path) -> Re
     let feeds = feeds_by_column(&lineage);
     for t in &tables {
         let m = plan
-            .models
-            .iter()
+            .models()
             .find(|m| m.name == t.name && t.kind != "source");
         let _ = write!(
             html,
@@ -277,13 +276,13 @@ async fn funnel_html(
     column: &str,
     steps: i64,
 ) -> String {
-    let Some(i) = plan.models.iter().position(|m| m.name == model) else {
+    let Some(i) = plan.models().position(|m| m.name == model) else {
         return String::new();
     };
-    let m = &plan.models[i];
+    let m = &plan.planned[i].model;
     let ctx = &session.ctx;
     let name = format!("__docs_funnel_{model}");
-    let url = plan.location(&session.project, i).url();
+    let url = plan.location(i).url();
     let counted = async {
         super::tables::register_location(ctx, &name, &url, m.format).await?;
         let sql = format!(
@@ -352,7 +351,7 @@ fn personal_marks(
     for column in project.config.personal_columns() {
         marks.insert(column, Mark::Personal);
     }
-    for m in &plan.models {
+    for m in plan.models() {
         for column in &m.pii_columns {
             marks.insert(format!("{}.{column}", m.name), Mark::Personal);
         }

@@ -12,7 +12,6 @@ use std::time::Instant;
 use datafusion::prelude::SessionContext;
 
 use super::build::{finish_staged, new_run_id, write_output, ModelBuild, Written};
-use super::checks;
 use super::checks::Baseline;
 use super::model::{Erasure, Materialized, Model};
 use super::plan::{ident, ProjectPlan};
@@ -35,7 +34,7 @@ pub async fn erase(session: &Session, plan: &ProjectPlan, select: &[String]) -> 
     let records = project.records_dir();
     std::fs::create_dir_all(&records).map_err(|e| SluiceError::io(&records, e))?;
     publish::clean_staging(&records)?;
-    plan.recover_publishes(project)?;
+    plan.recover_publishes()?;
     let selected = plan.select(select)?;
     declare_models(session, plan);
     let run_id = new_run_id();
@@ -43,7 +42,7 @@ pub async fn erase(session: &Session, plan: &ProjectPlan, select: &[String]) -> 
     let mut results = RunResults::new(&run_id, &project.name());
     let started = Instant::now();
     for &i in &plan.order {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         let Some(erasure) = &m.erasure else { continue };
         if !selected.contains(&i) || m.materialized == Materialized::View {
             // A view reads its inputs on every query; the list applies there already.
@@ -96,8 +95,8 @@ async fn erase_model(
     history: &History,
 ) -> Result<ModelResult> {
     let ctx = &session.ctx;
-    let m = &plan.models[i];
-    let output = plan.location(&session.project, i);
+    let m = &plan.planned[i].model;
+    let output = plan.location(i);
     let mut result = ModelResult::new(m);
     result.location = Some(output.display());
     let Some(published) = output.manifest(ctx).await? else {
@@ -127,7 +126,7 @@ async fn erase_model(
         let url = listed_url(ctx, &output, std::slice::from_ref(file))?;
         let table = TempTable::new(ctx, scan.to_string());
         register_location(ctx, scan, &url, m.format.data_files()).await?;
-        let n = checks::count(ctx, &listed_rows_sql(scan, erasure)).await;
+        let n = super::query::count(ctx, &listed_rows_sql(scan, erasure)).await;
         drop(table);
         let n = n.map_err(|e| {
             m.error(format!(

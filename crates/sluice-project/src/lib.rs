@@ -22,6 +22,7 @@ pub mod parquet;
 pub mod policy;
 pub mod progress;
 pub mod publish;
+mod query;
 pub mod results;
 pub mod unit;
 pub mod vacuum;

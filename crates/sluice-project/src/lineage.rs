@@ -58,10 +58,10 @@ pub(crate) async fn model_plans<T>(
     f: impl Fn(&LogicalPlan) -> T,
 ) -> Result<Vec<Option<T>>> {
     let ctx = &session.ctx;
-    let mut out: Vec<Option<T>> = (0..plan.models.len()).map(|_| None).collect();
+    let mut out: Vec<Option<T>> = (0..plan.planned.len()).map(|_| None).collect();
     for &i in &plan.order {
-        let m = &plan.models[i];
-        let planned = match ctx.sql(&plan.sql[i]).await {
+        let m = &plan.planned[i].model;
+        let planned = match ctx.sql(&plan.planned[i].sql).await {
             Ok(planned) => planned,
             Err(_) if !strict => continue,
             Err(e) => return Err(m.error(describe_datafusion_error(&e))),
@@ -84,7 +84,7 @@ pub(crate) async fn model_plans_then_forget<T>(
     f: impl Fn(&LogicalPlan) -> T,
 ) -> Result<Vec<Option<T>>> {
     let planned = model_plans(session, plan, false, f).await;
-    for m in &plan.models {
+    for m in plan.models() {
         let _ = session.ctx.deregister_table(&m.name);
     }
     planned
@@ -160,7 +160,7 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
             .is_some_and(|(t, _)| session.project.config.sources.contains_key(t))
     };
     for &i in &plan.order {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         for (field, direct) in &hops[i] {
             let mut upstream = BTreeSet::new();
             for from in direct {
@@ -175,7 +175,7 @@ pub async fn lineage(session: &Session, plan: &ProjectPlan, select: &[String]) -
         if !selected.contains(&i) {
             continue;
         }
-        for input in &plan.reads[i] {
+        for input in &plan.planned[i].reads {
             tables.insert(Edge {
                 from: input.clone(),
                 to: m.name.clone(),

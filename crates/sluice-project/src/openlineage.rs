@@ -150,8 +150,9 @@ impl Emitter {
     }
 
     fn event(&self, kind: &str, plan: &ProjectPlan, i: usize, run_facets: Value) -> Value {
-        let m = &plan.models[i];
-        let inputs: Vec<Value> = plan.reads[i]
+        let m = &plan.planned[i].model;
+        let inputs: Vec<Value> = plan.planned[i]
+            .reads
             .iter()
             .chain(m.erasure.as_ref().map(|e| &e.list))
             .filter_map(|name| self.datasets.get(name))
@@ -176,7 +177,7 @@ impl Emitter {
                 "name": format!("{}.{}", self.project, m.name),
                 "facets": {
                     "sql": with(facet("1-1-0/SQLJobFacet.json#/$defs/SQLJobFacet"), json!({
-                        "query": plan.sql[i], "dialect": "datafusion",
+                        "query": plan.planned[i].sql, "dialect": "datafusion",
                     })),
                 },
             },
@@ -187,8 +188,8 @@ impl Emitter {
 
     pub fn started(&self, plan: &ProjectPlan, i: usize) {
         let mut event = self.event("START", plan, i, json!({}));
-        if let Some(output) = self.datasets.get(&plan.models[i].name) {
-            if plan.models[i].materialized != Materialized::View {
+        if let Some(output) = self.datasets.get(&plan.planned[i].model.name) {
+            if plan.planned[i].model.materialized != Materialized::View {
                 event["outputs"] = json!([{ "namespace": output.namespace, "name": output.name }]);
             }
         }
@@ -196,7 +197,7 @@ impl Emitter {
     }
 
     pub fn finished(&self, plan: &ProjectPlan, i: usize, result: &ModelResult) {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         let (kind, run_facets) = match result.status {
             ModelStatus::Success => ("COMPLETE", json!({})),
             ModelStatus::Skipped => return,
@@ -361,8 +362,8 @@ fn datasets(session: &Session, plan: &ProjectPlan) -> BTreeMap<String, Dataset> 
             out.insert(def.name.clone(), d);
         }
     }
-    for (i, m) in plan.models.iter().enumerate() {
-        let dataset = match plan.location(&session.project, i) {
+    for (i, m) in plan.models().enumerate() {
+        let dataset = match plan.location(i) {
             Output::Database(t) => database_dataset(session, &t.database, &t.table.to_string()),
             other => Some(location_dataset(&other.display())),
         };

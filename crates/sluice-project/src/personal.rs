@@ -22,28 +22,29 @@ pub(crate) async fn personal_columns_in_project(
     query: &LogicalPlan,
 ) -> Vec<String> {
     let mut ancestors = HashSet::new();
-    let mut stack = plan.deps[i].clone();
+    let mut stack = plan.planned[i].deps.clone();
     while let Some(j) = stack.pop() {
         if ancestors.insert(j) {
-            stack.extend(plan.deps[j].iter().copied());
+            stack.extend(plan.planned[j].deps.iter().copied());
         }
     }
     let mut found: HashMap<usize, Vec<String>> = HashMap::new();
     for &j in plan.order.iter().filter(|j| ancestors.contains(j)) {
         let inherited = inherited(plan, j, &found);
         // An upstream model that cannot be planned now adds nothing it could name.
-        if let Ok(df) = ctx.sql(&plan.sql[j]).await {
+        if let Ok(df) = ctx.sql(&plan.planned[j].sql).await {
             found.insert(
                 j,
-                personal_columns(&plan.models[j], df.logical_plan(), &inherited),
+                personal_columns(&plan.planned[j].model, df.logical_plan(), &inherited),
             );
         }
     }
-    personal_columns(&plan.models[i], query, &inherited(plan, i, &found))
+    personal_columns(&plan.planned[i].model, query, &inherited(plan, i, &found))
 }
 
 fn inherited(plan: &ProjectPlan, i: usize, found: &HashMap<usize, Vec<String>>) -> Vec<String> {
-    plan.deps[i]
+    plan.planned[i]
+        .deps
         .iter()
         .filter_map(|j| found.get(j))
         .flatten()

@@ -11,15 +11,27 @@ use super::publish::{self};
 use crate::config::Project;
 use crate::error::{Result, SluiceError};
 
+/// One model as `run` will build it, computed before anything runs and without side
+/// effects (nothing registered, read or written).
+pub struct PlannedModel {
+    pub model: Model,
+    /// Resolved SQL (variables substituted, erasure applied).
+    pub sql: String,
+    /// Lines sluice put before the model's own SQL in `sql` (the erasure filter's).
+    pub sql_shift: usize,
+    /// The tables the SQL reads: models and sources.
+    pub reads: BTreeSet<String>,
+    /// The models among them, as indexes into the plan.
+    pub deps: Vec<usize>,
+    /// Where a table model publishes: a local folder, an S3 prefix, a Delta table or a
+    /// database table (a view publishes nothing).
+    pub output: Output,
+}
+
 /// What `run` will do, computed before anything runs (and printed by `plan`).
 pub struct ProjectPlan {
-    pub models: Vec<Model>,
-    /// Resolved SQL of each model (variables substituted, erasure applied).
-    pub sql: Vec<String>,
-    /// Lines sluice put before the model's own SQL in `sql` (the erasure filter's).
-    pub sql_shift: Vec<usize>,
-    pub reads: Vec<BTreeSet<String>>,
-    pub deps: Vec<Vec<usize>>,
+    pub planned: Vec<PlannedModel>,
+    /// Indexes into `planned`, each model after the models it reads.
     pub order: Vec<usize>,
 }
 
@@ -82,14 +94,29 @@ pub fn build_plan(project: &Project, vars: &BTreeMap<String, String>) -> Result<
         })
         .collect();
     let order = dag::order(&models, &deps)?;
-    Ok(ProjectPlan {
-        models,
-        sql,
-        sql_shift,
-        reads,
-        deps,
-        order,
-    })
+    let target = project.target();
+    let planned = models
+        .into_iter()
+        .zip(sql)
+        .zip(sql_shift)
+        .zip(reads)
+        .zip(deps)
+        .map(|((((model, sql), sql_shift), reads), deps)| PlannedModel {
+            output: Output::of_model(
+                &target,
+                model.location.as_deref(),
+                &model.name,
+                model.format,
+                model.database.as_deref(),
+            ),
+            model,
+            sql,
+            sql_shift,
+            reads,
+            deps,
+        })
+        .collect();
+    Ok(ProjectPlan { planned, order })
 }
 
 impl ProjectPlan {
@@ -97,7 +124,7 @@ impl ProjectPlan {
     /// descendants), folders (`staging/`) and `tag:x`. Empty selects everything.
     pub fn select(&self, selectors: &[String]) -> Result<HashSet<usize>> {
         if selectors.is_empty() {
-            return Ok((0..self.models.len()).collect());
+            return Ok((0..self.planned.len()).collect());
         }
         let mut out = HashSet::new();
         for s in selectors {
@@ -110,17 +137,17 @@ impl ProjectPlan {
                 None => (false, s),
             };
             let base: Vec<usize> = if let Some(tag) = s.strip_prefix("tag:") {
-                (0..self.models.len())
-                    .filter(|&i| self.models[i].tags.iter().any(|t| t == tag))
+                (0..self.planned.len())
+                    .filter(|&i| self.planned[i].model.tags.iter().any(|t| t == tag))
                     .collect()
             } else if s.ends_with('/') || s.contains('/') {
                 let folder = s.trim_start_matches("models/");
-                (0..self.models.len())
-                    .filter(|&i| self.models[i].relative.starts_with(folder))
+                (0..self.planned.len())
+                    .filter(|&i| self.planned[i].model.relative.starts_with(folder))
                     .collect()
             } else {
-                (0..self.models.len())
-                    .filter(|&i| self.models[i].name == s)
+                (0..self.planned.len())
+                    .filter(|&i| self.planned[i].model.name == s)
                     .collect()
             };
             if base.is_empty() {
@@ -143,10 +170,10 @@ impl ProjectPlan {
 
     fn walk(&self, i: usize, up: bool, out: &mut HashSet<usize>) {
         let next: Vec<usize> = if up {
-            self.deps[i].clone()
+            self.planned[i].deps.clone()
         } else {
-            (0..self.models.len())
-                .filter(|&k| self.deps[k].contains(&i))
+            (0..self.planned.len())
+                .filter(|&k| self.planned[k].deps.contains(&i))
                 .collect()
         };
         for k in next {
@@ -156,27 +183,25 @@ impl ProjectPlan {
         }
     }
 
+    /// The models, in the order they were found.
+    pub fn models(&self) -> impl Iterator<Item = &Model> + '_ {
+        self.planned.iter().map(|p| &p.model)
+    }
+
     /// Where a table model publishes: a local folder, an S3 prefix or a Delta table.
-    pub fn location(&self, project: &Project, i: usize) -> Output {
-        let m = &self.models[i];
-        Output::of_model(
-            &project.target(),
-            m.location.as_deref(),
-            &m.name,
-            m.format,
-            m.database.as_deref(),
-        )
+    pub fn location(&self, i: usize) -> Output {
+        self.planned[i].output.clone()
     }
 
     /// Finish or roll back local publishes a killed run left half done (the rename-aside
     /// protocol), before anything reads a published output. Returns the outputs recovered.
-    pub fn recover_publishes(&self, project: &Project) -> Result<Vec<String>> {
+    pub fn recover_publishes(&self) -> Result<Vec<String>> {
         let mut recovered = Vec::new();
-        for (i, m) in self.models.iter().enumerate() {
+        for (i, m) in self.models().enumerate() {
             if m.materialized == Materialized::View {
                 continue;
             }
-            if let Output::Local(dir) = self.location(project, i) {
+            if let Output::Local(dir) = self.location(i) {
                 if publish::recover(&dir)? {
                     recovered.push(dir.display().to_string());
                 }
@@ -190,17 +215,16 @@ impl ProjectPlan {
     pub async fn increments(
         &self,
         ctx: &datafusion::prelude::SessionContext,
-        project: &Project,
         selected: &HashSet<usize>,
     ) -> Result<HashMap<usize, Increment>> {
         let mut out = HashMap::new();
         for &i in selected {
-            let m = &self.models[i];
+            let m = &self.planned[i].model;
             if m.materialized != Materialized::Incremental {
                 continue;
             }
             let published = self
-                .location(project, i)
+                .location(i)
                 .manifest(ctx)
                 .await
                 .map_err(|e| m.error(e.to_string()))?;
@@ -213,7 +237,6 @@ impl ProjectPlan {
     /// incremental model's run would do, `personal` which outputs carry personal data raw.
     pub fn describe(
         &self,
-        project: &Project,
         selected: &HashSet<usize>,
         increments: &HashMap<usize, Increment>,
         personal: &super::leaks::PersonalData,
@@ -225,7 +248,7 @@ impl ProjectPlan {
                 continue;
             }
             n += 1;
-            let m = &self.models[i];
+            let m = &self.planned[i].model;
             let kind = match m.materialized {
                 Materialized::View => "view".to_string(),
                 other => format!(
@@ -234,7 +257,7 @@ impl ProjectPlan {
                         Materialized::Incremental => "incremental",
                         _ => "table",
                     },
-                    self.location(project, i).display(),
+                    self.location(i).display(),
                     match m.format {
                         crate::config::FileFormat::Postgres => "postgres",
                         other => other.extension(),
@@ -274,7 +297,7 @@ impl ProjectPlan {
                     leak.column, leak.personal
                 ));
             }
-            let reads: Vec<&str> = self.reads[i].iter().map(String::as_str).collect();
+            let reads: Vec<&str> = self.planned[i].reads.iter().map(String::as_str).collect();
             s.push_str(&format!(
                 "   reads: {}\n",
                 if reads.is_empty() {
@@ -294,7 +317,7 @@ impl ProjectPlan {
                     .collect();
                 s.push_str(&format!("   checks: {}\n", names.join(", ")));
             }
-            for line in self.sql[i].lines() {
+            for line in self.planned[i].sql.lines() {
                 s.push_str(&format!("   | {line}\n"));
             }
         }

@@ -21,7 +21,7 @@ use crate::session::Session;
 pub async fn personal_data(session: &Session, plan: &ProjectPlan) -> Result<PersonalData> {
     let personal_sources: HashSet<String> = session.project.config.personal_columns().collect();
     let mut found = PersonalData::default();
-    if personal_sources.is_empty() && plan.models.iter().all(|m| m.pii_columns.is_empty()) {
+    if personal_sources.is_empty() && plan.models().all(|m| m.pii_columns.is_empty()) {
         return Ok(found);
     }
     let hops: Vec<Vec<(String, BTreeSet<String>)>> =
@@ -34,7 +34,7 @@ pub async fn personal_data(session: &Session, plan: &ProjectPlan) -> Result<Pers
     // columns in between.
     let mut carried: BTreeMap<String, Vec<(String, Vec<String>)>> = BTreeMap::new();
     for &i in &plan.order {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         for (column, feeds) in &hops[i] {
             let mut paths: Vec<(String, Vec<String>)> = Vec::new();
             let mut seen = BTreeSet::new();
@@ -85,8 +85,7 @@ pub async fn personal_data(session: &Session, plan: &ProjectPlan) -> Result<Pers
 /// A `model.column` marked `pii = true`.
 fn is_marked(plan: &ProjectPlan, column: &str) -> bool {
     column.split_once('.').is_some_and(|(model, c)| {
-        plan.models
-            .iter()
+        plan.models()
             .any(|m| m.name == model && m.pii_columns.iter().any(|p| p == c))
     })
 }
@@ -101,7 +100,7 @@ pub async fn refuse_leaks(
     let found = personal_data(session, plan).await?;
     let mut refused = found.leaks.iter().filter(|(i, _)| selected.contains(i));
     if let Some((&i, leaks)) = refused.next() {
-        let m: &Model = &plan.models[i];
+        let m: &Model = &plan.planned[i].model;
         let mut message = leaks
             .iter()
             .map(Leak::describe)
@@ -111,7 +110,7 @@ pub async fn refuse_leaks(
             for leak in more {
                 message.push_str(&format!(
                     "\n  model `{}`: {}",
-                    plan.models[j].name,
+                    plan.planned[j].model.name,
                     leak.describe()
                 ));
             }

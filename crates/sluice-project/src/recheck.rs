@@ -4,7 +4,7 @@ use crate::project::results::ModelStatus;
 use std::time::Instant;
 
 use super::build::*;
-use super::checks::{self, CheckResult};
+use super::checks::CheckResult;
 use super::model::Materialized;
 use super::plan::*;
 use super::progress::Reporter;
@@ -26,7 +26,7 @@ pub async fn test(session: &Session, plan: &ProjectPlan, select: &[String]) -> R
     let mut results = RunResults::new(&new_run_id(), &project.name());
     let started = Instant::now();
     for &i in &plan.order {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         if !selected.contains(&i) || m.checks.is_empty() {
             continue;
         }
@@ -66,7 +66,7 @@ pub(crate) async fn test_model(
     history: &History,
 ) -> Result<ModelResult> {
     let ctx = &session.ctx;
-    let m = &plan.models[i];
+    let m = &plan.planned[i].model;
     let mut result = ModelResult::new(m);
     let (table, rows, schema) = if m.materialized == Materialized::View {
         let df = ctx
@@ -74,10 +74,11 @@ pub(crate) async fn test_model(
             .await
             .map_err(|e| m.error(describe_datafusion_error(&e)))?;
         let schema = output_schema(&df);
-        let rows = checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name))).await?;
+        let rows =
+            super::query::count(ctx, &format!("SELECT count(*) FROM {}", ident(&m.name))).await?;
         (m.name.clone(), rows, schema)
     } else {
-        let output = plan.location(&session.project, i);
+        let output = plan.location(i);
         result.location = Some(output.display());
         let Some(manifest) = output.manifest(ctx).await? else {
             return Ok(ModelResult::error(
@@ -93,7 +94,8 @@ pub(crate) async fn test_model(
         let schema = manifest.schema;
         let table = format!("__published_{}", m.name);
         register_location(ctx, &table, &output.url(), m.format).await?;
-        let rows = checks::count(ctx, &format!("SELECT count(*) FROM {}", ident(&table))).await?;
+        let rows =
+            super::query::count(ctx, &format!("SELECT count(*) FROM {}", ident(&table))).await?;
         (table, rows, schema)
     };
     // A published table read for the checks only; a view model stays registered.

@@ -92,7 +92,7 @@ pub async fn run(
             "removed {cleaned} leftover staging folder(s) of an interrupted run"
         ));
     }
-    for dir in plan.recover_publishes(project)? {
+    for dir in plan.recover_publishes()? {
         report.line(&format!("recovered {dir} from an interrupted publish"));
     }
     let selected = plan.select(&options.select)?;
@@ -131,8 +131,9 @@ pub async fn run(
         let mut k = 0;
         while k < waiting.len() {
             let i = waiting[k];
-            let m = &plan.models[i];
-            let inputs: Vec<usize> = plan.deps[i]
+            let m = &plan.planned[i].model;
+            let inputs: Vec<usize> = plan.planned[i]
+                .deps
                 .iter()
                 .copied()
                 .filter(|d| selected.contains(d))
@@ -176,7 +177,7 @@ pub async fn run(
         let Some((i, outcome, elapsed)) = running.next().await else {
             break;
         };
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         let mut result = match outcome {
             Ok(Built { result, staged }) => {
                 let mut result = result;
@@ -262,7 +263,7 @@ pub async fn run(
         } else {
             for (i, staged) in deferred {
                 staged.stage.discard().await;
-                if let Some(r) = results.result_mut(&plan.models[i].name) {
+                if let Some(r) = results.result_mut(&plan.planned[i].model.name) {
                     r.status = ModelStatus::Skipped;
                     r.message =
                         "built and checked, not published: another model failed (--all-or-nothing)"

@@ -11,7 +11,7 @@ use datafusion::prelude::SessionContext;
 use super::model::Materialized;
 use super::plan::*;
 use super::publish::Output;
-use crate::config::{FileFormat, Project};
+use crate::config::FileFormat;
 use crate::error::{describe_datafusion_error, Result, SluiceError};
 use crate::session::Session;
 use crate::sources::{open_source, ModelTable, SourceDef};
@@ -83,22 +83,20 @@ pub(crate) fn replace_table(
 
 /// Make the project's models queryable by name without building them.
 pub fn declare_models(session: &Session, plan: &ProjectPlan) {
-    session
-        .schema
-        .declare_models(model_tables(&session.project, plan));
+    session.schema.declare_models(model_tables(plan));
 }
 
 /// The project's models as tables: views by their SQL, tables by their published output
 /// (when there is one). Nothing is read or planned until a statement uses a model.
-pub fn model_tables(project: &Project, plan: &ProjectPlan) -> Vec<(String, ModelTable)> {
+pub fn model_tables(plan: &ProjectPlan) -> Vec<(String, ModelTable)> {
     let models = plan.order.iter().filter_map(|&i| {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         let table = match m.materialized {
             Materialized::View => ModelTable::View {
-                sql: plan.sql[i].clone(),
+                sql: plan.planned[i].sql.clone(),
             },
             _ => {
-                let output = plan.location(project, i);
+                let output = plan.location(i);
                 // On S3 whether it was published is known only by asking, on first use.
                 let local_marker = match &output {
                     Output::Local(dir) => Some(dir.join("_SUCCESS")),

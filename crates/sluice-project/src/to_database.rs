@@ -6,7 +6,6 @@ use datafusion::prelude::DataFrame;
 use sluice_postgres::{Erased, Publish};
 
 use super::build::{merge_sql, new_rows, run_checks, CheckedOutput, Increment, ModelBuild};
-use super::checks;
 use super::plan::ident;
 use super::publish::postgres::DatabaseStage;
 use super::results::{self, ModelResult};
@@ -53,7 +52,7 @@ pub(crate) async fn stage_and_check(
             })?;
             register_view(ctx, &staged.name, &df, &sql)?;
             result.message = format!("{} new rows", written.rows);
-            let rows = checks::count(
+            let rows = super::query::count(
                 ctx,
                 &format!("SELECT count(*) FROM {}", ident(&staged.name)),
             )

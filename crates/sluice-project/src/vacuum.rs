@@ -63,11 +63,11 @@ pub async fn vacuum(
     let selected = plan.select(select)?;
     let mut done = Vec::new();
     for &i in &plan.order {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         if !selected.contains(&i) || m.materialized == Materialized::View {
             continue;
         }
-        let Output::Delta(location) = plan.location(&session.project, i) else {
+        let Output::Delta(location) = plan.location(i) else {
             continue;
         };
         let table = delta::open(&session.ctx, &location)?;

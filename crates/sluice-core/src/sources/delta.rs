@@ -37,10 +37,9 @@ async fn open_version(
     let at = version_of(def).map_err(|e| def.error(e))?;
     let location = def.location.trim_end_matches('/');
     let table_location = sluice_delta::Location::new(state, location).map_err(|e| def.error(e))?;
-    let table = table_location
-        .load(at)
-        .await
-        .map_err(|e| def.error(crate::storage::explain(location, &e).unwrap_or(e)))?;
+    let table = table_location.load(at).await.map_err(|e| {
+        def.error(crate::storage::explain(location, &e).unwrap_or_else(|| e.to_string()))
+    })?;
     let version = table.version().unwrap_or(0);
     let files = sluice_delta::plain_files(&table)
         .await
@@ -318,8 +317,9 @@ impl TableProvider for HistoryTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let session_state = session_state(state, "delta_history")?;
-        let failed =
-            |e: String| DataFusionError::Plan(format!("delta_history('{}'): {e}", self.name));
+        let failed = |e: sluice_delta::DeltaError| {
+            DataFusionError::Plan(format!("delta_history('{}'): {e}", self.name))
+        };
         let location =
             sluice_delta::Location::new(session_state, self.location.trim_end_matches('/'))
                 .map_err(failed)?;

@@ -427,10 +427,13 @@ pub async fn open_source(
     let schema = match &def.config.schema {
         Some(columns) => Arc::new(format::explicit_schema(columns).map_err(|e| def.error(e))?),
         None => options.infer_schema(state, &url).await.map_err(|e| {
-            let message = crate::error::describe_datafusion_error(&e);
             def.error(
-                crate::storage::explain(&def.location, &message)
-                    .unwrap_or_else(|| format!("cannot read: {message}")),
+                crate::storage::explain(&def.location, &e).unwrap_or_else(|| {
+                    format!(
+                        "cannot read: {}",
+                        crate::error::describe_datafusion_error(&e)
+                    )
+                }),
             )
         })?,
     };
@@ -534,10 +537,9 @@ fn normalise_location(location: &str) -> String {
 
 /// A listing or reading error said plainly: S3 errors name the bucket and key.
 fn describe_store(location: &str, e: &datafusion::error::DataFusionError) -> String {
-    let message = e.to_string();
-    crate::storage::explain(location, &message).unwrap_or_else(|| match is_not_found(e) {
+    crate::storage::explain(location, e).unwrap_or_else(|| match is_not_found(e) {
         true => "the location does not exist".to_string(),
-        false => format!("cannot list files: {message}"),
+        false => format!("cannot list files: {e}"),
     })
 }
 

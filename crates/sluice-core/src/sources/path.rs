@@ -60,11 +60,10 @@ async fn format_of_prefix(state: &SessionState, location: &str) -> DFResult<Opti
     } else {
         format!("{location}/")
     };
-    let failed = |e: &dyn std::fmt::Display| {
-        let message = e.to_string();
+    let failed = |e: &(dyn std::error::Error + 'static)| {
         DataFusionError::Plan(format!(
             "'{location}': {}",
-            crate::storage::explain(location, &message).unwrap_or(message)
+            crate::storage::explain(location, e).unwrap_or_else(|| e.to_string())
         ))
     };
     let url = super::parse_table_url(&prefix).map_err(|e| failed(&e))?;

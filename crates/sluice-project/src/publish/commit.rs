@@ -45,7 +45,7 @@ pub(crate) async fn publish_all(
     let Some((bad, error)) = failed else {
         return Ok(finish_all(session, plan, committed, history, results).await);
     };
-    let bad_name = plan.models[bad].name.clone();
+    let bad_name = plan.planned[bad].model.name.clone();
     if let Some(r) = results.result_mut(&bad_name) {
         r.status = ModelStatus::Error;
         r.message = format!("publish failed: {error}");
@@ -53,7 +53,7 @@ pub(crate) async fn publish_all(
     let mut rolled_back = 0;
     for (i, c) in committed.into_iter().rev() {
         let undone = c.published.undo().await;
-        if let Some(r) = results.result_mut(&plan.models[i].name) {
+        if let Some(r) = results.result_mut(&plan.planned[i].model.name) {
             match undone {
                 Ok(()) => {
                     rolled_back += 1;
@@ -73,7 +73,7 @@ pub(crate) async fn publish_all(
     }
     // Only outputs that were waiting to publish; views publish nothing.
     for i in never_reached {
-        if let Some(r) = results.result_mut(&plan.models[i].name) {
+        if let Some(r) = results.result_mut(&plan.planned[i].model.name) {
             r.status = ModelStatus::Skipped;
             r.message = format!(
                 "built and checked, not published: publishing `{bad_name}` failed (--all-or-nothing)"
@@ -99,7 +99,7 @@ async fn finish_all(
     let n = committed.len();
     let mut commit_failed: Option<String> = None;
     for (i, c) in committed {
-        let m = &plan.models[i];
+        let m = &plan.planned[i].model;
         if let Some(bad) = &commit_failed {
             let undone = c.published.undo().await;
             if let Some(r) = results.result_mut(&m.name) {

@@ -20,12 +20,8 @@ use super::writer_lock::WriterLock;
 use crate::error::{Result, SluiceError};
 use crate::project::results;
 
-pub(crate) fn error(location: &str, message: impl std::fmt::Display) -> SluiceError {
-    let message = message.to_string();
-    SluiceError::sql(
-        crate::storage::explain(location, &message)
-            .unwrap_or_else(|| format!("{location}: {message}")),
-    )
+pub(crate) fn error(location: &str, e: impl std::error::Error + 'static) -> SluiceError {
+    SluiceError::store(location, &e)
 }
 
 pub(crate) fn open(ctx: &SessionContext, location: &str) -> Result<Location> {
@@ -227,7 +223,8 @@ impl DeltaStage {
             (_, Some(t)) => sluice_delta::stats_columns(t),
             (columns, None) => columns.unwrap_or_default(),
         };
-        let schema = delta_schema(&manifest.schema).map_err(|e| error(location, e))?;
+        let schema =
+            delta_schema(&manifest.schema).map_err(|e| SluiceError::publish(location, e))?;
         let files: Vec<(String, u64)> = manifest
             .files
             .iter()
@@ -272,7 +269,7 @@ impl DeltaStage {
                 };
                 let location = location.clone();
                 self.discard().await;
-                return Err(error(&location, message));
+                return Err(SluiceError::publish(location, message));
             }
         };
         self.lock.release().await;

@@ -19,12 +19,8 @@ pub(crate) fn key(prefix: &ObjectPath, name: &str) -> ObjectPath {
     }
 }
 
-pub(crate) fn store_error(location: &str, e: &dyn std::fmt::Display) -> SluiceError {
-    let message = e.to_string();
-    SluiceError::sql(
-        crate::storage::explain(location, &message)
-            .unwrap_or_else(|| format!("{location}: {message}")),
-    )
+pub(crate) fn store_error(location: &str, e: &(dyn std::error::Error + 'static)) -> SluiceError {
+    SluiceError::store(location, e)
 }
 
 pub(crate) fn relative_to(prefix: &ObjectPath, path: &ObjectPath) -> Option<String> {

@@ -16,19 +16,20 @@ pub struct PublishedManifest {
 impl PublishedManifest {
     pub fn parse(bytes: &[u8], location: &str) -> Result<PublishedManifest> {
         let json: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| SluiceError::sql(format!("{location}: not a sluice manifest: {e}")))?;
+            .map_err(|e| SluiceError::publish(location, format!("not a sluice manifest: {e}")))?;
         fn field<T: serde::de::DeserializeOwned>(
             json: &serde_json::Value,
             name: &str,
             location: &str,
         ) -> Result<T> {
             let value = json.get(name).ok_or_else(|| {
-                SluiceError::sql(format!("{location}: the manifest has no `{name}`"))
+                SluiceError::publish(location, format!("the manifest has no `{name}`"))
             })?;
             serde_json::from_value(value.clone()).map_err(|e| {
-                SluiceError::sql(format!(
-                    "{location}: the manifest's `{name}` is malformed: {e}"
-                ))
+                SluiceError::publish(
+                    location,
+                    format!("the manifest's `{name}` is malformed: {e}"),
+                )
             })
         }
         Ok(PublishedManifest {

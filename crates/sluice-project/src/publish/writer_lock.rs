@@ -75,15 +75,15 @@ impl WriterLock {
                             let _ = store.delete(&lock_key).await;
                         }
                         Some(h) => {
-                            return Err(SluiceError::sql(format!(
-                                "{location}: run {} (pid {} on {}, since {}) is writing this Delta table; \
+                            return Err(SluiceError::publish(location, format!(
+                                "run {} (pid {} on {}, since {}) is writing this Delta table; \
                                  one run at a time writes a table. If that run is gone, delete {location}/{LOCK}",
                                 h.run, h.pid, h.host, h.since
                             )))
                         }
                         None => {
-                            return Err(SluiceError::sql(format!(
-                                "{location}: another run is writing this Delta table ({location}/{LOCK} \
+                            return Err(SluiceError::publish(location, format!(
+                                "another run is writing this Delta table ({location}/{LOCK} \
                                  cannot be read); if none is, delete it"
                             )))
                         }
@@ -92,9 +92,10 @@ impl WriterLock {
                 Err(e) => return Err(lock_error(location, e)),
             }
         }
-        Err(SluiceError::sql(format!(
-            "{location}: could not take the writer lock {location}/{LOCK}"
-        )))
+        Err(SluiceError::publish(
+            location,
+            format!("could not take the writer lock {location}/{LOCK}"),
+        ))
     }
 
     pub(crate) async fn release(self) {
@@ -103,7 +104,7 @@ impl WriterLock {
 }
 
 fn lock_error(location: &str, e: object_store::Error) -> SluiceError {
-    SluiceError::sql(format!("{location}/{LOCK}: {e}"))
+    SluiceError::store(&format!("{location}/{LOCK}"), &e)
 }
 
 fn alive(pid: u32) -> bool {

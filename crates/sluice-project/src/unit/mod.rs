@@ -141,17 +141,17 @@ async fn run_one(
     let mut vars = project.vars();
     vars.extend(test.vars.clone());
     let plan = build_plan(project, &vars)?;
-    let Some(i) = plan.models.iter().position(|m| m.name == test.model) else {
+    let Some(i) = plan.models().position(|m| m.name == test.model) else {
         let hint = crate::diagnostic::did_you_mean_hint(
             &test.model,
-            plan.models.iter().map(|m| m.name.as_str()),
+            plan.models().map(|m| m.name.as_str()),
         );
         return Err(SluiceError::sql(format!(
             "no model named `{}`{hint}",
             test.model
         )));
     };
-    let m = &plan.models[i];
+    let m = &plan.planned[i].model;
     let text = model::substitute(m, &vars)?;
     check_inputs(m, &super::dag::sql_reads(m, &text)?, test)?;
 
@@ -170,9 +170,9 @@ async fn run_one(
     }
 
     let mut failures = Vec::new();
-    let actual = collect(&ctx, &plan.sql[i])
+    let actual = collect(&ctx, &plan.planned[i].sql)
         .await
-        .map_err(|e| m.datafusion_error(&e, plan.sql_shift[i]))?;
+        .map_err(|e| m.datafusion_error(&e, plan.planned[i].sql_shift))?;
     if let Some(d) = expect(&actual, &test.expect).await? {
         failures.push(d);
     }
@@ -262,8 +262,8 @@ async fn real_schemas(
             .register_table(name.as_str(), Arc::new(EmptyTable::new(schema.clone())));
     }
     for &i in &plan.order {
-        let name = &plan.models[i].name;
-        if let Ok(df) = session.ctx.sql(&plan.sql[i]).await {
+        let name = &plan.planned[i].model.name;
+        if let Ok(df) = session.ctx.sql(&plan.planned[i].sql).await {
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let empty = Arc::new(EmptyTable::new(schema.clone()));
             if session.ctx.register_table(name.as_str(), empty).is_ok() {
