@@ -5,6 +5,7 @@
 //! the executors do), checks exactly those files, and only then turns them into the log's
 //! `add` actions here and commits. Until that commit no Delta reader sees them.
 
+mod error;
 mod hive_paths;
 mod stats;
 
@@ -27,59 +28,10 @@ use object_store::ObjectStore;
 use url::Url;
 
 pub use deltalake::DeltaTable;
+use error::{commit_error, describe};
+pub use error::{CommitError, DeltaError, Result};
 pub use hive_paths::{partition_values, percent_decode};
 pub use stats::file_stats;
-
-/// What went wrong, said for the user (the caller names the source or model).
-pub type Result<T> = std::result::Result<T, DeltaError>;
-
-/// A Delta operation's failure: the message for the user, and the store's own error when
-/// the store failed, so that callers can tell why by its type (`std::error::Error::source`).
-#[derive(Debug)]
-pub struct DeltaError {
-    message: String,
-    store: Option<object_store::Error>,
-}
-
-impl std::fmt::Display for DeltaError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for DeltaError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.store
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
-
-impl DeltaError {
-    fn store(e: object_store::Error) -> Self {
-        DeltaError {
-            message: e.to_string(),
-            store: Some(e),
-        }
-    }
-
-    /// The same failure, its message after `context: `.
-    fn prefixed(self, context: &str) -> Self {
-        DeltaError {
-            message: format!("{context}: {}", self.message),
-            store: self.store,
-        }
-    }
-}
-
-impl From<String> for DeltaError {
-    fn from(message: String) -> Self {
-        DeltaError {
-            message,
-            store: None,
-        }
-    }
-}
 
 /// The key under which sluice records its run in a commit's info.
 pub const COMMIT_INFO_KEY: &str = "sluice";
@@ -349,64 +301,6 @@ fn table_url(location: &str) -> Result<Url> {
         let path = std::path::absolute(trimmed).map_err(|e| format!("{location}: {e}"))?;
         Url::from_directory_path(&path)
             .map_err(|()| format!("{location}: not a directory path").into())
-    }
-}
-
-/// Delta's errors carry their own type names; keep the message.
-/// Why a commit did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CommitError {
-    /// Another writer committed to the table first: the version this commit was to take
-    /// exists, or what it changed conflicts with this commit.
-    Conflict(String),
-    Failed(String),
-}
-
-impl std::fmt::Display for CommitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CommitError::Conflict(m) | CommitError::Failed(m) => f.write_str(m),
-        }
-    }
-}
-
-impl From<String> for CommitError {
-    fn from(message: String) -> Self {
-        CommitError::Failed(message)
-    }
-}
-
-impl From<DeltaError> for CommitError {
-    fn from(e: DeltaError) -> Self {
-        CommitError::Failed(e.message)
-    }
-}
-
-fn commit_error(e: deltalake::DeltaTableError) -> CommitError {
-    use deltalake::kernel::transaction::TransactionError;
-    use deltalake::DeltaTableError;
-    let conflict = matches!(
-        &e,
-        DeltaTableError::VersionAlreadyExists(_)
-            | DeltaTableError::Transaction {
-                source: TransactionError::VersionAlreadyExists(_)
-                    | TransactionError::CommitConflict(_)
-                    | TransactionError::MaxCommitAttempts(_)
-            }
-    );
-    match conflict {
-        true => CommitError::Conflict(describe(e).to_string()),
-        false => CommitError::Failed(describe(e).to_string()),
-    }
-}
-
-fn describe(e: deltalake::DeltaTableError) -> DeltaError {
-    match e {
-        deltalake::DeltaTableError::ObjectStore { source } => DeltaError {
-            message: source.to_string(),
-            store: Some(source),
-        },
-        other => DeltaError::from(other.to_string()),
     }
 }
 

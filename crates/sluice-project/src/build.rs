@@ -389,9 +389,7 @@ pub(crate) async fn finish_staged(
         carried,
     } = written;
     let mut files = stage.written_files().await?;
-    if let Stage::S3(_) | Stage::Delta(_) = stage {
-        // Carried files stay where they are on S3 and in a Delta table; the new manifest
-        // (or version) lists them again.
+    if stage.lists_carried_files() {
         files.extend(carried.iter().cloned());
         files.sort_by(|a, b| a.path.cmp(&b.path));
     }

@@ -144,7 +144,7 @@ pub(crate) async fn stage_and_check(
     scratch: &Path,
     result: &mut ModelResult,
 ) -> Result<Option<results::Manifest>> {
-    if let Stage::Database(table) = stage {
+    if let Some(table) = stage.database() {
         return super::to_database::stage_and_check(build, increment, table, result).await;
     }
     let (ctx, m, plan, i) = (build.ctx(), build.model(), build.plan, build.i);
@@ -159,7 +159,7 @@ pub(crate) async fn stage_and_check(
             )));
         }
     }
-    if let Stage::Delta(delta) = stage {
+    if let Some(delta) = stage.delta() {
         let personal =
             super::personal::personal_columns_in_project(ctx, plan, i, df.logical_plan()).await;
         if let Some(col) = m.partition_by.iter().find(|c| personal.contains(c)) {

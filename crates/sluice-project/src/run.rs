@@ -14,8 +14,8 @@ use super::build_model::{build_model, Built, RunScope};
 use super::model::{Materialized, Model};
 use super::plan::*;
 use super::progress::Reporter;
+use super::publish;
 use super::publish::commit::{publish_all, publish_staged, Staged};
-use super::publish::{self, Stage};
 use super::results::{History, ModelResult, RunResults};
 use super::tables::*;
 use crate::error::{Result, SluiceError};
@@ -184,11 +184,12 @@ pub async fn run(
                 if let Some(staged) = staged {
                     if options.all_or_nothing {
                         // Downstream models of this run read the staged output.
-                        let registered = match &staged.stage {
-                            Stage::Database(table) => {
+                        let stage = &staged.stage;
+                        let registered = match stage.database() {
+                            Some(table) => {
                                 super::to_database::register_staged(&session.ctx, m, table).await
                             }
-                            stage => match stage.table_url(&session.ctx, &staged.manifest.files) {
+                            None => match stage.table_url(&session.ctx, &staged.manifest.files) {
                                 Ok(url) => {
                                     register_location(
                                         &session.ctx,

@@ -174,6 +174,29 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Whether files carried over from the published output stay where they are (S3
+    /// prefixes, Delta tables: the new manifest or version lists them again) instead of
+    /// being part of the stage's own files.
+    pub fn lists_carried_files(&self) -> bool {
+        matches!(self, Stage::S3(_) | Stage::Delta(_))
+    }
+
+    /// The staging table, when the output is a database table.
+    pub fn database(&self) -> Option<&DatabaseStage> {
+        match self {
+            Stage::Database(table) => Some(table),
+            _ => None,
+        }
+    }
+
+    /// The uncommitted Delta files, when the output is a Delta table.
+    pub fn delta(&self) -> Option<&DeltaStage> {
+        match self {
+            Stage::Delta(delta) => Some(delta),
+            _ => None,
+        }
+    }
+
     pub async fn begin(ctx: &SessionContext, output: &Output, staging: PathBuf) -> Result<Stage> {
         match output {
             Output::Local(location) => {
