@@ -58,10 +58,10 @@ pub enum SluiceError {
         message: String,
     },
     /// An object store (S3, the files of a Delta table) failed while reading or writing
-    /// `location`; `fault` says why when the error's types tell (see `storage::fault`).
+    /// `location`; `fault` says why when the error's types tell (see `store_fault`).
     Store {
         location: String,
-        fault: Option<crate::storage::fault::StoreFault>,
+        fault: Option<crate::store_fault::StoreFault>,
         message: String,
     },
     /// The publish protocol refused or found something it did not write: a writer lock
@@ -123,7 +123,7 @@ impl SluiceError {
     pub fn store(location: &str, error: &(dyn std::error::Error + 'static)) -> Self {
         SluiceError::Store {
             location: location.to_string(),
-            fault: crate::storage::fault::fault_of(error),
+            fault: crate::store_fault::fault_of(error),
             message: error.to_string(),
         }
     }
@@ -223,7 +223,7 @@ impl fmt::Display for SluiceError {
                 location,
                 fault,
                 message,
-            } => match (fault, crate::storage::bucket_of(location)) {
+            } => match (fault, crate::store_fault::bucket_of(location)) {
                 (Some(fault), Some(bucket)) => write!(f, "{}", fault.describe(bucket, location)),
                 _ => write!(f, "{location}: {message}"),
             },

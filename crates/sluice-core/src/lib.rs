@@ -7,3 +7,4 @@ pub mod diagnostic;
 pub mod error;
 pub mod sources;
 pub mod storage;
+pub mod store_fault;

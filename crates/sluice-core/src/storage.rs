@@ -15,7 +15,6 @@ use url::Url;
 
 use crate::config::S3Config;
 
-pub mod fault;
 pub mod local;
 
 #[derive(Debug)]
@@ -191,20 +190,12 @@ impl Profile {
     }
 }
 
-/// The bucket of an `s3://bucket/key` location.
-pub fn bucket_of(location: &str) -> Option<&str> {
-    let rest = location
-        .strip_prefix("s3://")
-        .or_else(|| location.strip_prefix("s3a://"))?;
-    Some(rest.split('/').next().unwrap_or(rest))
-}
-
 /// A store error said plainly, naming the bucket and key (never credentials), when its
-/// types say what went wrong (see `fault`). `location` is the s3:// URL that was being read
+/// types say what went wrong (see `store_fault`). `location` is the s3:// URL that was being read
 /// or written.
 pub fn explain(location: &str, error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let bucket = bucket_of(location)?;
-    Some(fault::fault_of(error)?.describe(bucket, location))
+    let bucket = crate::store_fault::bucket_of(location)?;
+    Some(crate::store_fault::fault_of(error)?.describe(bucket, location))
 }
 
 fn env_allows_http() -> bool {

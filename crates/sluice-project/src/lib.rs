@@ -3,7 +3,7 @@
 
 // The crates below, under the names the modules use; `crate::project::` names this crate.
 extern crate self as project;
-use sluice_core::{config, diagnostic, error, sources, storage};
+use sluice_core::{config, diagnostic, error, sources, store_fault};
 use sluice_functions as functions;
 use sluice_session as session;
 

@@ -275,7 +275,7 @@ pub struct RemoteRecords {
 impl RemoteRecords {
     /// The records prefix of an `s3://` target.
     pub fn for_target(ctx: &SessionContext, target: &str) -> Result<Option<RemoteRecords>> {
-        if crate::storage::bucket_of(target).is_none() {
+        if crate::store_fault::bucket_of(target).is_none() {
             return Ok(None);
         }
         let url = format!("{}/{RECORDS_FOLDER}/", target.trim_end_matches('/'));

@@ -5,7 +5,7 @@
 pub mod cluster_client;
 
 // The crates below, under the names the modules use.
-use sluice_core::{config, error, sources, storage};
+use sluice_core::{config, error, sources, storage, store_fault};
 pub use sluice_engine as engine;
 use sluice_functions as functions;
 
@@ -73,7 +73,7 @@ fn bucket_settings(project: &Project) -> Result<HashMap<String, S3Config>> {
     let mut out: HashMap<String, (String, S3Config)> = HashMap::new();
     for (name, source) in &project.config.sources {
         let Some(s3) = &source.s3 else { continue };
-        let Some(bucket) = crate::storage::bucket_of(&source.location) else {
+        let Some(bucket) = crate::store_fault::bucket_of(&source.location) else {
             return Err(SluiceError::Usage(format!(
                 "source `{name}`: `s3` settings need an s3:// location, not {}",
                 source.location

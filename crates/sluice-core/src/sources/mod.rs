@@ -512,7 +512,9 @@ fn has_glob(location: &str) -> bool {
 
 /// An S3 location naming a prefix (a folder) rather than a file or a glob.
 fn is_s3_prefix(location: &str) -> bool {
-    crate::storage::bucket_of(location).is_some() && location.ends_with('/') && !has_glob(location)
+    crate::store_fault::bucket_of(location).is_some()
+        && location.ends_with('/')
+        && !has_glob(location)
 }
 
 /// Folders need a trailing slash to be listed as collections: local ones that exist, and
@@ -521,7 +523,7 @@ fn normalise_location(location: &str) -> String {
     if location.ends_with('/') || has_glob(location) {
         return location.to_string();
     }
-    let folder = if crate::storage::bucket_of(location).is_some() {
+    let folder = if crate::store_fault::bucket_of(location).is_some() {
         let last = location.rsplit('/').next().unwrap_or_default();
         FileFormat::from_location(last).is_none() && !last.contains('.')
             || location.trim_end_matches('/').matches('/').count() <= 2

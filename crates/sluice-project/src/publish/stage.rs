@@ -65,7 +65,7 @@ impl Output {
             Some(l) => join(target, l),
             None => join(target, name),
         };
-        if crate::storage::bucket_of(&location).is_some() {
+        if crate::store_fault::bucket_of(&location).is_some() {
             Output::S3(format!("{}/", location.trim_end_matches('/')))
         } else {
             Output::Local(PathBuf::from(location))

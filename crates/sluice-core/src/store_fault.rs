@@ -1,7 +1,8 @@
 //! What went wrong with an object store, read from the error's types: object_store's
 //! variants for refused credentials, its HTTP error kinds for an endpoint that does not
 //! answer, and the error code of the S3 response for what object_store leaves untyped
-//! (a missing bucket, a bucket in another region).
+//! (a missing bucket, a bucket in another region). Below everything else in the crate:
+//! errors, storage and sources all name a store's failures with it.
 
 use std::error::Error;
 
@@ -31,6 +32,14 @@ impl StoreFault {
             ),
         }
     }
+}
+
+/// The bucket of an `s3://bucket/key` location.
+pub fn bucket_of(location: &str) -> Option<&str> {
+    let rest = location
+        .strip_prefix("s3://")
+        .or_else(|| location.strip_prefix("s3a://"))?;
+    Some(rest.split('/').next().unwrap_or(rest))
 }
 
 /// The fault behind `error`, from the first error in its chain of sources that says one.
