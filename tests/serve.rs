@@ -3,7 +3,7 @@
 //! cancel), pgbench (simple and extended, 8 clients), HTTP, and misbehaving clients.
 
 mod common;
-use common::s3::venv_bin;
+use common::python::python;
 use common::server::*;
 use common::*;
 use std::io::Write;
@@ -86,16 +86,10 @@ fn psql_catalog_queries_auth_and_refused_writes() {
         r.stderr
     );
     // The extended protocol (a prepared statement) goes through the same guard: 25006.
-    let out = Command::new(venv_bin("python"))
-        .args([
-            "-c",
-            &format!(
-                "import psycopg\nc = psycopg.connect(host='127.0.0.1', port={}, user='analyst', password='{PASSWORD}', dbname='sluice')\ntry:\n    c.execute('SELECT %s::int AS a INTO t', (1,), prepare=True)\nexcept psycopg.Error as e:\n    print(e.sqlstate, str(e).splitlines()[0])",
-                server.port
-            ),
-        ])
-        .output()
-        .unwrap();
+    let out = python(&format!(
+        "import psycopg\nc = psycopg.connect(host='127.0.0.1', port={}, user='analyst', password='{PASSWORD}', dbname='sluice')\ntry:\n    c.execute('SELECT %s::int AS a INTO t', (1,), prepare=True)\nexcept psycopg.Error as e:\n    print(e.sqlstate, str(e).splitlines()[0])",
+        server.port
+    ));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "25006 creating a table (CREATE TABLE, SELECT ... INTO) is not allowed: sluice serve is read-only; start it with --allow-write to allow this",
@@ -377,11 +371,7 @@ print(first.decode().strip(), rows, total, t.num_rows, t.column(0).to_pylist()[-
 "#,
         port = server.http
     );
-    let out = Command::new(venv_bin("python"))
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
+    let out = python(&script);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "value,pad 5000000 12500002500000 3000000 3000000\n",
@@ -514,16 +504,10 @@ fn tls_with_a_certificate() {
         .unwrap();
     let info = String::from_utf8_lossy(&out.stdout);
     assert!(info.contains("SSL connection (protocol: TLSv1."), "{info}");
-    let out = Command::new(venv_bin("python"))
-        .args([
-            "-c",
-            &format!(
-                "import psycopg\nc = psycopg.connect(host='127.0.0.1', port={}, user='analyst', password='{PASSWORD}', dbname='sluice', sslmode='require')\nprint(c.pgconn.ssl_in_use, c.execute('SELECT 1').fetchone()[0])",
-                server.port
-            ),
-        ])
-        .output()
-        .unwrap();
+    let out = python(&format!(
+        "import psycopg\nc = psycopg.connect(host='127.0.0.1', port={}, user='analyst', password='{PASSWORD}', dbname='sluice', sslmode='require')\nprint(c.pgconn.ssl_in_use, c.execute('SELECT 1').fetchone()[0])",
+        server.port
+    ));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "True 1\n",

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod postgres;
+pub mod python;
 pub mod s3;
 pub mod server;
 

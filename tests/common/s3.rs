@@ -77,11 +77,7 @@ impl Moto {
             "import boto3, io, json, sys\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='k', aws_secret_access_key='s', region_name='us-east-1')\n{code}\n",
             self.endpoint()
         );
-        let out = Command::new(venv_bin("python"))
-            .arg("-c")
-            .arg(script)
-            .output()
-            .expect("python runs");
+        let out = super::python::python(&script);
         assert!(
             out.status.success(),
             "boto3 failed: {}",

@@ -1,7 +1,6 @@
 //! `sluice serve` started from the binary for tests, with the clients' helpers.
 
 use super::cluster::free_port;
-use super::s3::venv_bin;
 use super::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -151,11 +150,7 @@ pub fn served_project() -> tempfile::TempDir {
 
 /// Run a Python script in the test venv; the JSON it prints (the script must succeed).
 pub fn python_json(script: &str) -> serde_json::Value {
-    let out = Command::new(venv_bin("python"))
-        .arg("-c")
-        .arg(script)
-        .output()
-        .unwrap();
+    let out = super::python::python(script);
     assert!(
         out.status.success(),
         "{}",
