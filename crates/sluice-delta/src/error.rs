@@ -35,7 +35,7 @@ impl DeltaError {
     }
 
     /// The same failure, its message after `context: `.
-    pub(crate) fn prefixed(self, context: &str) -> Self {
+    pub fn prefixed(self, context: &str) -> Self {
         DeltaError {
             message: format!("{context}: {}", self.message),
             store: self.store,
@@ -53,31 +53,33 @@ impl From<String> for DeltaError {
 }
 
 /// Why a commit did not happen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum CommitError {
     /// Another writer committed to the table first: the version this commit was to take
     /// exists, or what it changed conflicts with this commit.
     Conflict(String),
-    Failed(String),
+    /// Anything else, the store's own error kept (a log the credentials may not write).
+    Failed(DeltaError),
 }
 
 impl std::fmt::Display for CommitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CommitError::Conflict(m) | CommitError::Failed(m) => f.write_str(m),
+            CommitError::Conflict(m) => f.write_str(m),
+            CommitError::Failed(e) => e.fmt(f),
         }
     }
 }
 
 impl From<String> for CommitError {
     fn from(message: String) -> Self {
-        CommitError::Failed(message)
+        CommitError::Failed(DeltaError::from(message))
     }
 }
 
 impl From<DeltaError> for CommitError {
     fn from(e: DeltaError) -> Self {
-        CommitError::Failed(e.message)
+        CommitError::Failed(e)
     }
 }
 
@@ -95,17 +97,14 @@ pub(crate) fn commit_error(e: deltalake::DeltaTableError) -> CommitError {
     );
     match conflict {
         true => CommitError::Conflict(describe(e).to_string()),
-        false => CommitError::Failed(describe(e).to_string()),
+        false => CommitError::Failed(describe(e)),
     }
 }
 
 /// Delta's errors carry their own type names; keep the message, and the store's error.
 pub(crate) fn describe(e: deltalake::DeltaTableError) -> DeltaError {
     match e {
-        deltalake::DeltaTableError::ObjectStore { source } => DeltaError {
-            message: source.to_string(),
-            store: Some(source),
-        },
+        deltalake::DeltaTableError::ObjectStore { source } => DeltaError::store(source),
         other => DeltaError::from(other.to_string()),
     }
 }

@@ -271,11 +271,7 @@ pub(crate) async fn write_output(
         && partitioned_parquet::splits(df.schema().inner(), &partition_by)
         && !crate::session::cluster_client::runs_on_cluster(df.task_ctx().session_config())
     {
-        let (state, plan) = df.into_parts();
-        let physical = DataFrame::new(state.clone(), plan.clone())
-            .create_physical_plan()
-            .await?;
-        watch.running(physical.clone());
+        let (state, plan, physical) = started(df, watch).await?;
         return partitioned_parquet::write(
             physical,
             state.task_ctx(),
@@ -337,12 +333,8 @@ async fn with_first_batch(
         let plan = df.logical_plan().clone();
         return Ok((df, FirstBatch { plan, batch: None }));
     }
-    let (state, plan) = df.into_parts();
+    let (state, plan, physical) = started(df, watch).await?;
     let schema = plan.schema().inner().clone();
-    let physical = DataFrame::new(state.clone(), plan.clone())
-        .create_physical_plan()
-        .await?;
-    watch.running(physical.clone());
     let mut rows = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
     let batch = rows.next().await.transpose()?;
     let replay = futures::stream::iter(batch.clone().map(Ok)).chain(rows);
@@ -352,6 +344,24 @@ async fn with_first_batch(
     let table = StreamingTable::try_new(schema, vec![source])?;
     let df = SessionContext::new_with_state(state).read_table(std::sync::Arc::new(table))?;
     Ok((df, FirstBatch { plan, batch }))
+}
+
+/// The query's physical plan, shown to the progress watch from now on; with the session
+/// state and logical plan it came from.
+async fn started(
+    df: DataFrame,
+    watch: &Watch,
+) -> datafusion::error::Result<(
+    datafusion::execution::SessionState,
+    datafusion::logical_expr::LogicalPlan,
+    std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+)> {
+    let (state, plan) = df.into_parts();
+    let physical = DataFrame::new(state.clone(), plan.clone())
+        .create_physical_plan()
+        .await?;
+    watch.running(physical.clone());
+    Ok((state, plan, physical))
 }
 
 /// The rows cast to the types a Delta table holds (see `publish::delta::delta_compatible`).

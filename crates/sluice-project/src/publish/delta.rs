@@ -258,18 +258,22 @@ impl DeltaStage {
         let version = match committed {
             Ok(version) => version,
             Err(e) => {
-                let message = match e {
-                    sluice_delta::CommitError::Conflict(e) => format!(
-                        "another writer committed to the table while this run ran ({e}); \
-                         nothing of this run was committed: run it again"
+                // A store's failure (credentials that may read but not write the log)
+                // is said as every store failure is; a lost race as the publish's own.
+                let error = match e {
+                    sluice_delta::CommitError::Conflict(e) => SluiceError::publish(
+                        location.as_str(),
+                        format!(
+                            "another writer committed to the table while this run ran ({e}); \
+                             nothing of this run was committed: run it again"
+                        ),
                     ),
                     sluice_delta::CommitError::Failed(e) => {
-                        format!("cannot commit to the Delta log: {e}")
+                        SluiceError::store(location, &e.prefixed("cannot commit to the Delta log"))
                     }
                 };
-                let location = location.clone();
                 self.discard().await;
-                return Err(SluiceError::publish(location, message));
+                return Err(error);
             }
         };
         self.lock.release().await;
