@@ -445,6 +445,136 @@ fn skewed_keys_and_a_memory_pool_too_small_for_the_table_give_the_window_operato
     }
 }
 
+/// 45,000 events like [`skewed_events`] (hot keys, NULL ids and times), with times that tie
+/// within a key or not. With three partitions and no minimum size for splitting a file, the
+/// scan reads the file in three byte ranges and the dedup shares one table among them.
+fn skewed_events_in_one_file(ties: bool) -> tempfile::TempDir {
+    let mut next = lcg(55555);
+    let mut rows = String::from("id,ts,v\n");
+    for n in 0..45_000u64 {
+        let id = if next() % 10 < 3 {
+            next() % 5
+        } else {
+            next() % 6000
+        };
+        let id = match (n % 211 == 0, n % 173 == 0 && !ties) {
+            // A NULL time on a key of its own: NULLs tie with each other.
+            (_, true) => (100_000 + n).to_string(),
+            (true, false) => String::new(),
+            (false, false) => id.to_string(),
+        };
+        let minute = next() % 60;
+        let ts = match (n % 173 == 0, ties) {
+            (true, _) => String::new(),
+            (false, true) => format!("2026-05-01 10:{minute:02}:00"),
+            // Every time distinct: row number 1 is one row, whatever the order of arrival.
+            (false, false) => format!("2026-05-01 10:{minute:02}:00.{n:06}"),
+        };
+        rows.push_str(&format!("{id},{ts},v{n:05}\n"));
+    }
+    project(&[
+        (
+            "sluice.toml",
+            "[sources.events]\nlocation = \"data/events.csv\"\ncache = false\nschema = { id = \"BIGINT\", ts = \"TIMESTAMP\", v = \"VARCHAR\" }\n",
+        ),
+        ("data/events.csv", &rows),
+    ])
+}
+
+#[test]
+fn partitions_sharing_one_table_keep_the_window_operators_rows() {
+    let three = "SET datafusion.execution.target_partitions = 3; SET datafusion.optimizer.repartition_file_min_size = 1;";
+    let settings = [
+        three.to_string(),
+        format!("{three} SET datafusion.execution.batch_size = 97;"),
+    ];
+    for ties in [false, true] {
+        let p = skewed_events_in_one_file(ties);
+        for order in ["ts", "ts DESC", "ts NULLS FIRST"] {
+            let sql = format!("SELECT id, ts, v FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY {order}) AS rn FROM events) AS r WHERE rn = 1 ORDER BY v");
+            let windowed = query(
+                p.path(),
+                three,
+                &sql.replace("WHERE rn = 1", "WHERE rn * 2 = 2"),
+            );
+            assert!(windowed.lines().count() > 5800, "{windowed}");
+            // No RepartitionExec under the dedup: the scan's partitions feed it directly.
+            let plan = query(p.path(), three, &format!("EXPLAIN {sql}"));
+            let dedup = plan
+                .lines()
+                .skip_while(|l| !l.contains("BestRowPerKeyExec"))
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(dedup.contains(", table=shared"), "{plan}");
+            assert!(
+                dedup.contains("DataSourceExec: file_groups={3 groups"),
+                "{plan}"
+            );
+            for settings in &settings {
+                let ours = query(p.path(), settings, &sql);
+                if !ties {
+                    assert_eq!(ours, windowed, "{order} {settings}");
+                    continue;
+                }
+                // Ties: the same time for every key, and the same row unless the time ties.
+                let (ours, theirs) = (by_key(&ours), by_key(&windowed));
+                assert_eq!(ours.len(), theirs.len(), "{order} {settings}");
+                for (id, (ts, _)) in &theirs {
+                    assert_eq!(&ours[id].0, ts, "key {id} with {order} {settings}");
+                }
+            }
+        }
+    }
+    let p = skewed_events_in_one_file(false);
+    let sql = "SELECT id, ts, v FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1 ORDER BY v";
+    // One byte range (the file is not split) into two partitions: DataFusion splits by
+    // key, as before.
+    let two = query(
+        p.path(),
+        "SET datafusion.execution.target_partitions = 2; SET datafusion.optimizer.repartition_file_scans = false;",
+        &format!("EXPLAIN {sql}"),
+    );
+    assert!(
+        two.contains("BestRowPerKeyExec") && !two.contains("table=shared"),
+        "{two}"
+    );
+    assert!(
+        two.contains("RepartitionExec: partitioning=Hash([id@0], 2)"),
+        "{two}"
+    );
+    // A pool too small for the table: the winners so far and the rest of every partition
+    // go through one sort, which spills, and the rows are the same.
+    let windowed = query(
+        p.path(),
+        three,
+        &sql.replace("WHERE rn = 1", "WHERE rn * 2 = 2"),
+    );
+    let shell = ["--memory-limit", "1M", "shell", "--format", "csv", "-c"];
+    let settings = format!("{three} SET datafusion.execution.batch_size = 512; SET datafusion.execution.sort_spill_reservation_bytes = 65536;");
+    let r = run(
+        p.path(),
+        &[&shell[..], &[&format!("{settings} {sql}")]].concat(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, windowed);
+    let explained = run(
+        p.path(),
+        &[&shell[..], &[&format!("{settings} EXPLAIN ANALYZE {sql}")]].concat(),
+    );
+    let metrics = explained
+        .stdout
+        .split("BestRowPerKeyExec")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{}", explained.stdout));
+    assert!(metrics.contains("table=shared"), "{metrics}");
+    assert!(metrics.contains("fallback_sorts=1"), "{metrics}");
+    assert!(
+        metrics.contains("spill_count=") && !metrics.contains("spill_count=0,"),
+        "{metrics}"
+    );
+}
+
 #[test]
 fn an_input_far_larger_than_the_memory_pool_is_sorted_from_the_start_with_the_same_rows() {
     let p = skewed_events();

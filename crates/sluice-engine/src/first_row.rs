@@ -31,15 +31,18 @@ use datafusion::physical_expr::expressions::{BinaryExpr, CastExpr, Column, Liter
 use datafusion::physical_expr::window::StandardWindowExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowUDFExpr};
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, InputOrderMode,
-    PlanProperties,
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    InputOrderMode, PlanProperties,
 };
 use futures::StreamExt;
 
@@ -71,7 +74,7 @@ impl PhysicalOptimizerRule for DedupFirstRow {
             column_keys_only: self.column_keys_only,
             by_hash: !self.column_keys_only && by_hash,
         };
-        optimize_node(plan, order_needed, choice)
+        optimize_node(plan, order_needed, false, choice)
     }
 
     fn name(&self) -> &str {
@@ -93,13 +96,15 @@ struct Choice {
 
 /// Rewrite `node` and what is below it. `order_needed`: some node above relies on this
 /// node's output order (it requires an ordering, or passes its input's order on to one that
-/// does, or it is the query's ordered result).
+/// does, or it is the query's ordered result). `split_needed`: some node above relies on
+/// this node's hash partitioning (it requires one, and nothing in between splits again).
 fn optimize_node(
     node: Arc<dyn ExecutionPlan>,
     order_needed: bool,
+    split_needed: bool,
     choice: Choice,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let node = match rewrite(&node, choice, order_needed)? {
+    let node = match rewrite(&node, choice, order_needed, split_needed)? {
         Some(new) => new,
         None => node,
     };
@@ -109,12 +114,20 @@ fn optimize_node(
     }
     let required = node.required_input_ordering();
     let maintains = node.maintains_input_order();
+    let distributions = node.input_distribution_requirements();
+    let splits_again = node.downcast_ref::<RepartitionExec>().is_some()
+        || node.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || node.downcast_ref::<SortPreservingMergeExec>().is_some();
     let mut changed = false;
     let mut new_children = Vec::with_capacity(children.len());
     for (k, child) in children.into_iter().enumerate() {
         let needed = required.get(k).is_some_and(|r| r.is_some())
             || (order_needed && maintains.get(k).copied().unwrap_or(false));
-        let new = optimize_node(child.clone(), needed, choice)?;
+        let split = matches!(
+            distributions.child_distribution(k),
+            Some(Distribution::KeyPartitioned(_))
+        ) || (split_needed && !splits_again);
+        let new = optimize_node(child.clone(), needed, split, choice)?;
         changed |= !Arc::ptr_eq(&new, &child);
         new_children.push(new);
     }
@@ -129,6 +142,7 @@ fn rewrite(
     node: &Arc<dyn ExecutionPlan>,
     choice: Choice,
     order_needed: bool,
+    split_needed: bool,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(filter) = node.downcast_ref::<FilterExec>() else {
         return Ok(None);
@@ -187,7 +201,24 @@ fn rewrite(
         s.fetch().is_none()
             && (s.preserve_partitioning() || s.input().output_partitioning().partition_count() == 1)
     });
+    // Nothing above needs the rows split by key: one table shared by the input's
+    // partitions replaces the split.
+    let shared = match sort {
+        Some(sort) if !order_needed && !split_needed && choice.by_hash => {
+            BestRowPerKeyExec::shared(
+                sort.input(),
+                expr.partition_by(),
+                sort.expr(),
+                window.schema(),
+            )?
+        }
+        _ => None,
+    };
     let mut plan: Arc<dyn ExecutionPlan> = match sort {
+        _ if shared.is_some() => match shared {
+            Some(exec) => Arc::new(exec),
+            None => return Ok(None),
+        },
         Some(sort) if !order_needed && choice.by_hash => Arc::new(BestRowPerKeyExec::new(
             sort.input().clone(),
             expr.partition_by().to_vec(),

@@ -40,12 +40,14 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
 };
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
 };
 use futures::{Stream, StreamExt};
 
@@ -55,6 +57,7 @@ use super::one_shot::OneShot;
 /// dictionary-encoded columns): about 3.5x for benches/pipeline's events.
 const PARQUET_EXPANSION: u64 = 3;
 
+mod shared;
 mod table;
 use table::Table;
 
@@ -70,6 +73,10 @@ pub struct BestRowPerKeyExec {
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// Set when `input` is not split by key (the table is shared, see [`shared`]): the
+    /// input split by key as DataFusion planned it, for an input sorted from the start.
+    by_key: Option<Arc<dyn ExecutionPlan>>,
+    runs: shared::Runs,
 }
 
 impl BestRowPerKeyExec {
@@ -79,9 +86,71 @@ impl BestRowPerKeyExec {
         ordering: LexOrdering,
         schema: SchemaRef,
     ) -> Self {
+        let partitioning = input.output_partitioning().clone();
+        Self::with_input(input, None, partitioning, keys, ordering, schema)
+    }
+
+    /// Over the input of `by_key`, DataFusion's hash repartition on the keys, when one
+    /// table can be shared by its partitions: one integer key, one integer or time ORDER
+    /// BY, as many partitions in as out. None otherwise.
+    pub fn shared(
+        by_key: &Arc<dyn ExecutionPlan>,
+        keys: &[Arc<dyn PhysicalExpr>],
+        ordering: &LexOrdering,
+        schema: SchemaRef,
+    ) -> Result<Option<Self>> {
+        let Some(repartition) = by_key.downcast_ref::<RepartitionExec>() else {
+            return Ok(None);
+        };
+        let input = repartition.input().clone();
+        let partitions = input.output_partitioning().partition_count();
+        let split_on_keys = match repartition.partitioning() {
+            Partitioning::Hash(exprs, n) => {
+                *n == partitions
+                    && exprs.len() == keys.len()
+                    && exprs
+                        .iter()
+                        .zip(keys)
+                        .all(|(e, k)| e.as_ref() == k.as_ref())
+            }
+            _ => false,
+        };
+        let input_schema = input.schema();
+        let order: Vec<_> = ordering
+            .iter()
+            .filter(|o| !keys.iter().any(|k| k.as_ref() == o.expr.as_ref()))
+            .collect();
+        let ints = match (keys, order.as_slice()) {
+            ([key], [by]) => {
+                table::as_int(&key.data_type(&input_schema)?)
+                    && table::as_int(&by.expr.data_type(&input_schema)?)
+            }
+            _ => false,
+        };
+        if !split_on_keys || !ints || partitions == 0 || partitions > shared::MAX_INPUTS {
+            return Ok(None);
+        }
+        Ok(Some(Self::with_input(
+            input,
+            Some(by_key.clone()),
+            Partitioning::UnknownPartitioning(partitions),
+            keys.to_vec(),
+            ordering.clone(),
+            schema,
+        )))
+    }
+
+    fn with_input(
+        input: Arc<dyn ExecutionPlan>,
+        by_key: Option<Arc<dyn ExecutionPlan>>,
+        partitioning: Partitioning,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        ordering: LexOrdering,
+        schema: SchemaRef,
+    ) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            input.output_partitioning().clone(),
+            partitioning,
             EmissionType::Final,
             Boundedness::Bounded,
         );
@@ -92,6 +161,8 @@ impl BestRowPerKeyExec {
             schema,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
+            by_key,
+            runs: shared::Runs::default(),
         }
     }
 
@@ -132,7 +203,11 @@ impl DisplayAs for BestRowPerKeyExec {
             "BestRowPerKeyExec: keys=[{}], order=[{}]",
             keys.join(", "),
             order.join(", ")
-        )
+        )?;
+        if self.by_key.is_some() {
+            write!(f, ", table=shared")?;
+        }
+        Ok(())
     }
 }
 
@@ -192,12 +267,27 @@ impl ExecutionPlan for BestRowPerKeyExec {
         let Some(input) = children.into_iter().next() else {
             return internal_err!("BestRowPerKeyExec needs one child");
         };
-        Ok(Arc::new(BestRowPerKeyExec::new(
+        let Some(by_key) = &self.by_key else {
+            return Ok(Arc::new(BestRowPerKeyExec::new(
+                input,
+                self.keys.clone(),
+                self.ordering.clone(),
+                self.schema.clone(),
+            )));
+        };
+        let by_key: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
             input,
-            self.keys.clone(),
-            self.ordering.clone(),
-            self.schema.clone(),
-        )))
+            by_key.output_partitioning().clone(),
+        )?);
+        match Self::shared(&by_key, &self.keys, &self.ordering, self.schema.clone())? {
+            Some(exec) => Ok(Arc::new(exec)),
+            None => Ok(Arc::new(BestRowPerKeyExec::new(
+                by_key,
+                self.keys.clone(),
+                self.ordering.clone(),
+                self.schema.clone(),
+            ))),
+        }
     }
 
     fn execute(
@@ -205,8 +295,48 @@ impl ExecutionPlan for BestRowPerKeyExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context.clone())?;
+        // The table needs every input batch that holds a winner: an input several times the
+        // memory pool would fill it, and then go through the sort anyway. 100M random-order
+        // rows (9.4 GB of CSV) under --memory-limit 4G: 83.0 s sorting from the start
+        // against 90.7 s filling the table first, peak RSS 2.5 GB against 3.9 GB.
+        let sort_up_front = match (context.memory_pool().memory_limit(), self.input_bytes()) {
+            (MemoryLimit::Finite(pool), Some(bytes)) => bytes > 2 * pool as u64,
+            _ => false,
+        };
         let input_schema = self.input.schema();
+        let fallback = Fallback {
+            keys: self.keys.clone(),
+            ordering: self.ordering.clone(),
+            input_schema: input_schema.clone(),
+            context: context.clone(),
+            fallbacks: MetricBuilder::new(&self.metrics).counter("fallback_sorts", partition),
+            up_front: MetricBuilder::new(&self.metrics).counter("sorts_up_front", partition),
+            spill_count: MetricBuilder::new(&self.metrics).spill_count(partition),
+            spilled_bytes: MetricBuilder::new(&self.metrics).spilled_bytes(partition),
+        };
+        let input = match &self.by_key {
+            Some(_) if !sort_up_front => {
+                let order = self.order();
+                let [(by, options)] = order.as_slice() else {
+                    return internal_err!("BestRowPerKeyExec: a shared table needs one order");
+                };
+                let [key] = self.keys.as_slice() else {
+                    return internal_err!("BestRowPerKeyExec: a shared table needs one key");
+                };
+                let plan = shared::Plan {
+                    input: &self.input,
+                    key,
+                    order: by,
+                    options: *options,
+                    fallback,
+                    metrics: &self.metrics,
+                    schema: self.schema.clone(),
+                };
+                return self.runs.execute(plan, partition, context);
+            }
+            Some(by_key) => by_key.execute(partition, context.clone())?,
+            None => self.input.execute(partition, context.clone())?,
+        };
         let reservation = MemoryConsumer::new(format!("BestRowPerKeyExec[{partition}]"))
             .register(context.memory_pool());
         let best = Best {
@@ -216,26 +346,8 @@ impl ExecutionPlan for BestRowPerKeyExec {
             reservation,
             baseline: BaselineMetrics::new(&self.metrics, partition),
         };
-        let fallback = Fallback {
-            keys: self.keys.clone(),
-            ordering: self.ordering.clone(),
-            input_schema,
-            context: context.clone(),
-            fallbacks: MetricBuilder::new(&self.metrics).counter("fallback_sorts", partition),
-            up_front: MetricBuilder::new(&self.metrics).counter("sorts_up_front", partition),
-            spill_count: MetricBuilder::new(&self.metrics).spill_count(partition),
-            spilled_bytes: MetricBuilder::new(&self.metrics).spilled_bytes(partition),
-        };
         let schema = self.schema.clone();
         let batch_size = context.session_config().batch_size();
-        // The table needs every input batch that holds a winner: an input several times the
-        // memory pool would fill it, and then go through the sort anyway. 100M random-order
-        // rows (9.4 GB of CSV) under --memory-limit 4G: 83.0 s sorting from the start
-        // against 90.7 s filling the table first, peak RSS 2.5 GB against 3.9 GB.
-        let sort_up_front = match (context.memory_pool().memory_limit(), self.input_bytes()) {
-            (MemoryLimit::Finite(pool), Some(bytes)) => bytes > 2 * pool as u64,
-            _ => false,
-        };
         let start = run(
             best,
             input,

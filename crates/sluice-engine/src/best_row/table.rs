@@ -161,8 +161,27 @@ pub(super) struct IntWinner {
 }
 
 impl IntWinner {
-    pub(super) fn beaten_by(&self, order: u64, rank: u64) -> bool {
-        (rank, order) < (self.position >> RANK_SHIFT, self.order)
+    /// (NULL rank, ORDER BY value, place): a tie on the ORDER BY goes to the row earlier
+    /// in input order, whose place is lower (later rows and batches get higher numbers).
+    fn sort_key(&self) -> (u64, u64, u64) {
+        (
+            self.position >> RANK_SHIFT,
+            self.order,
+            self.position & !RANK_MASK,
+        )
+    }
+
+    pub(super) fn beats(&self, incumbent: &IntWinner) -> bool {
+        self.sort_key() < incumbent.sort_key()
+    }
+
+    pub(super) fn key(&self) -> i64 {
+        self.key
+    }
+
+    /// The packed (batch, row), without the rank.
+    pub(super) fn place(&self) -> u64 {
+        self.position & !RANK_MASK
     }
 }
 
@@ -185,53 +204,92 @@ impl IntTable {
         }
         let keys = int64s(&self.key, batch)?;
         let order = int64s(&self.order, batch)?;
-        let (descending, nulls_first) = (self.options.descending, self.options.nulls_first);
-        let (null_rank, value_rank) = if nulls_first { (0u64, 1u64) } else { (2, 1) };
+        let ranks = OrderRanks::new(self.options);
         for row in 0..batch.num_rows() {
-            let (value, rank) = if order.is_null(row) {
-                (0, null_rank)
-            } else {
-                let v = (order.value(row) as u64) ^ (1 << 63);
-                (if descending { !v } else { v }, value_rank)
-            };
-            let position = (rank << RANK_SHIFT) | pack((batch_index, row));
-            let candidate = IntWinner {
-                key: 0,
-                order: value,
-                position,
-            };
+            let candidate = ranks.candidate(&order, row, pack((batch_index, row)));
             if keys.is_null(row) {
-                if self
-                    .null_key
-                    .as_ref()
-                    .is_none_or(|w| w.beaten_by(value, rank))
-                {
-                    self.null_key = Some(candidate);
-                }
+                offer_null(&mut self.null_key, candidate);
                 continue;
             }
             let key = keys.value(row);
             let hash = std::hash::BuildHasher::hash_one(&self.hasher, key);
-            let hasher = &self.hasher;
-            match self.table.entry(
-                hash,
-                |w| w.key == key,
-                |w| std::hash::BuildHasher::hash_one(hasher, w.key),
-            ) {
-                // Strictly better: among ties the first row in input order stays.
-                Entry::Occupied(mut slot) => {
-                    let w = slot.get_mut();
-                    if w.beaten_by(value, rank) {
-                        w.order = value;
-                        w.position = position;
-                    }
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(IntWinner { key, ..candidate });
-                }
-            }
+            offer(&mut self.table, &self.hasher, hash, key, candidate);
         }
         Ok(())
+    }
+}
+
+/// How an ORDER BY value becomes a winner's (rank, order).
+#[derive(Clone, Copy)]
+pub(super) struct OrderRanks {
+    descending: bool,
+    null_rank: u64,
+}
+
+impl OrderRanks {
+    pub(super) fn new(options: SortOptions) -> Self {
+        OrderRanks {
+            descending: options.descending,
+            null_rank: if options.nulls_first { 0 } else { 2 },
+        }
+    }
+
+    /// Row `row`'s candidate at `place` (a packed position without rank); its key is
+    /// filled in by [`offer`].
+    pub(super) fn candidate(
+        &self,
+        order: &PrimitiveArray<Int64Type>,
+        row: usize,
+        place: u64,
+    ) -> IntWinner {
+        let (value, rank) = if order.is_null(row) {
+            (0, self.null_rank)
+        } else {
+            let v = (order.value(row) as u64) ^ (1 << 63);
+            (if self.descending { !v } else { v }, 1)
+        };
+        IntWinner {
+            key: 0,
+            order: value,
+            position: (rank << RANK_SHIFT) | place,
+        }
+    }
+}
+
+/// Put `candidate` in for `key` when it beats the current winner (or there is none).
+pub(super) fn offer(
+    table: &mut HashTable<IntWinner>,
+    hasher: &hashbrown::DefaultHashBuilder,
+    hash: u64,
+    key: i64,
+    candidate: IntWinner,
+) {
+    match table.entry(
+        hash,
+        |w| w.key == key,
+        |w| std::hash::BuildHasher::hash_one(hasher, w.key),
+    ) {
+        Entry::Occupied(mut slot) => {
+            let w = slot.get_mut();
+            if candidate.beats(w) {
+                w.order = candidate.order;
+                w.position = candidate.position;
+            }
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(IntWinner { key, ..candidate });
+        }
+    }
+}
+
+pub(super) fn with_key(candidate: IntWinner, key: i64) -> IntWinner {
+    IntWinner { key, ..candidate }
+}
+
+/// NULL keys are one window partition of their own.
+pub(super) fn offer_null(winner: &mut Option<IntWinner>, candidate: IntWinner) {
+    if winner.as_ref().is_none_or(|w| candidate.beats(w)) {
+        *winner = Some(candidate);
     }
 }
 

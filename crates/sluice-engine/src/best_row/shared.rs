@@ -1,0 +1,762 @@
+//! The dedup over input that is not split by key: one table of winners, in shards under
+//! their own locks, filled by every input partition at once.
+//!
+//! Split by key first, every row was hashed, copied into the batch of its partition and
+//! sent through a channel before the dedup saw it (RepartitionExec: 6% of the CPU of
+//! benches/pipeline on one Parquet file, and a second copy of the input in memory while
+//! it is read). Here each input partition is read by a task of its own, which hashes a
+//! batch's keys once, groups its rows by shard and offers them to each shard's table in
+//! turn (a shard busy with another task is visited last). The batches stay as the scan
+//! made them. When every input is read, output partition `p` emits the winners of the
+//! shards `s` with `s % partitions == p`, in input order, gathered from the scan's
+//! batches; a batch is freed once every output partition has passed it.
+//!
+//! Ties on the ORDER BY go to the row of the lowest input partition, and within it to the
+//! earlier row: a place numbers the input partition, its batch and the row, in that order,
+//! so the winner does not depend on which task came first. Which byte range or file a
+//! partition reads is DataFusion's choice (it varies between runs), so among the rows of a
+//! tie any may win, as with DataFusion's own sort.
+//!
+//! When the memory pool refuses, the tables stop: the winners so far and the rest of every
+//! input go through one sort (which spills) in output partition 0, as
+//! [`Fallback`](super::Fallback) does for one partition.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array,
+};
+use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch, SortOptions};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::runtime::SpawnedTask;
+use datafusion::common::{internal_datafusion_err, DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, RecordOutput};
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use futures::StreamExt;
+use hashbrown::hash_table::HashTable;
+use tokio::sync::{mpsc, watch};
+
+use super::table::{int64s, offer, offer_null, IntWinner, OrderRanks};
+use super::{BatchStream, Fallback};
+
+/// Shards of the table: enough that two tasks seldom want the same one at once.
+const SHARDS: usize = 64;
+/// Bits of a place's batch number that count the batches of one input partition; the
+/// input partition is above them (8 bits, see [`MAX_INPUTS`]).
+const LOCAL_BATCH_BITS: u32 = 22;
+/// Input partitions a place can number.
+pub(super) const MAX_INPUTS: usize = 1 << (30 - LOCAL_BATCH_BITS);
+
+/// One execution of the operator, shared by its output partitions; the input tasks stop
+/// when the last output partition is dropped.
+pub(super) struct SharedRun {
+    inner: Arc<Inner>,
+    _tasks: Vec<SpawnedTask<()>>,
+    /// The output partitions not handed out yet.
+    unclaimed: Mutex<Vec<bool>>,
+}
+
+/// Which run each output partition of the operator reads: a partition asked for again
+/// starts a new run.
+#[derive(Default)]
+pub(super) struct Runs {
+    current: Mutex<Weak<SharedRun>>,
+}
+
+impl std::fmt::Debug for Runs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runs")
+    }
+}
+
+/// What the operator tells a run.
+pub(super) struct Plan<'a> {
+    pub input: &'a Arc<dyn ExecutionPlan>,
+    pub key: &'a Arc<dyn PhysicalExpr>,
+    pub order: &'a Arc<dyn PhysicalExpr>,
+    pub options: SortOptions,
+    pub fallback: Fallback,
+    pub metrics: &'a ExecutionPlanMetricsSet,
+    pub schema: SchemaRef,
+}
+
+impl Runs {
+    pub(super) fn execute(
+        &self,
+        plan: Plan<'_>,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let run = {
+            let mut current = self
+                .current
+                .lock()
+                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a run panicked"))?;
+            let live = current
+                .upgrade()
+                .filter(|run| run.claim(partition).unwrap_or(false));
+            match live {
+                Some(run) => run,
+                None => {
+                    let run = Arc::new(SharedRun::start(&plan, context.clone())?);
+                    run.claim(partition)?;
+                    *current = Arc::downgrade(&run);
+                    run
+                }
+            }
+        };
+        let schema = plan.schema.clone();
+        let batch_size = context.session_config().batch_size();
+        let fallback = plan.fallback;
+        let out = futures::stream::once(async move {
+            match run.output(partition, batch_size, fallback).await {
+                Ok(stream) => stream,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }
+        })
+        .flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, out)))
+    }
+}
+
+#[derive(Clone)]
+enum Status {
+    Reading,
+    Done,
+    /// The pool refused: output partition 0 sorts everything.
+    Sorting,
+    Failed(Arc<DataFusionError>),
+}
+
+struct Shard {
+    table: HashTable<IntWinner>,
+    null_key: Option<IntWinner>,
+}
+
+struct Inner {
+    shards: Vec<Mutex<Shard>>,
+    hasher: hashbrown::DefaultHashBuilder,
+    key: Arc<dyn PhysicalExpr>,
+    order: Arc<dyn PhysicalExpr>,
+    ranks: OrderRanks,
+    /// Per input partition, its batches in order.
+    batches: Vec<Mutex<Vec<RecordBatch>>>,
+    /// Taken by the writer to go over to the sort.
+    sorting: RwLock<bool>,
+    reservation: Mutex<MemoryReservation>,
+    status: watch::Sender<Status>,
+    inputs_left: AtomicUsize,
+    /// The rest of the input once sorting, for output partition 0.
+    rest: Mutex<Option<mpsc::UnboundedReceiver<Result<RecordBatch>>>>,
+    /// The batches of all inputs in order, once read, each with the output partitions
+    /// that have not passed it yet.
+    slots: std::sync::OnceLock<Vec<Slot>>,
+    outputs: usize,
+    baselines: Vec<BaselineMetrics>,
+    input_schema: SchemaRef,
+    out_schema: SchemaRef,
+}
+
+struct Slot {
+    /// The input partition it came from.
+    input: usize,
+    batch: Mutex<Option<RecordBatch>>,
+    waiting: AtomicUsize,
+}
+
+impl SharedRun {
+    fn start(plan: &Plan<'_>, context: Arc<TaskContext>) -> Result<SharedRun> {
+        let inputs = plan.input.output_partitioning().partition_count();
+        if inputs > MAX_INPUTS {
+            return Err(internal_datafusion_err!(
+                "BestRowPerKeyExec: {inputs} input partitions, at most {MAX_INPUTS}"
+            ));
+        }
+        let outputs = inputs.max(1);
+        let reservation = MemoryConsumer::new("BestRowPerKeyExec").register(context.memory_pool());
+        let (status, _) = watch::channel(Status::Reading);
+        let (to_sort, rest) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        table: HashTable::new(),
+                        null_key: None,
+                    })
+                })
+                .collect(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            key: plan.key.clone(),
+            order: plan.order.clone(),
+            ranks: OrderRanks::new(plan.options),
+            batches: (0..inputs).map(|_| Mutex::new(Vec::new())).collect(),
+            sorting: RwLock::new(false),
+            reservation: Mutex::new(reservation),
+            status,
+            inputs_left: AtomicUsize::new(inputs),
+            rest: Mutex::new(Some(rest)),
+            slots: std::sync::OnceLock::new(),
+            outputs,
+            baselines: (0..outputs)
+                .map(|p| BaselineMetrics::new(plan.metrics, p))
+                .collect(),
+            input_schema: plan.input.schema(),
+            out_schema: plan.schema.clone(),
+        });
+        if inputs == 0 {
+            inner.status.send_replace(Status::Done);
+        }
+        inner.presize(plan.input)?;
+        let mut tasks = Vec::with_capacity(inputs);
+        for p in 0..inputs {
+            let stream = plan.input.execute(p, context.clone())?;
+            let feed = Feed {
+                inner: inner.clone(),
+                input: p,
+                to_sort: to_sort.clone(),
+                finished: false,
+            };
+            tasks.push(SpawnedTask::spawn(feed.run(stream)));
+        }
+        Ok(SharedRun {
+            inner,
+            _tasks: tasks,
+            unclaimed: Mutex::new(vec![true; outputs]),
+        })
+    }
+
+    /// Hand out output partition `p`; false when it was handed out already.
+    fn claim(&self, p: usize) -> Result<bool> {
+        let mut unclaimed = self
+            .unclaimed
+            .lock()
+            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a run panicked"))?;
+        match unclaimed.get_mut(p) {
+            Some(free) => Ok(std::mem::replace(free, false)),
+            None => Err(internal_datafusion_err!(
+                "BestRowPerKeyExec: no output partition {p}"
+            )),
+        }
+    }
+
+    async fn output(
+        self: Arc<Self>,
+        p: usize,
+        batch_size: usize,
+        fallback: Fallback,
+    ) -> Result<BatchStream> {
+        let mut status = self.inner.status.subscribe();
+        let settled = status
+            .wait_for(|s| !matches!(s, Status::Reading))
+            .await
+            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: the run ended"))?
+            .clone();
+        match settled {
+            Status::Reading => Err(internal_datafusion_err!("BestRowPerKeyExec: still reading")),
+            Status::Failed(e) => Err(DataFusionError::Shared(e)),
+            Status::Sorting if p == 0 => self.inner.sort_everything(fallback),
+            Status::Sorting => Ok(futures::stream::empty().boxed()),
+            Status::Done => {
+                let winners = self.inner.winners_of(p)?;
+                let emit = Emit {
+                    run: self,
+                    partition: p,
+                    winners,
+                    slot: 0,
+                    batch_size: batch_size.max(1),
+                };
+                Ok(futures::stream::iter(emit).boxed())
+            }
+        }
+    }
+}
+
+/// The task that reads one input partition into the table.
+struct Feed {
+    inner: Arc<Inner>,
+    input: usize,
+    to_sort: mpsc::UnboundedSender<Result<RecordBatch>>,
+    finished: bool,
+}
+
+impl Feed {
+    async fn run(mut self, mut stream: SendableRecordBatchStream) {
+        let mut grouped = Grouped::default();
+        let mut local = 0usize;
+        while let Some(batch) = stream.next().await {
+            let result = batch.and_then(|batch| {
+                if batch.num_rows() == 0 {
+                    return Ok(());
+                }
+                let elapsed = self.inner.baselines[self.input].elapsed_compute().clone();
+                let _timer = elapsed.timer();
+                match self
+                    .inner
+                    .offer(self.input, local, shrunk(batch)?, &mut grouped)?
+                {
+                    None => local += 1,
+                    // Sorting: the batch goes to the sort (which may have ended on an error).
+                    Some(batch) => {
+                        let _ = self.to_sort.send(Ok(batch));
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                let e = Arc::new(e);
+                let _ = self.to_sort.send(Err(DataFusionError::Shared(e.clone())));
+                self.inner.fail(e);
+                self.finished = true;
+                return;
+            }
+        }
+        self.finished = true;
+        self.inner.input_read();
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // A task that ended without finishing (it panicked) must not leave outputs waiting.
+        if !self.finished {
+            self.inner.fail(Arc::new(internal_datafusion_err!(
+                "BestRowPerKeyExec: reading input partition {} stopped",
+                self.input
+            )));
+        }
+    }
+}
+
+/// A batch's rows grouped by shard; kept between batches for its allocations.
+#[derive(Default)]
+struct Grouped {
+    rows: Vec<Vec<(u64, IntWinner)>>,
+    nulls: Vec<IntWinner>,
+}
+
+impl Inner {
+    /// Offer a batch's rows to the table; the batch comes back when the table stopped.
+    fn offer(
+        &self,
+        input: usize,
+        local: usize,
+        batch: RecordBatch,
+        grouped: &mut Grouped,
+    ) -> Result<Option<RecordBatch>> {
+        if local >= 1 << LOCAL_BATCH_BITS || batch.num_rows() as u64 > u32::MAX as u64 {
+            return Err(internal_datafusion_err!(
+                "BestRowPerKeyExec: more batches than it can number"
+            ));
+        }
+        let sorting = self
+            .sorting
+            .read()
+            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+        if *sorting {
+            return Ok(Some(batch));
+        }
+        let keys = int64s(&self.key, &batch)?;
+        let order = int64s(&self.order, &batch)?;
+        let batch_number = ((input as u64) << LOCAL_BATCH_BITS) | local as u64;
+        grouped.rows.resize_with(SHARDS, Vec::new);
+        for row in 0..batch.num_rows() {
+            let candidate = self
+                .ranks
+                .candidate(&order, row, (batch_number << 32) | row as u64);
+            if keys.is_null(row) {
+                grouped.nulls.push(candidate);
+                continue;
+            }
+            let hash = std::hash::BuildHasher::hash_one(&self.hasher, keys.value(row));
+            let candidate = super::table::with_key(candidate, keys.value(row));
+            grouped.rows[shard_of(hash)].push((hash, candidate));
+        }
+        // Shards another task holds are visited after the others.
+        let mut grown = 0usize;
+        let mut busy = Vec::new();
+        for s in 0..SHARDS {
+            if grouped.rows[s].is_empty() && (s != 0 || grouped.nulls.is_empty()) {
+                continue;
+            }
+            match self.shards[s].try_lock() {
+                Ok(mut shard) => grown += self.fill(s, &mut shard, grouped),
+                Err(std::sync::TryLockError::WouldBlock) => busy.push(s),
+                Err(std::sync::TryLockError::Poisoned(_)) => {
+                    return Err(internal_datafusion_err!(
+                        "BestRowPerKeyExec: a task panicked"
+                    ))
+                }
+            }
+        }
+        for s in busy {
+            let mut shard = self.shards[s]
+                .lock()
+                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+            grown += self.fill(s, &mut shard, grouped);
+        }
+        let bytes = batch.get_array_memory_size() + grown;
+        self.batches[input]
+            .lock()
+            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?
+            .push(batch);
+        let refused = self
+            .reservation
+            .lock()
+            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?
+            .try_grow(bytes);
+        drop(sorting);
+        match refused {
+            Ok(()) => Ok(None),
+            Err(e) if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) => {
+                self.start_sorting()?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Size the shards for the rows the input's statistics promise (Parquet's row counts),
+    /// so that they do not grow (and rehash) as they fill; when the pool allows it.
+    fn presize(&self, input: &Arc<dyn ExecutionPlan>) -> Result<()> {
+        let stats = StatisticsContext::new().compute(input.as_ref(), &StatisticsArgs::new())?;
+        let Some(&rows) = stats.num_rows.get_value() else {
+            return Ok(());
+        };
+        let per_shard = rows / SHARDS;
+        let mut bytes = 0usize;
+        let mut shards = Vec::with_capacity(SHARDS);
+        for shard in &self.shards {
+            let mut shard = shard
+                .lock()
+                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+            shard.table.reserve(per_shard, |w| {
+                std::hash::BuildHasher::hash_one(&self.hasher, w.key())
+            });
+            bytes += shard.table.capacity() * std::mem::size_of::<IntWinner>();
+            shards.push(shard);
+        }
+        let reservation = self
+            .reservation
+            .lock()
+            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+        if reservation.try_grow(bytes).is_err() {
+            for mut shard in shards {
+                shard.table = HashTable::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// Offer shard `s`'s rows of a batch; the bytes the table grew by.
+    fn fill(&self, s: usize, shard: &mut Shard, grouped: &mut Grouped) -> usize {
+        let before = shard.table.capacity();
+        for (hash, candidate) in grouped.rows[s].drain(..) {
+            offer(
+                &mut shard.table,
+                &self.hasher,
+                hash,
+                candidate.key(),
+                candidate,
+            );
+        }
+        if s == 0 {
+            for candidate in grouped.nulls.drain(..) {
+                offer_null(&mut shard.null_key, candidate);
+            }
+        }
+        shard.table.capacity().saturating_sub(before) * std::mem::size_of::<IntWinner>()
+    }
+
+    /// Stop the table: every input task sends what it reads next to the sort.
+    fn start_sorting(&self) -> Result<()> {
+        let mut sorting = self
+            .sorting
+            .write()
+            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+        *sorting = true;
+        drop(sorting);
+        self.status.send_if_modified(|s: &mut Status| match s {
+            Status::Reading => {
+                *s = Status::Sorting;
+                true
+            }
+            _ => false,
+        });
+        Ok(())
+    }
+
+    fn input_read(&self) {
+        if self.inputs_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.status.send_if_modified(|s: &mut Status| match s {
+                Status::Reading => {
+                    *s = Status::Done;
+                    true
+                }
+                _ => false,
+            });
+        }
+    }
+
+    fn fail(&self, e: Arc<DataFusionError>) {
+        self.status.send_if_modified(|s: &mut Status| match s {
+            Status::Failed(_) => false,
+            _ => {
+                *s = Status::Failed(e);
+                true
+            }
+        });
+    }
+
+    /// All batches of all inputs in order, taken from the inputs the first time.
+    fn slots(&self) -> &Vec<Slot> {
+        self.slots.get_or_init(|| {
+            let mut all = Vec::new();
+            for (input, batches) in self.batches.iter().enumerate() {
+                // A poisoned list still holds whole batches: a task panics before it pushes.
+                let mut batches = batches.lock().unwrap_or_else(|e| e.into_inner());
+                all.extend(std::mem::take(&mut *batches).into_iter().map(|batch| Slot {
+                    input,
+                    batch: Mutex::new(Some(batch)),
+                    waiting: AtomicUsize::new(self.outputs),
+                }));
+            }
+            all
+        })
+    }
+
+    /// Per slot, the rows output partition `p` emits; frees `p`'s shards.
+    fn winners_of(&self, p: usize) -> Result<Vec<Vec<u32>>> {
+        let slots = self.slots();
+        // Where each input partition's batches start among the slots.
+        let mut first_slot = vec![0usize; self.batches.len() + 1];
+        for slot in slots {
+            first_slot[slot.input + 1] += 1;
+        }
+        for i in 1..first_slot.len() {
+            first_slot[i] += first_slot[i - 1];
+        }
+        let mut marks: Vec<Vec<bool>> = slots
+            .iter()
+            .map(|slot| {
+                let rows = slot
+                    .batch
+                    .lock()
+                    .ok()
+                    .and_then(|b| b.as_ref().map(RecordBatch::num_rows))
+                    .unwrap_or(0);
+                vec![false; rows]
+            })
+            .collect();
+        let mut freed = 0usize;
+        let mut mark = |w: &IntWinner| -> Result<()> {
+            let place = w.place();
+            let batch_number = (place >> 32) as usize;
+            let input = batch_number >> LOCAL_BATCH_BITS;
+            let local = batch_number & ((1 << LOCAL_BATCH_BITS) - 1);
+            let row = (place & 0xffff_ffff) as usize;
+            marks
+                .get_mut(first_slot[input] + local)
+                .and_then(|m| m.get_mut(row))
+                .map(|m| *m = true)
+                .ok_or_else(|| internal_datafusion_err!("BestRowPerKeyExec: a lost winner"))
+        };
+        for s in (p..SHARDS).step_by(self.outputs) {
+            let mut shard = self.shards[s]
+                .lock()
+                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+            for w in shard.table.iter() {
+                mark(w)?;
+            }
+            if let Some(w) = shard.null_key.as_ref() {
+                mark(w)?;
+            }
+            freed += shard.table.capacity() * std::mem::size_of::<IntWinner>();
+            shard.table = HashTable::new();
+            shard.null_key = None;
+        }
+        self.shrink(freed);
+        Ok(marks
+            .into_iter()
+            .map(|m| {
+                m.iter()
+                    .enumerate()
+                    .filter(|(_, &won)| won)
+                    .map(|(row, _)| row as u32)
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn shrink(&self, bytes: usize) {
+        if let Ok(reservation) = self.reservation.lock() {
+            let size = reservation.size();
+            reservation.shrink(bytes.min(size));
+        }
+    }
+
+    /// The pool refused: the winners so far (every other row read so far has lost) and
+    /// the rest of every input, sorted by key and ORDER BY in one partition.
+    fn sort_everything(&self, fallback: Fallback) -> Result<BatchStream> {
+        let mut winners = Vec::new();
+        for p in 0..self.outputs {
+            let marks = self.winners_of(p)?;
+            for (slot, rows) in self.slots().iter().zip(marks) {
+                if rows.is_empty() {
+                    continue;
+                }
+                let Some(batch) = slot.batch.lock().ok().and_then(|b| b.clone()) else {
+                    continue;
+                };
+                let mut mask = vec![false; batch.num_rows()];
+                rows.iter().for_each(|&r| mask[r as usize] = true);
+                winners.push(filter_record_batch(&batch, &BooleanArray::from(mask))?);
+            }
+        }
+        // Only the winners stay: the sort takes them (and reserves them) one by one.
+        for slot in self.slots() {
+            if let Ok(mut batch) = slot.batch.lock() {
+                batch.take();
+            }
+        }
+        let held: usize = winners.iter().map(RecordBatch::get_array_memory_size).sum();
+        let reservation = {
+            let mut reservation = self
+                .reservation
+                .lock()
+                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+            let size = reservation.size();
+            reservation.shrink(size.saturating_sub(held));
+            reservation.take()
+        };
+        let rest = self
+            .rest
+            .lock()
+            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?
+            .take()
+            .ok_or_else(|| internal_datafusion_err!("BestRowPerKeyExec: sorted twice"))?;
+        let rest = futures::stream::unfold(rest, |mut rx| async move {
+            rx.recv().await.map(|batch| (batch, rx))
+        });
+        let rest = Box::pin(RecordBatchStreamAdapter::new(
+            self.input_schema.clone(),
+            rest,
+        ));
+        fallback.fallbacks.add(1);
+        fallback.sorted(winners, reservation, rest, self.out_schema.clone())
+    }
+}
+
+/// The batch without the spare capacity its reader left in its buffers (string values
+/// grow by doubling): the batch is kept until the end, and on one Parquet file of
+/// benches/pipeline the spare room raised the peak by 230 MB. Shrinking reallocates in
+/// place; a buffer shared with another array stays as it is.
+fn shrunk(batch: RecordBatch) -> Result<RecordBatch> {
+    let (schema, mut columns, rows) = batch.into_parts();
+    for column in &mut columns {
+        if let Some(array) = Arc::get_mut(column) {
+            array.shrink_to_fit();
+        }
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema, columns, &options,
+    )?)
+}
+
+/// The shard of a key's hash: bits the shard's table uses neither for its buckets (the
+/// low bits) nor for its tags (the top seven).
+fn shard_of(hash: u64) -> usize {
+    ((hash >> 40) as usize) % SHARDS
+}
+
+/// Output partition `partition`'s winners in input order, in batches of `batch_size`.
+struct Emit {
+    run: Arc<SharedRun>,
+    partition: usize,
+    /// Per slot, the rows to emit.
+    winners: Vec<Vec<u32>>,
+    /// The first slot not emitted in full.
+    slot: usize,
+    batch_size: usize,
+}
+
+impl Emit {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let inner = &self.run.inner;
+        let slots = inner.slots();
+        let baseline = &inner.baselines[self.partition];
+        let _timer = baseline.elapsed_compute().timer();
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut indices: Vec<(usize, usize)> = Vec::with_capacity(self.batch_size);
+        while self.slot < slots.len() && indices.len() < self.batch_size {
+            let rows = &mut self.winners[self.slot];
+            let take = rows.len().min(self.batch_size - indices.len());
+            if take > 0 {
+                let batch = slots[self.slot]
+                    .batch
+                    .lock()
+                    .ok()
+                    .and_then(|b| b.clone())
+                    .ok_or_else(|| internal_datafusion_err!("BestRowPerKeyExec: freed early"))?;
+                let b = batches.len();
+                batches.push(batch);
+                indices.extend(rows.drain(..take).map(|r| (b, r as usize)));
+            }
+            if rows.is_empty() {
+                self.pass(self.slot);
+                self.slot += 1;
+            }
+        }
+        if indices.is_empty() {
+            return Ok(None);
+        }
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        let kept = interleave_record_batch(&refs, &indices)?;
+        let rows = kept.num_rows();
+        let mut columns = kept.columns().to_vec();
+        columns.push(Arc::new(UInt64Array::from_value(1, rows)) as ArrayRef);
+        let out = RecordBatch::try_new(inner.out_schema.clone(), columns)?;
+        Ok(Some(out.record_output(baseline)))
+    }
+
+    /// This output partition is done with a slot: the last one to pass frees its batch.
+    fn pass(&self, slot: usize) {
+        let inner = &self.run.inner;
+        let Some(slot) = inner.slots.get().and_then(|s| s.get(slot)) else {
+            return;
+        };
+        if slot.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let freed = slot
+                .batch
+                .lock()
+                .ok()
+                .and_then(|mut b| b.take())
+                .map_or(0, |b| b.get_array_memory_size());
+            inner.shrink(freed);
+        }
+    }
+}
+
+impl Iterator for Emit {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        self.next_batch().transpose()
+    }
+}
+
+impl Drop for Emit {
+    fn drop(&mut self) {
+        // Dropped early (a LIMIT above): the slots not passed yet are passed now.
+        let total = self.run.inner.slots.get().map_or(0, Vec::len);
+        for slot in self.slot..total {
+            self.pass(slot);
+        }
+    }
+}
