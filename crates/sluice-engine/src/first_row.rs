@@ -69,10 +69,15 @@ impl PhysicalOptimizerRule for DedupFirstRow {
         let order_needed =
             plan.output_ordering().is_some() && plan.output_partitioning().partition_count() == 1;
         // `SET sluice.dedup = 'sort'` keeps DataFusion's sort: see benches/pipeline.
-        let by_hash = super::options::SluiceOptions::dedup(config)? == super::options::Dedup::Hash;
+        let dedup = super::options::SluiceOptions::dedup(config)?;
+        let by_hash = matches!(
+            dedup,
+            super::options::Dedup::Hash | super::options::Dedup::Shared
+        );
         let choice = Choice {
             column_keys_only: self.column_keys_only,
             by_hash: !self.column_keys_only && by_hash,
+            shared: !self.column_keys_only && dedup == super::options::Dedup::Shared,
         };
         optimize_node(plan, order_needed, false, choice)
     }
@@ -92,6 +97,8 @@ impl PhysicalOptimizerRule for DedupFirstRow {
 struct Choice {
     column_keys_only: bool,
     by_hash: bool,
+    /// `SET sluice.dedup = 'shared'`: one table for the scan's partitions.
+    shared: bool,
 }
 
 /// Rewrite `node` and what is below it. `order_needed`: some node above relies on this
@@ -204,14 +211,12 @@ fn rewrite(
     // Nothing above needs the rows split by key: one table shared by the input's
     // partitions replaces the split.
     let shared = match sort {
-        Some(sort) if !order_needed && !split_needed && choice.by_hash => {
-            BestRowPerKeyExec::shared(
-                sort.input(),
-                expr.partition_by(),
-                sort.expr(),
-                window.schema(),
-            )?
-        }
+        Some(sort) if !order_needed && !split_needed && choice.shared => BestRowPerKeyExec::shared(
+            sort.input(),
+            expr.partition_by(),
+            sort.expr(),
+            window.schema(),
+        )?,
         _ => None,
     };
     let mut plan: Arc<dyn ExecutionPlan> = match sort {

@@ -9,7 +9,9 @@ extensions_options! {
         /// How `row_number() = 1` runs over input that is not sorted by its key: `hash`
         /// (a hash table keeps each key's best row, no sort; when the memory pool is full
         /// it falls back to the sort, which spills) or `sort` (DataFusion sorts, then one
-        /// streaming pass keeps each key's first row). Default: `hash`, or $SLUICE_DEDUP.
+        /// streaming pass keeps each key's first row), or `shared` (the hash table shared by
+        /// the scan's partitions, without the hash repartition; opt-in). Default: `hash`, or
+        /// $SLUICE_DEDUP.
         pub dedup: String, default = std::env::var("SLUICE_DEDUP").unwrap_or_else(|_| "hash".to_string())
         /// Whether hash joins against a collected build side run as lookups that pass the
         /// probe side's columns on without copying them (see `lookup_join`). Default: true,
@@ -26,6 +28,9 @@ impl ConfigExtension for SluiceOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dedup {
     Hash,
+    /// The hash table, shared by the scan's partitions instead of split by key
+    /// (best_row/shared.rs). Opt-in: see docs/benchmarks.md for what is still open.
+    Shared,
     Sort,
 }
 
@@ -39,8 +44,9 @@ impl SluiceOptions {
             .unwrap_or_else(|| "hash".to_string());
         match value.as_str() {
             "hash" => Ok(Dedup::Hash),
+            "shared" => Ok(Dedup::Shared),
             "sort" => Ok(Dedup::Sort),
-            other => plan_err!("sluice.dedup must be 'hash' or 'sort', not '{other}'"),
+            other => plan_err!("sluice.dedup must be 'hash', 'shared' or 'sort', not '{other}'"),
         }
     }
 
