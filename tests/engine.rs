@@ -328,7 +328,7 @@ fn the_hash_dedup_is_the_default_and_the_sort_is_chosen_by_name() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("sluice.dedup must be 'hash', 'shared' or 'sort', not 'hsah'"),
+            .contains("sluice.dedup must be 'hash', 'split' or 'sort', not 'hsah'"),
         "{}",
         r.stderr
     );
@@ -483,7 +483,7 @@ fn skewed_events_in_one_file(ties: bool) -> tempfile::TempDir {
 
 #[test]
 fn partitions_sharing_one_table_keep_the_window_operators_rows() {
-    let three = "SET sluice.dedup = 'shared'; SET datafusion.execution.target_partitions = 3; SET datafusion.optimizer.repartition_file_min_size = 1;";
+    let three = "SET datafusion.execution.target_partitions = 3; SET datafusion.optimizer.repartition_file_min_size = 1;";
     let settings = [
         three.to_string(),
         format!("{three} SET datafusion.execution.batch_size = 97;"),
@@ -510,6 +510,20 @@ fn partitions_sharing_one_table_keep_the_window_operators_rows() {
             assert!(
                 dedup.contains("DataSourceExec: file_groups={3 groups"),
                 "{plan}"
+            );
+            // `split` keeps DataFusion's repartition in front of a table per partition.
+            let split = query(
+                p.path(),
+                &format!("{three} SET sluice.dedup = 'split';"),
+                &format!("EXPLAIN {sql}"),
+            );
+            assert!(
+                split.contains("BestRowPerKeyExec") && !split.contains("table=shared"),
+                "{split}"
+            );
+            assert!(
+                split.contains("RepartitionExec: partitioning=Hash([id@0], 3)"),
+                "{split}"
             );
             for settings in &settings {
                 let ours = query(p.path(), settings, &sql);

@@ -72,12 +72,12 @@ impl PhysicalOptimizerRule for DedupFirstRow {
         let dedup = super::options::SluiceOptions::dedup(config)?;
         let by_hash = matches!(
             dedup,
-            super::options::Dedup::Hash | super::options::Dedup::Shared
+            super::options::Dedup::Hash | super::options::Dedup::Split
         );
         let choice = Choice {
             column_keys_only: self.column_keys_only,
             by_hash: !self.column_keys_only && by_hash,
-            shared: !self.column_keys_only && dedup == super::options::Dedup::Shared,
+            shared: !self.column_keys_only && dedup == super::options::Dedup::Hash,
         };
         optimize_node(plan, order_needed, false, choice)
     }
@@ -97,7 +97,7 @@ impl PhysicalOptimizerRule for DedupFirstRow {
 struct Choice {
     column_keys_only: bool,
     by_hash: bool,
-    /// `SET sluice.dedup = 'shared'`: one table for the scan's partitions.
+    /// One table for the scan's partitions where it applies (not `SET sluice.dedup = 'split'`).
     shared: bool,
 }
 

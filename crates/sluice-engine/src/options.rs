@@ -9,9 +9,9 @@ extensions_options! {
         /// How `row_number() = 1` runs over input that is not sorted by its key: `hash`
         /// (a hash table keeps each key's best row, no sort; when the memory pool is full
         /// it falls back to the sort, which spills) or `sort` (DataFusion sorts, then one
-        /// streaming pass keeps each key's first row), or `shared` (the hash table shared by
-        /// the scan's partitions, without the hash repartition; opt-in). Default: `hash`, or
-        /// $SLUICE_DEDUP.
+        /// streaming pass keeps each key's first row). `hash` shares one table among the
+        /// scan's partitions where it can; `split` keeps DataFusion's hash repartition in front
+        /// of a table per partition. Default: `hash`, or $SLUICE_DEDUP.
         pub dedup: String, default = std::env::var("SLUICE_DEDUP").unwrap_or_else(|_| "hash".to_string())
         /// Whether hash joins against a collected build side run as lookups that pass the
         /// probe side's columns on without copying them (see `lookup_join`). Default: true,
@@ -27,10 +27,10 @@ impl ConfigExtension for SluiceOptions {
 /// The ways `row_number() = 1` over unsorted input can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dedup {
+    /// The hash table; shared by the scan's partitions where it can be (best_row/shared.rs).
     Hash,
-    /// The hash table, shared by the scan's partitions instead of split by key
-    /// (best_row/shared.rs). Opt-in: see docs/benchmarks.md for what is still open.
-    Shared,
+    /// The hash table per partition, behind DataFusion's hash repartition on the key.
+    Split,
     Sort,
 }
 
@@ -44,9 +44,9 @@ impl SluiceOptions {
             .unwrap_or_else(|| "hash".to_string());
         match value.as_str() {
             "hash" => Ok(Dedup::Hash),
-            "shared" => Ok(Dedup::Shared),
+            "split" => Ok(Dedup::Split),
             "sort" => Ok(Dedup::Sort),
-            other => plan_err!("sluice.dedup must be 'hash', 'shared' or 'sort', not '{other}'"),
+            other => plan_err!("sluice.dedup must be 'hash', 'split' or 'sort', not '{other}'"),
         }
     }
 

@@ -22,7 +22,7 @@
 //! [`Fallback`](super::Fallback) does for one partition.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array,
@@ -63,10 +63,12 @@ pub(super) struct SharedRun {
 }
 
 /// Which run each output partition of the operator reads: a partition asked for again
-/// starts a new run.
+/// starts a new run. The run is held here until every output partition is handed out, so
+/// that a consumer asking for partition 1 after it dropped partition 0 does not read the
+/// input a second time.
 #[derive(Default)]
 pub(super) struct Runs {
-    current: Mutex<Weak<SharedRun>>,
+    current: Mutex<Option<Arc<SharedRun>>>,
 }
 
 impl std::fmt::Debug for Runs {
@@ -99,17 +101,20 @@ impl Runs {
                 .lock()
                 .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a run panicked"))?;
             let live = current
-                .upgrade()
+                .take()
                 .filter(|run| run.claim(partition).unwrap_or(false));
-            match live {
+            let run = match live {
                 Some(run) => run,
                 None => {
                     let run = Arc::new(SharedRun::start(&plan, context.clone())?);
                     run.claim(partition)?;
-                    *current = Arc::downgrade(&run);
                     run
                 }
+            };
+            if !run.all_claimed() {
+                *current = Some(run.clone());
             }
+            run
         };
         let schema = plan.schema.clone();
         let batch_size = context.session_config().batch_size();
@@ -141,7 +146,6 @@ struct Shard {
 
 struct Inner {
     shards: Vec<Mutex<Shard>>,
-    hasher: hashbrown::DefaultHashBuilder,
     key: Arc<dyn PhysicalExpr>,
     order: Arc<dyn PhysicalExpr>,
     ranks: OrderRanks,
@@ -191,7 +195,6 @@ impl SharedRun {
                     })
                 })
                 .collect(),
-            hasher: hashbrown::DefaultHashBuilder::default(),
             key: plan.key.clone(),
             order: plan.order.clone(),
             ranks: OrderRanks::new(plan.options),
@@ -229,6 +232,13 @@ impl SharedRun {
             _tasks: tasks,
             unclaimed: Mutex::new(vec![true; outputs]),
         })
+    }
+
+    fn all_claimed(&self) -> bool {
+        self.unclaimed
+            .lock()
+            .map(|unclaimed| unclaimed.iter().all(|free| !free))
+            .unwrap_or(true)
     }
 
     /// Hand out output partition `p`; false when it was handed out already.
@@ -373,7 +383,7 @@ impl Inner {
                 grouped.nulls.push(candidate);
                 continue;
             }
-            let hash = std::hash::BuildHasher::hash_one(&self.hasher, keys.value(row));
+            let hash = key_hash(keys.value(row));
             let candidate = super::table::with_key(candidate, keys.value(row));
             grouped.rows[shard_of(hash)].push((hash, candidate));
         }
@@ -435,9 +445,7 @@ impl Inner {
             let mut shard = shard
                 .lock()
                 .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
-            shard.table.reserve(per_shard, |w| {
-                std::hash::BuildHasher::hash_one(&self.hasher, w.key())
-            });
+            shard.table.reserve(per_shard, |w| key_hash(w.key()));
             bytes += shard.table.capacity() * std::mem::size_of::<IntWinner>();
             shards.push(shard);
         }
@@ -457,13 +465,7 @@ impl Inner {
     fn fill(&self, s: usize, shard: &mut Shard, grouped: &mut Grouped) -> usize {
         let before = shard.table.capacity();
         for (hash, candidate) in grouped.rows[s].drain(..) {
-            offer(
-                &mut shard.table,
-                &self.hasher,
-                hash,
-                candidate.key(),
-                candidate,
-            );
+            offer(&mut shard.table, key_hash, hash, candidate.key(), candidate);
         }
         if s == 0 {
             for candidate in grouped.nulls.drain(..) {
@@ -669,6 +671,20 @@ fn shrunk(batch: RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
+/// A key's hash, the same in every run: an output partition can come from another run of
+/// the operator than its siblings (a consumer that asks for partition 1 only after it
+/// dropped partition 0 starts a new run), and with a hasher seeded per run the two runs
+/// split the keys differently: keys emitted twice, others not at all. The finalizer of
+/// MurmurHash3, whose every output bit depends on every input bit.
+fn key_hash(key: i64) -> u64 {
+    let mut h = key as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// The shard of a key's hash: bits the shard's table uses neither for its buckets (the
 /// low bits) nor for its tags (the top seven).
 fn shard_of(hash: u64) -> usize {
@@ -757,6 +773,112 @@ impl Drop for Emit {
         let total = self.run.inner.slots.get().map_or(0, Vec::len);
         for slot in self.slot..total {
             self.pass(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::array::{AsArray, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::physical_expr::expressions::Column;
+    use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::{collect, Partitioning};
+    use datafusion::prelude::SessionContext;
+
+    use super::super::BestRowPerKeyExec;
+    use super::*;
+
+    /// Two partitions of (id, ts, row) with repeated ids, and the exec sharing one table.
+    fn exec() -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("ts", DataType::Int64, true),
+            Field::new("row", DataType::Int64, false),
+        ]));
+        let mut partitions = vec![Vec::new(), Vec::new()];
+        for b in 0..40i64 {
+            let rows: Vec<i64> = (b * 50..b * 50 + 50).collect();
+            let ids = Int64Array::from_iter(rows.iter().map(|r| Some((r * 7919) % 900)));
+            let ts = Int64Array::from_iter(rows.iter().map(|r| Some((r * 31) % 97)));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(ids),
+                    Arc::new(ts),
+                    Arc::new(Int64Array::from(rows.clone())),
+                ],
+            )
+            .expect("batch");
+            partitions[(b % 2) as usize].push(batch);
+        }
+        let scan = MemorySourceConfig::try_new_exec(&partitions, schema.clone(), None)
+            .expect("scan") as Arc<dyn ExecutionPlan>;
+        let id: Arc<dyn PhysicalExpr> = Arc::new(Column::new("id", 0));
+        let ts: Arc<dyn PhysicalExpr> = Arc::new(Column::new("ts", 1));
+        let by_key: Arc<dyn ExecutionPlan> = Arc::new(
+            RepartitionExec::try_new(scan, Partitioning::Hash(vec![id.clone()], 2))
+                .expect("repartition"),
+        );
+        let ordering = LexOrdering::new([
+            PhysicalSortExpr::new(id.clone(), SortOptions::default()),
+            PhysicalSortExpr::new(ts, SortOptions::default()),
+        ])
+        .expect("ordering");
+        let mut fields = schema.fields().to_vec();
+        fields.push(Arc::new(Field::new("rn", DataType::UInt64, false)));
+        let out = Arc::new(Schema::new(fields));
+        let shared = BestRowPerKeyExec::shared(&by_key, &[id], &ordering, out)
+            .expect("plan")
+            .expect("a shared table applies");
+        Arc::new(shared)
+    }
+
+    /// id -> (ts, row) of the rows some output partitions emitted; panics on a key twice.
+    fn rows_by_id(batches: &[RecordBatch]) -> BTreeMap<i64, (i64, i64)> {
+        let mut out = BTreeMap::new();
+        for batch in batches {
+            let column = |i: usize| batch.column(i).as_primitive::<Int64Type>().clone();
+            let (ids, ts, rows) = (column(0), column(1), column(2));
+            for r in 0..batch.num_rows() {
+                let previous = out.insert(ids.value(r), (ts.value(r), rows.value(r)));
+                assert!(previous.is_none(), "key {} emitted twice", ids.value(r));
+            }
+        }
+        out
+    }
+
+    async fn partition(plan: &Arc<dyn ExecutionPlan>, p: usize) -> Vec<RecordBatch> {
+        let context = SessionContext::new().task_ctx();
+        let stream = plan.execute(p, context).expect("execute");
+        datafusion::physical_plan::common::collect(stream)
+            .await
+            .expect("collect")
+    }
+
+    /// Output partitions of different runs split the keys the same way: partition 0 of
+    /// one run and partition 1 of another together hold every key once, with the row that
+    /// a run handing out both partitions emits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_partitions_of_different_runs_split_the_keys_alike() {
+        let plan = exec();
+        let whole = rows_by_id(
+            &collect(plan.clone(), SessionContext::new().task_ctx())
+                .await
+                .expect("collect"),
+        );
+        assert_eq!(whole.len(), 900);
+        for _ in 0..5 {
+            let first = partition(&plan, 0).await;
+            // Partition 0 asked for again: a new run, which then hands out partition 1.
+            let _again = partition(&plan, 0).await;
+            let second = partition(&plan, 1).await;
+            let both: Vec<RecordBatch> = first.into_iter().chain(second).collect();
+            assert_eq!(rows_by_id(&both), whole);
         }
     }
 }

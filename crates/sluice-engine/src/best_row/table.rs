@@ -213,7 +213,9 @@ impl IntTable {
             }
             let key = keys.value(row);
             let hash = std::hash::BuildHasher::hash_one(&self.hasher, key);
-            offer(&mut self.table, &self.hasher, hash, key, candidate);
+            let hasher = &self.hasher;
+            let hash_of = |k: i64| std::hash::BuildHasher::hash_one(hasher, k);
+            offer(&mut self.table, hash_of, hash, key, candidate);
         }
         Ok(())
     }
@@ -259,16 +261,12 @@ impl OrderRanks {
 /// Put `candidate` in for `key` when it beats the current winner (or there is none).
 pub(super) fn offer(
     table: &mut HashTable<IntWinner>,
-    hasher: &hashbrown::DefaultHashBuilder,
+    hash_of: impl Fn(i64) -> u64,
     hash: u64,
     key: i64,
     candidate: IntWinner,
 ) {
-    match table.entry(
-        hash,
-        |w| w.key == key,
-        |w| std::hash::BuildHasher::hash_one(hasher, w.key),
-    ) {
+    match table.entry(hash, |w| w.key == key, |w| hash_of(w.key)) {
         Entry::Occupied(mut slot) => {
             let w = slot.get_mut();
             if candidate.beats(w) {
