@@ -366,26 +366,51 @@ fn skewed_events() -> tempfile::TempDir {
     ])
 }
 
-/// `sql`'s rows under `--memory-limit limit` (small batches and sort reservations, one
-/// partition), and the metrics `EXPLAIN ANALYZE` gives its `BestRowPerKeyExec`.
-fn dedup_under_memory_limit(p: &std::path::Path, limit: &str, sql: &str) -> (String, String) {
+const ONE_PARTITION: &str = "SET datafusion.execution.target_partitions = 1;";
+
+/// `sql`'s rows under `--memory-limit limit` (small batches and sort reservations, and
+/// `partitions`' settings), and what `EXPLAIN ANALYZE` says of its `BestRowPerKeyExec`:
+/// the operator's line up to the end of its metrics.
+fn dedup_under_memory_limit(
+    p: &std::path::Path,
+    limit: &str,
+    partitions: &str,
+    sql: &str,
+) -> (String, String) {
     let shell = ["--memory-limit", limit, "shell", "--format", "csv", "-c"];
-    let settings = "SET datafusion.execution.batch_size = 512; SET datafusion.execution.sort_spill_reservation_bytes = 65536; SET datafusion.execution.target_partitions = 1;";
+    let settings = format!("SET datafusion.execution.batch_size = 512; SET datafusion.execution.sort_spill_reservation_bytes = 65536; {partitions}");
     let r = run(p, &[&shell[..], &[&format!("{settings} {sql}")]].concat());
     assert_eq!(r.code, 0, "{}", r.stderr);
     let explained = run(
         p,
         &[&shell[..], &[&format!("{settings} EXPLAIN ANALYZE {sql}")]].concat(),
     );
-    let metrics = explained
+    let operator = explained
         .stdout
         .split("BestRowPerKeyExec")
         .nth(1)
-        .and_then(|rest| rest.split("metrics=[").nth(1))
-        .and_then(|metrics| metrics.split(']').next())
-        .unwrap_or_else(|| panic!("{}", explained.stdout))
-        .to_string();
-    (r.stdout, metrics)
+        .and_then(|rest| {
+            let metrics = rest.find("metrics=[")?;
+            let end = metrics + rest[metrics..].find(']')?;
+            Some(rest[..end].to_string())
+        })
+        .unwrap_or_else(|| panic!("{}", explained.stdout));
+    (r.stdout, operator)
+}
+
+/// `sql` under `settings` is split by key in front of the dedup, as DataFusion plans it.
+fn assert_split_by_key(p: &std::path::Path, settings: &str, sql: &str, partitions: usize) {
+    let plan = query(p, settings, &format!("EXPLAIN {sql}"));
+    assert!(
+        plan.contains("BestRowPerKeyExec") && !plan.contains("table=shared"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!(
+            "RepartitionExec: partitioning=Hash([id@0], {partitions})"
+        )),
+        "{plan}"
+    );
 }
 
 #[test]
@@ -434,7 +459,7 @@ fn skewed_keys_and_a_memory_pool_too_small_for_the_table_give_the_window_operato
         }
         // 1 MiB holds the sort's buffers but not the table and every batch: the dedup
         // falls back to DataFusion's sort, which spills, and keeps the same rows.
-        let (rows, dedup) = dedup_under_memory_limit(p.path(), "1M", &sql);
+        let (rows, dedup) = dedup_under_memory_limit(p.path(), "1M", ONE_PARTITION, &sql);
         assert_eq!(rows, windowed, "{order} under 1M");
         assert!(dedup.contains("fallback_sorts=1"), "{dedup}");
         assert!(dedup.contains("sorts_up_front=0"), "{dedup}");
@@ -512,19 +537,8 @@ fn partitions_sharing_one_table_keep_the_window_operators_rows() {
                 "{plan}"
             );
             // `split` keeps DataFusion's repartition in front of a table per partition.
-            let split = query(
-                p.path(),
-                &format!("{three} SET sluice.dedup = 'split';"),
-                &format!("EXPLAIN {sql}"),
-            );
-            assert!(
-                split.contains("BestRowPerKeyExec") && !split.contains("table=shared"),
-                "{split}"
-            );
-            assert!(
-                split.contains("RepartitionExec: partitioning=Hash([id@0], 3)"),
-                "{split}"
-            );
+            let split = format!("{three} SET sluice.dedup = 'split';");
+            assert_split_by_key(p.path(), &split, &sql, 3);
             for settings in &settings {
                 let ours = query(p.path(), settings, &sql);
                 if !ties {
@@ -544,18 +558,11 @@ fn partitions_sharing_one_table_keep_the_window_operators_rows() {
     let sql = "SELECT id, ts, v FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY ts) AS rn FROM events) AS r WHERE rn = 1 ORDER BY v";
     // One byte range (the file is not split) into two partitions: DataFusion splits by
     // key, as before.
-    let two = query(
+    assert_split_by_key(
         p.path(),
         "SET datafusion.execution.target_partitions = 2; SET datafusion.optimizer.repartition_file_scans = false;",
-        &format!("EXPLAIN {sql}"),
-    );
-    assert!(
-        two.contains("BestRowPerKeyExec") && !two.contains("table=shared"),
-        "{two}"
-    );
-    assert!(
-        two.contains("RepartitionExec: partitioning=Hash([id@0], 2)"),
-        "{two}"
+        sql,
+        2,
     );
     // A pool too small for the table: the winners so far and the rest of every partition
     // go through one sort, which spills, and the rows are the same.
@@ -564,23 +571,8 @@ fn partitions_sharing_one_table_keep_the_window_operators_rows() {
         three,
         &sql.replace("WHERE rn = 1", "WHERE rn * 2 = 2"),
     );
-    let shell = ["--memory-limit", "1M", "shell", "--format", "csv", "-c"];
-    let settings = format!("{three} SET datafusion.execution.batch_size = 512; SET datafusion.execution.sort_spill_reservation_bytes = 65536;");
-    let r = run(
-        p.path(),
-        &[&shell[..], &[&format!("{settings} {sql}")]].concat(),
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.stdout, windowed);
-    let explained = run(
-        p.path(),
-        &[&shell[..], &[&format!("{settings} EXPLAIN ANALYZE {sql}")]].concat(),
-    );
-    let metrics = explained
-        .stdout
-        .split("BestRowPerKeyExec")
-        .nth(1)
-        .unwrap_or_else(|| panic!("{}", explained.stdout));
+    let (rows, metrics) = dedup_under_memory_limit(p.path(), "1M", three, sql);
+    assert_eq!(rows, windowed);
     assert!(metrics.contains("table=shared"), "{metrics}");
     assert!(metrics.contains("fallback_sorts=1"), "{metrics}");
     assert!(
@@ -601,7 +593,7 @@ fn an_input_far_larger_than_the_memory_pool_is_sorted_from_the_start_with_the_sa
     assert!(windowed.lines().count() > 5800, "{windowed}");
     // 1.2 MB of CSV against a pool of 448 KiB (512K less the eighth kept outside it): the
     // table could not hold the input, so the dedup sorts (spilling) without trying it.
-    let (rows, dedup) = dedup_under_memory_limit(p.path(), "512K", sql);
+    let (rows, dedup) = dedup_under_memory_limit(p.path(), "512K", ONE_PARTITION, sql);
     assert_eq!(rows, windowed);
     assert!(dedup.contains("sorts_up_front=1"), "{dedup}");
     assert!(dedup.contains("fallback_sorts=0"), "{dedup}");

@@ -8,6 +8,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array, UInt64Array};
 use datafusion::arrow::compute::kernels::partition::partition;
 use datafusion::arrow::compute::{take_record_batch, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::{Result, Statistics};
 use datafusion::physical_expr::PhysicalExpr;
 
@@ -42,9 +43,17 @@ pub(crate) fn first_rows(
         return Ok(None);
     }
     let kept = take_record_batch(batch, &UInt32Array::from(starts))?;
+    Ok(Some(with_row_number_one(&kept, schema)?))
+}
+
+/// The kept rows with the window's `rn` column appended: row number 1 for each.
+pub(crate) fn with_row_number_one(
+    kept: &RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, ArrowError> {
     let mut columns = kept.columns().to_vec();
     columns.push(Arc::new(UInt64Array::from_value(1, kept.num_rows())));
-    Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// Whether the one-row `last` keys equal the first row of `next` (NULLs equal, as window

@@ -26,7 +26,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -35,7 +35,9 @@ use datafusion::common::{internal_err, DataFusionError, Result, Statistics};
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalExpr};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, PhysicalExpr, PhysicalSortExpr,
+};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
@@ -116,10 +118,7 @@ impl BestRowPerKeyExec {
             _ => false,
         };
         let input_schema = input.schema();
-        let order: Vec<_> = ordering
-            .iter()
-            .filter(|o| !keys.iter().any(|k| k.as_ref() == o.expr.as_ref()))
-            .collect();
+        let order: Vec<_> = order_part(keys, ordering).collect();
         let ints = match (keys, order.as_slice()) {
             ([key], [by]) => {
                 table::as_int(&key.data_type(&input_schema)?)
@@ -181,21 +180,26 @@ impl BestRowPerKeyExec {
 
     /// The ORDER BY part of the ordering: what follows the partition keys.
     fn order(&self) -> Vec<(Arc<dyn PhysicalExpr>, SortOptions)> {
-        self.ordering
-            .iter()
-            .filter(|o| !self.keys.iter().any(|k| k.as_ref() == o.expr.as_ref()))
+        order_part(&self.keys, &self.ordering)
             .map(|o| (o.expr.clone(), o.options))
             .collect()
     }
 }
 
+/// The ORDER BY part of the window's sort: what follows the partition keys.
+fn order_part<'a>(
+    keys: &'a [Arc<dyn PhysicalExpr>],
+    ordering: &'a LexOrdering,
+) -> impl Iterator<Item = &'a PhysicalSortExpr> {
+    ordering
+        .iter()
+        .filter(|o| !keys.iter().any(|k| k.as_ref() == o.expr.as_ref()))
+}
+
 impl DisplayAs for BestRowPerKeyExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
-        let order: Vec<String> = self
-            .ordering
-            .iter()
-            .filter(|o| !self.keys.iter().any(|k| k.as_ref() == o.expr.as_ref()))
+        let order: Vec<String> = order_part(&self.keys, &self.ordering)
             .map(|o| o.to_string())
             .collect();
         write!(
@@ -499,12 +503,7 @@ impl Best {
             let freed = batch.get_array_memory_size();
             let timer = baseline.elapsed_compute().timer();
             let out = filter_record_batch(&batch, &BooleanArray::new(mask, None))
-                .and_then(|kept| {
-                    let rows = kept.num_rows();
-                    let mut columns = kept.columns().to_vec();
-                    columns.push(Arc::new(UInt64Array::from_value(1, rows)) as ArrayRef);
-                    RecordBatch::try_new(schema.clone(), columns)
-                })
+                .and_then(|kept| super::key_runs::with_row_number_one(&kept, &schema))
                 .map_err(DataFusionError::from);
             drop(batch);
             timer.done();

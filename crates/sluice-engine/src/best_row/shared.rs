@@ -24,9 +24,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array,
-};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::runtime::SpawnedTask;
@@ -158,18 +156,22 @@ struct Inner {
     inputs_left: AtomicUsize,
     /// The rest of the input once sorting, for output partition 0.
     rest: Mutex<Option<mpsc::UnboundedReceiver<Result<RecordBatch>>>>,
-    /// The batches of all inputs in order, once read, each with the output partitions
-    /// that have not passed it yet.
-    slots: std::sync::OnceLock<Vec<Slot>>,
+    /// The batches of all inputs in order, once read.
+    kept: std::sync::OnceLock<Kept>,
     outputs: usize,
     baselines: Vec<BaselineMetrics>,
     input_schema: SchemaRef,
     out_schema: SchemaRef,
 }
 
+struct Kept {
+    slots: Vec<Slot>,
+    /// Where each input partition's batches start among the slots.
+    first_slot: Vec<usize>,
+}
+
+/// A kept batch, with the output partitions that have not passed it yet.
 struct Slot {
-    /// The input partition it came from.
-    input: usize,
     batch: Mutex<Option<RecordBatch>>,
     waiting: AtomicUsize,
 }
@@ -204,7 +206,7 @@ impl SharedRun {
             status,
             inputs_left: AtomicUsize::new(inputs),
             rest: Mutex::new(Some(rest)),
-            slots: std::sync::OnceLock::new(),
+            kept: std::sync::OnceLock::new(),
             outputs,
             baselines: (0..outputs)
                 .map(|p| BaselineMetrics::new(plan.metrics, p))
@@ -364,10 +366,7 @@ impl Inner {
                 "BestRowPerKeyExec: more batches than it can number"
             ));
         }
-        let sorting = self
-            .sorting
-            .read()
-            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+        let sorting = self.sorting.read().map_err(poisoned)?;
         if *sorting {
             return Ok(Some(batch));
         }
@@ -405,21 +404,12 @@ impl Inner {
             }
         }
         for s in busy {
-            let mut shard = self.shards[s]
-                .lock()
-                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+            let mut shard = self.shards[s].lock().map_err(poisoned)?;
             grown += self.fill(s, &mut shard, grouped);
         }
         let bytes = batch.get_array_memory_size() + grown;
-        self.batches[input]
-            .lock()
-            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?
-            .push(batch);
-        let refused = self
-            .reservation
-            .lock()
-            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?
-            .try_grow(bytes);
+        self.batches[input].lock().map_err(poisoned)?.push(batch);
+        let refused = self.reservation.lock().map_err(poisoned)?.try_grow(bytes);
         drop(sorting);
         match refused {
             Ok(()) => Ok(None),
@@ -442,17 +432,12 @@ impl Inner {
         let mut bytes = 0usize;
         let mut shards = Vec::with_capacity(SHARDS);
         for shard in &self.shards {
-            let mut shard = shard
-                .lock()
-                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+            let mut shard = shard.lock().map_err(poisoned)?;
             shard.table.reserve(per_shard, |w| key_hash(w.key()));
             bytes += shard.table.capacity() * std::mem::size_of::<IntWinner>();
             shards.push(shard);
         }
-        let reservation = self
-            .reservation
-            .lock()
-            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+        let reservation = self.reservation.lock().map_err(poisoned)?;
         if reservation.try_grow(bytes).is_err() {
             for mut shard in shards {
                 shard.table = HashTable::new();
@@ -477,10 +462,7 @@ impl Inner {
 
     /// Stop the table: every input task sends what it reads next to the sort.
     fn start_sorting(&self) -> Result<()> {
-        let mut sorting = self
-            .sorting
-            .write()
-            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+        let mut sorting = self.sorting.write().map_err(poisoned)?;
         *sorting = true;
         drop(sorting);
         self.status.send_if_modified(|s: &mut Status| match s {
@@ -516,33 +498,41 @@ impl Inner {
     }
 
     /// All batches of all inputs in order, taken from the inputs the first time.
-    fn slots(&self) -> &Vec<Slot> {
-        self.slots.get_or_init(|| {
-            let mut all = Vec::new();
-            for (input, batches) in self.batches.iter().enumerate() {
+    fn kept(&self) -> &Kept {
+        self.kept.get_or_init(|| {
+            let mut slots = Vec::new();
+            let mut first_slot = Vec::with_capacity(self.batches.len());
+            for batches in &self.batches {
+                first_slot.push(slots.len());
                 // A poisoned list still holds whole batches: a task panics before it pushes.
                 let mut batches = batches.lock().unwrap_or_else(|e| e.into_inner());
-                all.extend(std::mem::take(&mut *batches).into_iter().map(|batch| Slot {
-                    input,
+                slots.extend(std::mem::take(&mut *batches).into_iter().map(|batch| Slot {
                     batch: Mutex::new(Some(batch)),
                     waiting: AtomicUsize::new(self.outputs),
                 }));
             }
-            all
+            Kept { slots, first_slot }
         })
     }
 
-    /// Per slot, the rows output partition `p` emits; frees `p`'s shards.
+    /// Per slot, the rows output partition `p` emits.
     fn winners_of(&self, p: usize) -> Result<Vec<Vec<u32>>> {
-        let slots = self.slots();
-        // Where each input partition's batches start among the slots.
-        let mut first_slot = vec![0usize; self.batches.len() + 1];
-        for slot in slots {
-            first_slot[slot.input + 1] += 1;
-        }
-        for i in 1..first_slot.len() {
-            first_slot[i] += first_slot[i - 1];
-        }
+        Ok(self
+            .marks_of(p)?
+            .into_iter()
+            .map(|m| {
+                m.iter()
+                    .enumerate()
+                    .filter(|(_, &won)| won)
+                    .map(|(row, _)| row as u32)
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Per slot, which of its rows output partition `p` emits; frees `p`'s shards.
+    fn marks_of(&self, p: usize) -> Result<Vec<Vec<bool>>> {
+        let Kept { slots, first_slot } = self.kept();
         let mut marks: Vec<Vec<bool>> = slots
             .iter()
             .map(|slot| {
@@ -562,16 +552,15 @@ impl Inner {
             let input = batch_number >> LOCAL_BATCH_BITS;
             let local = batch_number & ((1 << LOCAL_BATCH_BITS) - 1);
             let row = (place & 0xffff_ffff) as usize;
-            marks
-                .get_mut(first_slot[input] + local)
+            first_slot
+                .get(input)
+                .and_then(|first| marks.get_mut(first + local))
                 .and_then(|m| m.get_mut(row))
                 .map(|m| *m = true)
                 .ok_or_else(|| internal_datafusion_err!("BestRowPerKeyExec: a lost winner"))
         };
         for s in (p..SHARDS).step_by(self.outputs) {
-            let mut shard = self.shards[s]
-                .lock()
-                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+            let mut shard = self.shards[s].lock().map_err(poisoned)?;
             for w in shard.table.iter() {
                 mark(w)?;
             }
@@ -583,16 +572,7 @@ impl Inner {
             shard.null_key = None;
         }
         self.shrink(freed);
-        Ok(marks
-            .into_iter()
-            .map(|m| {
-                m.iter()
-                    .enumerate()
-                    .filter(|(_, &won)| won)
-                    .map(|(row, _)| row as u32)
-                    .collect()
-            })
-            .collect())
+        Ok(marks)
     }
 
     fn shrink(&self, bytes: usize) {
@@ -607,31 +587,25 @@ impl Inner {
     fn sort_everything(&self, fallback: Fallback) -> Result<BatchStream> {
         let mut winners = Vec::new();
         for p in 0..self.outputs {
-            let marks = self.winners_of(p)?;
-            for (slot, rows) in self.slots().iter().zip(marks) {
-                if rows.is_empty() {
+            for (slot, mask) in self.kept().slots.iter().zip(self.marks_of(p)?) {
+                if !mask.contains(&true) {
                     continue;
                 }
                 let Some(batch) = slot.batch.lock().ok().and_then(|b| b.clone()) else {
                     continue;
                 };
-                let mut mask = vec![false; batch.num_rows()];
-                rows.iter().for_each(|&r| mask[r as usize] = true);
                 winners.push(filter_record_batch(&batch, &BooleanArray::from(mask))?);
             }
         }
         // Only the winners stay: the sort takes them (and reserves them) one by one.
-        for slot in self.slots() {
+        for slot in &self.kept().slots {
             if let Ok(mut batch) = slot.batch.lock() {
                 batch.take();
             }
         }
         let held: usize = winners.iter().map(RecordBatch::get_array_memory_size).sum();
         let reservation = {
-            let mut reservation = self
-                .reservation
-                .lock()
-                .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?;
+            let mut reservation = self.reservation.lock().map_err(poisoned)?;
             let size = reservation.size();
             reservation.shrink(size.saturating_sub(held));
             reservation.take()
@@ -639,7 +613,7 @@ impl Inner {
         let rest = self
             .rest
             .lock()
-            .map_err(|_| internal_datafusion_err!("BestRowPerKeyExec: a task panicked"))?
+            .map_err(poisoned)?
             .take()
             .ok_or_else(|| internal_datafusion_err!("BestRowPerKeyExec: sorted twice"))?;
         let rest = futures::stream::unfold(rest, |mut rx| async move {
@@ -652,6 +626,11 @@ impl Inner {
         fallback.fallbacks.add(1);
         fallback.sorted(winners, reservation, rest, self.out_schema.clone())
     }
+}
+
+/// A lock another task held when it panicked.
+fn poisoned<E>(_: E) -> DataFusionError {
+    internal_datafusion_err!("BestRowPerKeyExec: a task panicked")
 }
 
 /// The batch without the spare capacity its reader left in its buffers (string values
@@ -705,7 +684,7 @@ struct Emit {
 impl Emit {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
         let inner = &self.run.inner;
-        let slots = inner.slots();
+        let slots = &inner.kept().slots;
         let baseline = &inner.baselines[self.partition];
         let _timer = baseline.elapsed_compute().timer();
         let mut batches: Vec<RecordBatch> = Vec::new();
@@ -734,17 +713,14 @@ impl Emit {
         }
         let refs: Vec<&RecordBatch> = batches.iter().collect();
         let kept = interleave_record_batch(&refs, &indices)?;
-        let rows = kept.num_rows();
-        let mut columns = kept.columns().to_vec();
-        columns.push(Arc::new(UInt64Array::from_value(1, rows)) as ArrayRef);
-        let out = RecordBatch::try_new(inner.out_schema.clone(), columns)?;
+        let out = super::super::key_runs::with_row_number_one(&kept, &inner.out_schema)?;
         Ok(Some(out.record_output(baseline)))
     }
 
     /// This output partition is done with a slot: the last one to pass frees its batch.
     fn pass(&self, slot: usize) {
         let inner = &self.run.inner;
-        let Some(slot) = inner.slots.get().and_then(|s| s.get(slot)) else {
+        let Some(slot) = inner.kept.get().and_then(|k| k.slots.get(slot)) else {
             return;
         };
         if slot.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -770,7 +746,7 @@ impl Iterator for Emit {
 impl Drop for Emit {
     fn drop(&mut self) {
         // Dropped early (a LIMIT above): the slots not passed yet are passed now.
-        let total = self.run.inner.slots.get().map_or(0, Vec::len);
+        let total = self.run.inner.kept.get().map_or(0, |k| k.slots.len());
         for slot in self.slot..total {
             self.pass(slot);
         }
