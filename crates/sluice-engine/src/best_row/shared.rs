@@ -272,7 +272,20 @@ impl SharedRun {
         match settled {
             Status::Reading => Err(internal_datafusion_err!("BestRowPerKeyExec: still reading")),
             Status::Failed(e) => Err(DataFusionError::Shared(e)),
-            Status::Sorting if p == 0 => self.inner.sort_everything(fallback),
+            Status::Sorting if p == 0 => {
+                // The input tasks feed the sort: the run (which owns them, and aborts them
+                // when dropped) must last as long as the sort reads. Without this, the rest
+                // of the input was lost whenever the tasks had not finished reading when the
+                // last output partition started (wrong rows under a small memory limit).
+                let sorted = self.inner.sort_everything(fallback)?;
+                let run = self;
+                Ok(sorted
+                    .map(move |batch| {
+                        let _owner = &run;
+                        batch
+                    })
+                    .boxed())
+            }
             Status::Sorting => Ok(futures::stream::empty().boxed()),
             Status::Done => {
                 let winners = self.inner.winners_of(p)?;
