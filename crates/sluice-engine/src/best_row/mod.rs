@@ -61,6 +61,7 @@ const PARQUET_EXPANSION: u64 = 3;
 
 mod shared;
 mod table;
+mod winners;
 use table::Table;
 
 /// Per key, the row that sorts first by `order` (the window's ORDER BY), with the window's

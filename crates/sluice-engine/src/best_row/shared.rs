@@ -7,9 +7,12 @@
 //! it is read). Here each input partition is read by a task of its own, which hashes a
 //! batch's keys once, groups its rows by shard and offers them to each shard's table in
 //! turn (a shard busy with another task is visited last). The batches stay as the scan
-//! made them. When every input is read, output partition `p` emits the winners of the
-//! shards `s` with `s % partitions == p`, in input order, gathered from the scan's
-//! batches; a batch is freed once every output partition has passed it.
+//! made them. When every input is read, the output partitions mark the winners of the
+//! shards in their batches' bits, and output partition `p` emits the winners of every
+//! `partitions`-th batch from the `p`-th on, filtered out of the batch (nine rows in ten
+//! win on benches/pipeline, so the filter copies runs of rows); a batch is freed once
+//! emitted. Which partition emits a row thus follows the input's batches: two runs over
+//! the same input split the rows alike.
 //!
 //! Ties on the ORDER BY go to the row of the lowest input partition, and within it to the
 //! earlier row: a place numbers the input partition, its batch and the row, in that order,
@@ -21,11 +24,12 @@
 //! input go through one sort (which spills) in output partition 0, as
 //! [`Fallback`](super::Fallback) does for one partition.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch, SortOptions};
+use datafusion::arrow::buffer::{BooleanBuffer, Buffer};
+use datafusion::arrow::compute::{filter_record_batch, SortOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{internal_datafusion_err, DataFusionError, Result};
@@ -37,10 +41,10 @@ use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
 use futures::StreamExt;
-use hashbrown::hash_table::HashTable;
 use tokio::sync::{mpsc, watch};
 
-use super::table::{int64s, offer, offer_null, IntWinner, OrderRanks};
+use super::table::{int64s, offer_null, IntWinner, OrderRanks};
+use super::winners::WinnerTable;
 use super::{BatchStream, Fallback};
 
 /// Shards of the table: enough that two tasks seldom want the same one at once.
@@ -115,10 +119,9 @@ impl Runs {
             run
         };
         let schema = plan.schema.clone();
-        let batch_size = context.session_config().batch_size();
         let fallback = plan.fallback;
         let out = futures::stream::once(async move {
-            match run.output(partition, batch_size, fallback).await {
+            match run.output(partition, fallback).await {
                 Ok(stream) => stream,
                 Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
             }
@@ -138,7 +141,7 @@ enum Status {
 }
 
 struct Shard {
-    table: HashTable<IntWinner>,
+    table: WinnerTable,
     null_key: Option<IntWinner>,
 }
 
@@ -158,6 +161,10 @@ struct Inner {
     rest: Mutex<Option<mpsc::UnboundedReceiver<Result<RecordBatch>>>>,
     /// The batches of all inputs in order, once read.
     kept: std::sync::OnceLock<Kept>,
+    /// The next shard to mark winners from, and how many are marked: the output partitions
+    /// share the marking (see [`Inner::marks`]).
+    next_shard: AtomicUsize,
+    shards_marked: AtomicUsize,
     outputs: usize,
     baselines: Vec<BaselineMetrics>,
     input_schema: SchemaRef,
@@ -170,10 +177,11 @@ struct Kept {
     first_slot: Vec<usize>,
 }
 
-/// A kept batch, with the output partitions that have not passed it yet.
+/// A kept batch, taken by the output partition that emits its winners, and which of its
+/// rows won: one bit a row, set by whichever output partition marks the row's shard.
 struct Slot {
     batch: Mutex<Option<RecordBatch>>,
-    waiting: AtomicUsize,
+    won: Vec<AtomicU64>,
 }
 
 impl SharedRun {
@@ -192,7 +200,7 @@ impl SharedRun {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        table: HashTable::new(),
+                        table: WinnerTable::new(key_hash),
                         null_key: None,
                     })
                 })
@@ -207,6 +215,8 @@ impl SharedRun {
             inputs_left: AtomicUsize::new(inputs),
             rest: Mutex::new(Some(rest)),
             kept: std::sync::OnceLock::new(),
+            next_shard: AtomicUsize::new(0),
+            shards_marked: AtomicUsize::new(0),
             outputs,
             baselines: (0..outputs)
                 .map(|p| BaselineMetrics::new(plan.metrics, p))
@@ -257,12 +267,7 @@ impl SharedRun {
         }
     }
 
-    async fn output(
-        self: Arc<Self>,
-        p: usize,
-        batch_size: usize,
-        fallback: Fallback,
-    ) -> Result<BatchStream> {
+    async fn output(self: Arc<Self>, p: usize, fallback: Fallback) -> Result<BatchStream> {
         let mut status = self.inner.status.subscribe();
         let settled = status
             .wait_for(|s| !matches!(s, Status::Reading))
@@ -288,13 +293,11 @@ impl SharedRun {
             }
             Status::Sorting => Ok(futures::stream::empty().boxed()),
             Status::Done => {
-                let winners = self.inner.winners_of(p)?;
+                self.inner.marks()?;
                 let emit = Emit {
                     run: self,
                     partition: p,
-                    winners,
-                    slot: 0,
-                    batch_size: batch_size.max(1),
+                    slot: p,
                 };
                 Ok(futures::stream::iter(emit).boxed())
             }
@@ -446,14 +449,14 @@ impl Inner {
         let mut shards = Vec::with_capacity(SHARDS);
         for shard in &self.shards {
             let mut shard = shard.lock().map_err(poisoned)?;
-            shard.table.reserve(per_shard, |w| key_hash(w.key()));
-            bytes += shard.table.capacity() * std::mem::size_of::<IntWinner>();
+            shard.table.reserve(per_shard);
+            bytes += shard.table.bytes();
             shards.push(shard);
         }
         let reservation = self.reservation.lock().map_err(poisoned)?;
         if reservation.try_grow(bytes).is_err() {
             for mut shard in shards {
-                shard.table = HashTable::new();
+                shard.table = WinnerTable::new(key_hash);
             }
         }
         Ok(())
@@ -461,16 +464,15 @@ impl Inner {
 
     /// Offer shard `s`'s rows of a batch; the bytes the table grew by.
     fn fill(&self, s: usize, shard: &mut Shard, grouped: &mut Grouped) -> usize {
-        let before = shard.table.capacity();
-        for (hash, candidate) in grouped.rows[s].drain(..) {
-            offer(&mut shard.table, key_hash, hash, candidate.key(), candidate);
-        }
+        let before = shard.table.bytes();
+        shard.table.offer_all(&grouped.rows[s]);
+        grouped.rows[s].clear();
         if s == 0 {
             for candidate in grouped.nulls.drain(..) {
                 offer_null(&mut shard.null_key, candidate);
             }
         }
-        shard.table.capacity().saturating_sub(before) * std::mem::size_of::<IntWinner>()
+        shard.table.bytes().saturating_sub(before)
     }
 
     /// Stop the table: every input task sends what it reads next to the sort.
@@ -519,47 +521,28 @@ impl Inner {
                 first_slot.push(slots.len());
                 // A poisoned list still holds whole batches: a task panics before it pushes.
                 let mut batches = batches.lock().unwrap_or_else(|e| e.into_inner());
-                slots.extend(std::mem::take(&mut *batches).into_iter().map(|batch| Slot {
-                    batch: Mutex::new(Some(batch)),
-                    waiting: AtomicUsize::new(self.outputs),
+                slots.extend(std::mem::take(&mut *batches).into_iter().map(|batch| {
+                    Slot {
+                        won: (0..batch.num_rows().div_ceil(64))
+                            .map(|_| AtomicU64::new(0))
+                            .collect(),
+                        batch: Mutex::new(Some(batch)),
+                    }
                 }));
             }
             Kept { slots, first_slot }
         })
     }
 
-    /// Per slot, the rows output partition `p` emits.
-    fn winners_of(&self, p: usize) -> Result<Vec<Vec<u32>>> {
-        Ok(self
-            .marks_of(p)?
-            .into_iter()
-            .map(|m| {
-                m.iter()
-                    .enumerate()
-                    .filter(|(_, &won)| won)
-                    .map(|(row, _)| row as u32)
-                    .collect()
-            })
-            .collect())
-    }
-
-    /// Per slot, which of its rows output partition `p` emits; frees `p`'s shards.
-    fn marks_of(&self, p: usize) -> Result<Vec<Vec<bool>>> {
-        let Kept { slots, first_slot } = self.kept();
-        let mut marks: Vec<Vec<bool>> = slots
-            .iter()
-            .map(|slot| {
-                let rows = slot
-                    .batch
-                    .lock()
-                    .ok()
-                    .and_then(|b| b.as_ref().map(RecordBatch::num_rows))
-                    .unwrap_or(0);
-                vec![false; rows]
-            })
-            .collect();
-        let mut freed = 0usize;
-        let mut mark = |w: &IntWinner| -> Result<()> {
+    /// Mark every winner in its slot's bits, and free the tables. The output partitions
+    /// share the work a shard at a time, and each returns once every shard is marked: one
+    /// still marking is running through a table without waiting on anything, so this
+    /// ends, and a consumer that reads its partitions one after another finds the first
+    /// one marking them all.
+    fn marks(&self) -> Result<&Kept> {
+        let kept = self.kept();
+        let Kept { slots, first_slot } = kept;
+        let mark = |w: &IntWinner| -> Result<()> {
             let place = w.place();
             let batch_number = (place >> 32) as usize;
             let input = batch_number >> LOCAL_BATCH_BITS;
@@ -567,25 +550,35 @@ impl Inner {
             let row = (place & 0xffff_ffff) as usize;
             first_slot
                 .get(input)
-                .and_then(|first| marks.get_mut(first + local))
-                .and_then(|m| m.get_mut(row))
-                .map(|m| *m = true)
+                .and_then(|first| slots.get(first + local))
+                .and_then(|slot| slot.won.get(row / 64))
+                .map(|word| word.fetch_or(1 << (row % 64), Ordering::Relaxed))
+                .map(|_| ())
                 .ok_or_else(|| internal_datafusion_err!("BestRowPerKeyExec: a lost winner"))
         };
-        for s in (p..SHARDS).step_by(self.outputs) {
+        loop {
+            let s = self.next_shard.fetch_add(1, Ordering::AcqRel);
+            if s >= SHARDS {
+                break;
+            }
             let mut shard = self.shards[s].lock().map_err(poisoned)?;
-            for w in shard.table.iter() {
-                mark(w)?;
-            }
-            if let Some(w) = shard.null_key.as_ref() {
-                mark(w)?;
-            }
-            freed += shard.table.capacity() * std::mem::size_of::<IntWinner>();
-            shard.table = HashTable::new();
+            let marked = shard
+                .table
+                .iter()
+                .chain(shard.null_key.as_ref())
+                .try_for_each(mark);
+            let freed = shard.table.bytes();
+            shard.table = WinnerTable::new(key_hash);
             shard.null_key = None;
+            drop(shard);
+            self.shrink(freed);
+            self.shards_marked.fetch_add(1, Ordering::AcqRel);
+            marked?;
         }
-        self.shrink(freed);
-        Ok(marks)
+        while self.shards_marked.load(Ordering::Acquire) < SHARDS {
+            std::thread::yield_now();
+        }
+        Ok(kept)
     }
 
     fn shrink(&self, bytes: usize) {
@@ -599,15 +592,12 @@ impl Inner {
     /// the rest of every input, sorted by key and ORDER BY in one partition.
     fn sort_everything(&self, fallback: Fallback) -> Result<BatchStream> {
         let mut winners = Vec::new();
-        for p in 0..self.outputs {
-            for (slot, mask) in self.kept().slots.iter().zip(self.marks_of(p)?) {
-                if !mask.contains(&true) {
-                    continue;
-                }
-                let Some(batch) = slot.batch.lock().ok().and_then(|b| b.clone()) else {
-                    continue;
-                };
-                winners.push(filter_record_batch(&batch, &BooleanArray::from(mask))?);
+        for slot in &self.marks()?.slots {
+            let Some(batch) = slot.batch.lock().ok().and_then(|b| b.clone()) else {
+                continue;
+            };
+            if let Some(won) = slot.winners(&batch)? {
+                winners.push(won);
             }
         }
         // Only the winners stay: the sort takes them (and reserves them) one by one.
@@ -683,15 +673,27 @@ fn shard_of(hash: u64) -> usize {
     ((hash >> 40) as usize) % SHARDS
 }
 
-/// Output partition `partition`'s winners in input order, in batches of `batch_size`.
+impl Slot {
+    /// The batch's winning rows, or None when none won. With most rows winning, the rows
+    /// are copied in runs (arrow's filter), which gathering them one by one was not.
+    fn winners(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let words: Vec<u64> = self.won.iter().map(|w| w.load(Ordering::Relaxed)).collect();
+        let mask = BooleanBuffer::new(Buffer::from_vec(words), 0, batch.num_rows());
+        Ok(match mask.count_set_bits() {
+            0 => None,
+            n if n == batch.num_rows() => Some(batch.clone()),
+            _ => Some(filter_record_batch(batch, &BooleanArray::new(mask, None))?),
+        })
+    }
+}
+
+/// Output partition `partition`'s winners: those of every `outputs`-th kept batch from
+/// its own number on, in input order.
 struct Emit {
     run: Arc<SharedRun>,
     partition: usize,
-    /// Per slot, the rows to emit.
-    winners: Vec<Vec<u32>>,
-    /// The first slot not emitted in full.
+    /// The next slot this partition emits.
     slot: usize,
-    batch_size: usize,
 }
 
 impl Emit {
@@ -700,51 +702,21 @@ impl Emit {
         let slots = &inner.kept().slots;
         let baseline = &inner.baselines[self.partition];
         let _timer = baseline.elapsed_compute().timer();
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        let mut indices: Vec<(usize, usize)> = Vec::with_capacity(self.batch_size);
-        while self.slot < slots.len() && indices.len() < self.batch_size {
-            let rows = &mut self.winners[self.slot];
-            let take = rows.len().min(self.batch_size - indices.len());
-            if take > 0 {
-                let batch = slots[self.slot]
-                    .batch
-                    .lock()
-                    .ok()
-                    .and_then(|b| b.clone())
-                    .ok_or_else(|| internal_datafusion_err!("BestRowPerKeyExec: freed early"))?;
-                let b = batches.len();
-                batches.push(batch);
-                indices.extend(rows.drain(..take).map(|r| (b, r as usize)));
-            }
-            if rows.is_empty() {
-                self.pass(self.slot);
-                self.slot += 1;
+        while let Some(slot) = slots.get(self.slot) {
+            self.slot += inner.outputs;
+            let batch = slot.batch.lock().map_err(poisoned)?.take();
+            let Some(batch) = batch else {
+                return Err(internal_datafusion_err!("BestRowPerKeyExec: freed early"));
+            };
+            let won = slot.winners(&batch)?;
+            inner.shrink(batch.get_array_memory_size());
+            drop(batch);
+            if let Some(won) = won {
+                let out = super::super::key_runs::with_row_number_one(&won, &inner.out_schema)?;
+                return Ok(Some(out.record_output(baseline)));
             }
         }
-        if indices.is_empty() {
-            return Ok(None);
-        }
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
-        let kept = interleave_record_batch(&refs, &indices)?;
-        let out = super::super::key_runs::with_row_number_one(&kept, &inner.out_schema)?;
-        Ok(Some(out.record_output(baseline)))
-    }
-
-    /// This output partition is done with a slot: the last one to pass frees its batch.
-    fn pass(&self, slot: usize) {
-        let inner = &self.run.inner;
-        let Some(slot) = inner.kept.get().and_then(|k| k.slots.get(slot)) else {
-            return;
-        };
-        if slot.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let freed = slot
-                .batch
-                .lock()
-                .ok()
-                .and_then(|mut b| b.take())
-                .map_or(0, |b| b.get_array_memory_size());
-            inner.shrink(freed);
-        }
+        Ok(None)
     }
 }
 
@@ -758,10 +730,15 @@ impl Iterator for Emit {
 
 impl Drop for Emit {
     fn drop(&mut self) {
-        // Dropped early (a LIMIT above): the slots not passed yet are passed now.
-        let total = self.run.inner.kept.get().map_or(0, |k| k.slots.len());
-        for slot in self.slot..total {
-            self.pass(slot);
+        // Dropped early (a LIMIT above): this partition's batches not emitted yet go now.
+        let inner = &self.run.inner;
+        let Some(kept) = inner.kept.get() else {
+            return;
+        };
+        for slot in kept.slots.iter().skip(self.slot).step_by(inner.outputs) {
+            if let Some(batch) = slot.batch.lock().ok().and_then(|mut b| b.take()) {
+                inner.shrink(batch.get_array_memory_size());
+            }
         }
     }
 }

@@ -161,6 +161,17 @@ pub(super) struct IntWinner {
 }
 
 impl IntWinner {
+    /// No winner: no place has every bit set (the rank is at most 2).
+    pub(super) const EMPTY: IntWinner = IntWinner {
+        key: 0,
+        order: 0,
+        position: u64::MAX,
+    };
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.position == u64::MAX
+    }
+
     /// (NULL rank, ORDER BY value, place): a tie on the ORDER BY goes to the row earlier
     /// in input order, whose place is lower (later rows and batches get higher numbers).
     fn sort_key(&self) -> (u64, u64, u64) {
