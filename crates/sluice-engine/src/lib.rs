@@ -11,4 +11,5 @@ mod leaf_bytes;
 pub mod lookup_join;
 pub mod one_shot;
 pub mod options;
+mod prefetch;
 pub mod progress;

@@ -564,7 +564,11 @@ impl Inner {
             if s >= SHARDS {
                 break;
             }
-            let mut shard = self.shards[s].lock().map_err(poisoned)?;
+            let Ok(mut shard) = self.shards[s].lock() else {
+                // Counted all the same, so that no partition waits for it.
+                self.shards_marked.fetch_add(1, Ordering::AcqRel);
+                return Err(poisoned(()));
+            };
             let marked = shard
                 .table
                 .iter()

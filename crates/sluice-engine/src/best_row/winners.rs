@@ -8,6 +8,7 @@
 //! requested from memory, so that the rows' misses overlap.
 
 use super::table::IntWinner;
+use crate::prefetch::prefetch;
 
 /// How many rows ahead the offers prefetch their slot.
 const PREFETCH_AHEAD: usize = 16;
@@ -86,17 +87,6 @@ impl WinnerTable {
     pub(super) fn iter(&self) -> impl Iterator<Item = &IntWinner> {
         self.slots.iter().filter(|w| !w.is_empty())
     }
-}
-
-fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(value as *const T as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 #[cfg(test)]

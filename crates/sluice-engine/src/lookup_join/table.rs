@@ -14,6 +14,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 
+use crate::prefetch::prefetch;
+
 /// The build side: its rows in one batch, and the rows of each key.
 ///
 /// The key index is an open-addressing table of `u64` slots, each the upper half of a
@@ -294,19 +296,6 @@ fn packed_keys(keys: &[ArrayRef]) -> Option<Vec<u128>> {
         DataType::UInt32 => integers::<UInt32Type>(key, |v| v as u128),
         _ => return None,
     })
-}
-
-/// Hints the CPU to fetch `value`'s cache line.
-#[inline(always)]
-fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(value as *const T as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 /// Where a build row's key lives, for the key types worth prefetching (one string or
