@@ -10,9 +10,9 @@
 //! in as many tasks as the query has partitions. When the query ends in a projection that
 //! passes the partition columns through, the rows are split before it: its input is the
 //! narrower batch to copy (a SHA-256 hex digest is 64 bytes of a 10-40 byte input), and
-//! the projection then runs once on the reordered batch. The files are laid out as DataFusion lays
-//! them out (`col=value/<write id>.parquet`, one file per value), so readers, Delta's log
-//! and the checks see the same output.
+//! the projection then runs once on the reordered batch. The files are laid out as
+//! DataFusion lays them out (`col=value/<write id>.parquet`, one file per value), so
+//! readers, Delta's log and the checks see the same output.
 
 use std::sync::Arc;
 
