@@ -43,6 +43,7 @@ use datafusion::physical_plan::{
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{StreamExt, TryStreamExt};
 
+mod few_values;
 mod table;
 use table::{key_columns, Table, NONE};
 
@@ -458,7 +459,7 @@ impl Lookup {
             .iter()
             .map(|&i| match (i.checked_sub(self.build_width), build) {
                 (Some(j), _) => Ok(probe[j].clone()),
-                (None, Some((table, indices))) => Ok(take(table.batch.column(i), indices, None)?),
+                (None, Some((table, indices))) => table.gather(i, indices),
                 (None, None) => internal_err!("LookupJoinExec: build column without build rows"),
             })
             .collect::<Result<Vec<_>>>()?;

@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{make_comparator, Array, ArrayRef, DynComparator, RecordBatch};
+use datafusion::arrow::array::{
+    make_comparator, Array, ArrayRef, DynComparator, RecordBatch, UInt32Array,
+};
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{concat_batches, SortOptions};
+use datafusion::arrow::compute::{concat_batches, take, SortOptions};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::{internal_err, Result};
@@ -14,6 +16,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
 
+use super::few_values::FewValues;
 use crate::prefetch::prefetch;
 
 /// The build side: its rows in one batch, and the rows of each key.
@@ -37,6 +40,8 @@ pub(super) struct Table {
     /// The next build row with the same key as this one; `NONE` ends the chain.
     pub(super) next: Vec<u32>,
     pub(super) unique: bool,
+    /// Per build column, its dictionary when it holds a few short values.
+    few_values: Vec<Option<FewValues>>,
     _reservation: datafusion::execution::memory_pool::MemoryReservation,
 }
 
@@ -134,6 +139,8 @@ impl Table {
                 at = (at + 1) & mask;
             }
         }
+        let few_values: Vec<_> = batch.columns().iter().map(FewValues::of).collect();
+        reservation.try_grow(few_values.iter().flatten().count() * n)?;
         Ok(Table {
             batch,
             keys,
@@ -142,8 +149,17 @@ impl Table {
             mask,
             next,
             unique,
+            few_values,
             _reservation: reservation,
         })
+    }
+
+    /// Build column `column` at `indices` (NULL: no build row), as `take` gives it.
+    pub(super) fn gather(&self, column: usize, indices: &UInt32Array) -> Result<ArrayRef> {
+        match self.few_values.get(column) {
+            Some(Some(few)) => few.gather(indices),
+            _ => Ok(take(self.batch.column(column), indices, None)?),
+        }
     }
 
     /// For each probe row, the first build row with its key (`NONE`: none).
