@@ -234,10 +234,17 @@ impl LookupJoinExec {
         }
         let build = self.build.clone();
         let keys: Vec<_> = self.on.iter().map(|(b, _)| b.clone()).collect();
+        // The build columns the output gathers: only those are worth a dictionary.
+        let gathered: Vec<usize> = self
+            .projection
+            .iter()
+            .copied()
+            .filter(|&i| i < self.build_width)
+            .collect();
         let context = context.clone();
         let build_rows = MetricBuilder::new(&self.metrics).counter("build_input_rows", 0);
         let future = async move {
-            let table = Table::build(build, &keys, context).await?;
+            let table = Table::build(build, &keys, &gathered, context).await?;
             build_rows.add(table.batch.num_rows());
             Ok(Arc::new(table))
         }

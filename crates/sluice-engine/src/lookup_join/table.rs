@@ -69,6 +69,7 @@ impl Table {
     pub(super) async fn build(
         build: Arc<dyn ExecutionPlan>,
         keys: &[Arc<dyn PhysicalExpr>],
+        gathered: &[usize],
         context: Arc<TaskContext>,
     ) -> Result<Table> {
         let reservation =
@@ -139,7 +140,14 @@ impl Table {
                 at = (at + 1) & mask;
             }
         }
-        let few_values: Vec<_> = batch.columns().iter().map(FewValues::of).collect();
+        let few_values: Vec<_> = (0..batch.num_columns())
+            .map(|i| {
+                gathered
+                    .contains(&i)
+                    .then(|| FewValues::of(batch.column(i)))
+                    .flatten()
+            })
+            .collect();
         reservation.try_grow(few_values.iter().flatten().count() * n)?;
         Ok(Table {
             batch,
